@@ -1,0 +1,1 @@
+"""Interaction data: readers for the papers' formats, raw Amazon builders, the dataset object."""

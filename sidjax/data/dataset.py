@@ -1,0 +1,99 @@
+"""The dataset object every stage consumes: items with text, sequences, samples per split."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from sidjax.data.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    title: str
+    description: str = ""
+    brand: str = ""
+    categories: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Samples (user, history <= H, target); `history[i, :history_len[i]]` is time-ordered, -1 pads."""
+
+    users: np.ndarray  # int64 [n]
+    history: np.ndarray  # int32 [n, H]
+    history_len: np.ndarray  # int32 [n]
+    target: np.ndarray  # int32 [n]
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    def histories(self) -> list[list[int]]:
+        return [row[:n].tolist() for row, n in zip(self.history, self.history_len)]
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[int, Sequence[int], int]], max_history: int) -> "Split":
+        n = len(rows)
+        history = np.full((n, max_history), -1, dtype=np.int32)
+        lengths = np.zeros(n, dtype=np.int32)
+        for i, (_, hist, _) in enumerate(rows):
+            hist = list(hist)[-max_history:]
+            history[i, : len(hist)] = hist
+            lengths[i] = len(hist)
+        return cls(
+            users=np.asarray([r[0] for r in rows], dtype=np.int64),
+            history=history,
+            history_len=lengths,
+            target=np.asarray([r[2] for r in rows], dtype=np.int32),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RecDataset:
+    name: str
+    items: tuple[Item, ...]
+    sequences: Mapping[int, tuple[int, ...]]
+    splits: Mapping[str, Split]
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    def titles(self) -> list[str]:
+        return [item.title for item in self.items]
+
+    def statistics(self) -> dict[str, float | int]:
+        stats: dict[str, float | int] = {
+            "users": len(self.sequences),
+            "items": self.num_items,
+            "interactions": int(sum(len(s) for s in self.sequences.values())),
+        }
+        for split in SPLITS:
+            s = self.splits[split]
+            stats[f"{split}_samples"] = len(s)
+            stats[f"{split}_mean_history"] = round(float(s.history_len.mean()), 3)
+        return stats
+
+    def check(self, origin: str) -> "RecDataset":
+        """Validate ids and splits; `origin` names where the data came from for errors."""
+        n = self.num_items
+        for user, seq in self.sequences.items():
+            bad = [i for i in seq if not 0 <= i < n]
+            if bad:
+                raise DataError(origin, f"user {user}: unknown item id {bad[0]} (items are 0..{n - 1})")
+        for split in SPLITS:
+            if split not in self.splits:
+                raise DataError(origin, f"split '{split}' is missing")
+            s = self.splits[split]
+            if len(s) == 0:
+                raise DataError(origin, f"split '{split}' is empty")
+            ids = np.concatenate([s.target, s.history[s.history >= 0]])
+            if ids.size and (ids.min() < 0 or ids.max() >= n):
+                bad = int(ids[(ids < 0) | (ids >= n)][0])
+                raise DataError(origin, f"split '{split}': unknown item id {bad} (items are 0..{n - 1})")
+            if (s.history_len < 1).any():
+                raise DataError(origin, f"split '{split}': a sample has an empty history")
+        return self

@@ -1,0 +1,23 @@
+"""`config.data` -> RecDataset, whatever the source."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import ml_collections
+
+from sidjax.data import minionerec
+from sidjax.data.dataset import RecDataset
+
+
+def shipped_dir() -> Path:
+    """The Industrial_and_Scientific files inside the installed package."""
+    return Path(str(resources.files("sidjax.data") / "industrial_and_scientific"))
+
+
+def load_dataset(cfg: ml_collections.ConfigDict) -> RecDataset:
+    if cfg.source == "shipped":
+        return minionerec.load_recbole_dir(shipped_dir(), cfg.name, cfg.max_history)
+    if cfg.source == "recbole":
+        return minionerec.load_recbole_dir(cfg.path, cfg.name, cfg.max_history)
+    raise ValueError(f"config key 'data.source': '{cfg.source}' has no loader yet")

@@ -1,0 +1,42 @@
+"""Metrics to JSONL and TensorBoard (via tensorboardX), written by process 0 only."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Mapping
+
+import jax
+from tensorboardX import SummaryWriter
+
+
+class MetricsWriter:
+    def __init__(self, directory: str | Path):
+        self._enabled = jax.process_index() == 0
+        self._dir = Path(directory)
+        self._jsonl = None
+        self._tb = None
+        if self._enabled:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            self._jsonl = open(self._dir / "metrics.jsonl", "a", encoding="utf-8")
+            self._tb = SummaryWriter(logdir=str(self._dir / "tensorboard"))
+
+    def write(self, step: int, metrics: Mapping[str, float], prefix: str = "") -> None:
+        if not self._enabled:
+            return
+        values = {f"{prefix}{k}": float(v) for k, v in metrics.items()}
+        self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **values}) + "\n")
+        self._jsonl.flush()
+        for key, value in values.items():
+            self._tb.add_scalar(key, value, global_step=int(step))
+
+    def close(self) -> None:
+        if self._enabled:
+            self._jsonl.close()
+            self._tb.close()
+
+    def __enter__(self) -> "MetricsWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
