@@ -1,0 +1,51 @@
+import pytest
+
+from sidjax.configs import ConfigError, base_config, validate
+
+
+def test_base_config_is_valid():
+    validate(base_config())
+
+
+def test_locked_base_rejects_a_new_key_with_its_name():
+    config = base_config()
+    with pytest.raises(AttributeError, match="lerning_rate"):
+        config.sft.lerning_rate = 1.0
+
+
+def test_unknown_key_in_a_free_config_is_named():
+    config = base_config()
+    config.unlock()
+    config.data.sourse = "shipped"
+    with pytest.raises(ConfigError, match=r"unknown config key 'data\.sourse'"):
+        validate(config)
+
+
+def test_wrong_type_is_named():
+    config = base_config()
+    config.unlock()
+    del config.data["max_history"]
+    config.data.max_history = "ten"
+    with pytest.raises(ConfigError, match=r"'data\.max_history' must be int"):
+        validate(config)
+
+
+def test_unknown_stage_is_named():
+    config = base_config()
+    config.stages = ("data", "sfft")
+    with pytest.raises(ConfigError, match=r"unknown stage 'sfft'"):
+        validate(config)
+
+
+def test_redo_must_name_a_listed_stage():
+    config = base_config()
+    config.redo = ("sids",)
+    with pytest.raises(ConfigError, match=r"'redo'"):
+        validate(config)
+
+
+def test_section_value_rules_run():
+    config = base_config()
+    config.data.source = "recbole"
+    with pytest.raises(ConfigError, match=r"'data\.path'"):
+        validate(config)

@@ -1,0 +1,53 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from sidjax.configs import base_config
+from sidjax.stages import DONE, run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_config():
+    config = base_config()
+    config.stages = ("data",)
+    return config
+
+
+def test_data_stage_writes_statistics_and_resumes(tmp_path):
+    config = _data_config()
+    summaries = run_pipeline(config, tmp_path)
+    stats = summaries["data"]
+    assert stats["users"] == 7694 and stats["items"] == 3686
+    assert (stats["train_samples"], stats["valid_samples"], stats["test_samples"]) == (36259, 4532, 4533)
+    assert json.loads((tmp_path / "config.json").read_text())["stages"] == ["data"]
+    done = tmp_path / "data" / DONE
+    first = done.stat().st_mtime_ns
+    run_pipeline(config, tmp_path)
+    assert done.stat().st_mtime_ns == first, "a finished stage must be skipped"
+    config.redo = ("data",)
+    run_pipeline(config, tmp_path)
+    assert done.stat().st_mtime_ns != first, "a stage in config.redo must run again"
+
+
+def _launch(tmp_path, *flags):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.train", "--config=experiments/configs/demo.py",
+         f"--workdir={tmp_path}", *flags],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_launcher_names_a_config_typo_before_any_work(tmp_path):
+    result = _launch(tmp_path / "run", "--config.data.max_histroy=3")
+    assert result.returncode != 0
+    assert "max_histroy" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_launcher_rejects_an_unknown_stage(tmp_path):
+    result = _launch(tmp_path / "run", "--config.stages=('data','evall')")
+    assert result.returncode != 0
+    assert "evall" in result.stderr
+    assert not (tmp_path / "run").exists()
