@@ -22,6 +22,7 @@ CORE = [
     "tensorboardX==2.6.5",
     "matplotlib==3.11.2",
     "gguf==0.19.0",
+    "jinja2==3.1.6",
 ]
 
 # PyTorch + transformers are only the reference implementations that the parity

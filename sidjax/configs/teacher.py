@@ -1,8 +1,63 @@
-"""`config.teacher`: who writes the enrichment / reasoning corpus."""
+"""`config.teacher`: who writes the enrichment / reasoning corpus (tasks 7, 8, stage 2), and for what."""
 import ml_collections
+
+from sidjax.configs import require
+
+KINDS = ("offline", "openai")
+SPLITS = ("train", "valid", "test")
 
 
 def section() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.kind = "offline"  # offline template teacher, or openai (any OpenAI-compatible server)
+    c.kind = "offline"  # offline: deterministic template text, no network; openai: any OpenAI-compatible server
+    # What the corpus covers: -1 = every item / sample, n = a seeded random subset of n.
+    c.max_items = -1
+    c.max_users = -1  # per split in user_splits
+    # valid too, so reason_sft has a valid loss; the test split never needs teacher text.
+    c.user_splits = ("train", "valid")
+    c.seed = 0
+    # Accepted answer length (characters); the LLM is asked for this range and re-asked outside it.
+    c.min_chars = 80
+    c.max_chars = 1500
+    # openai only. The key is read from the environment variable named here, never from the config.
+    c.base_url = "https://api.openai.com/v1"
+    c.model = "gpt-4o-mini"
+    c.api_key_env = "OPENAI_API_KEY"
+    c.concurrency = 4
+    c.timeout_s = 60.0
+    c.max_retries = 6  # per request, on 429 / 5xx / timeouts / malformed bodies
+    c.backoff_initial_s = 1.0  # doubles per retry (with jitter) up to backoff_max_s
+    c.backoff_max_s = 60.0
+    c.max_reasks = 2  # re-asks of an answer that fails its check
+    c.max_requests = -1  # budget cap on HTTP requests, -1: none
+    c.max_tokens = -1  # budget cap on prompt + completion tokens, -1: none
+    c.temperature = 0.7
+    c.max_output_tokens = 1024
+    c.cache_path = ""  # JSONL answer cache; "" = cache.jsonl in the teacher stage's directory
     return c
+
+
+def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
+    require(c.kind in KINDS, f"{name}.kind", f"'{c.kind}' is not one of {KINDS}")
+    require(c.max_items >= -1, f"{name}.max_items", "must be -1 (all) or >= 0")
+    require(c.max_users >= -1, f"{name}.max_users", "must be -1 (all) or >= 0")
+    require(
+        len(c.user_splits) > 0 and all(s in SPLITS for s in c.user_splits) and len(set(c.user_splits)) == len(c.user_splits),
+        f"{name}.user_splits",
+        f"must be distinct names from {SPLITS}, got {tuple(c.user_splits)}",
+    )
+    require(0 < c.min_chars < c.max_chars, f"{name}.max_chars", "need 0 < min_chars < max_chars")
+    if c.kind != "openai":
+        return
+    require(c.base_url.startswith(("http://", "https://")), f"{name}.base_url", f"'{c.base_url}' is not an http(s) URL")
+    require(bool(c.model), f"{name}.model", "must name the served model")
+    require(bool(c.api_key_env), f"{name}.api_key_env", "must name the environment variable holding the API key")
+    require(c.concurrency >= 1, f"{name}.concurrency", "must be >= 1")
+    require(c.timeout_s > 0, f"{name}.timeout_s", "must be > 0")
+    require(c.max_retries >= 0, f"{name}.max_retries", "must be >= 0")
+    require(0 <= c.backoff_initial_s <= c.backoff_max_s, f"{name}.backoff_initial_s", "need 0 <= backoff_initial_s <= backoff_max_s")
+    require(c.max_reasks >= 0, f"{name}.max_reasks", "must be >= 0")
+    require(c.max_requests >= -1, f"{name}.max_requests", "must be -1 (no cap) or >= 0")
+    require(c.max_tokens >= -1, f"{name}.max_tokens", "must be -1 (no cap) or >= 0")
+    require(c.temperature >= 0, f"{name}.temperature", "must be >= 0")
+    require(c.max_output_tokens >= 1, f"{name}.max_output_tokens", "must be >= 1")

@@ -1,0 +1,373 @@
+"""(prompt, target) text for every SFT task, and the prompts eval and RL reuse.
+
+Wording follows MiniOneRec / LC-Rec / SIDReasoner (typos fixed) so results stay
+comparable. Items are named by their SID string (e.g. `<a_1><b_2><c_3>`), given
+per item id as `item_sids`, built from the SID array by `sid_strings`.
+
+Item-level tasks (1, 2, 7) belong to the train mixture only; sequence tasks read
+the samples of the split they are built for, so valid/test examples never leak
+into training. Tasks 7, 8 and stage-2 reasoning read the teacher corpus.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from sidjax.data.dataset import RecDataset, Split
+from sidjax.data.errors import DataError
+from sidjax.sid.codes import sid_string
+from sidjax.teacher.corpus import ITEMS_FILE, USERS_FILE, Corpus, UserText
+
+# Stage-1 alignment tasks, in the papers' numbering.
+TITLE2SID = "title2sid"  # 1
+SID2TITLE = "sid2title"  # 2
+SIDHIS2TITLE = "sidhis2title"  # 3
+TITLEHIS2TITLE = "titlehis2title"  # 4
+SIDHIS2SID = "sidhis2sid"  # 5, the main task
+TITLEHIS2SID = "titlehis2sid"  # 6
+ITEM_ENRICH = "item_enrich"  # 7
+USER_NARRATIVE = "user_narrative"  # 8
+# Stage-2 reasoning activation.
+REASONING = "reasoning"
+
+TASKS = (
+    TITLE2SID,
+    SID2TITLE,
+    SIDHIS2TITLE,
+    TITLEHIS2TITLE,
+    SIDHIS2SID,
+    TITLEHIS2SID,
+    ITEM_ENRICH,
+    USER_NARRATIVE,
+    REASONING,
+)
+ITEM_TASKS = (TITLE2SID, SID2TITLE, ITEM_ENRICH)
+CORPUS_TASKS = (ITEM_ENRICH, USER_NARRATIVE, REASONING)
+STAGE_TASKS = {
+    "sft": (TITLE2SID, SID2TITLE, SIDHIS2TITLE, TITLEHIS2TITLE, SIDHIS2SID, TITLEHIS2SID, ITEM_ENRICH, USER_NARRATIVE),
+    "reason_sft": (REASONING,),
+}
+REPLAY = "replay"
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One supervised example: earlier chat turns (replay only), the user turn, the answer."""
+
+    task: str
+    prompt: str
+    target: str
+    context: tuple[tuple[str, str], ...] = ()  # (role, content) turns before `prompt`
+
+
+# ---------------------------------------------------------------- SID strings
+
+
+def sid_strings(sids: np.ndarray) -> list[str]:
+    """One SID string per item id, in the token format owned by `sidjax.sid.codes`."""
+    return [sid_string(row) for row in np.asarray(sids).tolist()]
+
+
+def _quoted(titles: Sequence[str]) -> str:
+    return ", ".join(f'"{t}"' for t in titles)
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def sid_history_prompt(history_sids: Sequence[str]) -> str:
+    """Task 5 (SID history -> next SID): the prompt SFT, eval and RL all share."""
+    return (
+        f"The user has interacted with items {', '.join(history_sids)} in chronological order. "
+        "Can you predict the next possible item that the user may expect?"
+    )
+
+
+def reasoning_prompt(history_sids: Sequence[str]) -> str:
+    """Stage-2 prompt: the main task, asking for step-by-step reasoning before the SID."""
+    return (
+        f"The user has interacted with items {', '.join(history_sids)} in chronological order. "
+        "Can you predict the next possible item that the user may expect? "
+        f"Think step by step about the user's preferences inside {THINK_OPEN} {THINK_CLOSE}, "
+        "then answer with the item."
+    )
+
+
+def reasoning_target(reasoning: str, target_sid: str) -> str:
+    return f"{THINK_OPEN}\n{reasoning.strip()}\n{THINK_CLOSE}\n\n{target_sid}"
+
+
+def title2sid_prompt(title: str) -> str:
+    return f'Which item has the title "{title}"?'
+
+
+def sid2title_prompt(sid: str) -> str:
+    return f'What is the title of item "{sid}"?'
+
+
+def sidhis2title_prompt(history_sids: Sequence[str]) -> str:
+    return (
+        f"The user has interacted with items {', '.join(history_sids)} in chronological order. "
+        "Can you predict the title of the next item that the user may expect?"
+    )
+
+
+def titlehis2title_prompt(history_titles: Sequence[str]) -> str:
+    return (
+        f"The user has interacted with the following items in chronological order: {_quoted(history_titles)}. "
+        "Can you predict the title of the next item that the user may expect?"
+    )
+
+
+def titlehis2sid_prompt(history_titles: Sequence[str]) -> str:
+    return (
+        f"Given the title sequence of the user's historical interactive items: {_quoted(history_titles)}, "
+        "can you recommend a suitable next item for the user?"
+    )
+
+
+def item_enrich_prompt(sid: str) -> str:
+    return f"Describe item {sid}: what it is, what it is used for and who would want it."
+
+
+def user_narrative_prompt(history_sids: Sequence[str]) -> str:
+    return (
+        f"The user has interacted with items {', '.join(history_sids)} in chronological order. "
+        "Describe the user's preferences, explain what they are likely to need next, and recommend the next item."
+    )
+
+
+# ---------------------------------------------------------------- the mixture
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskMixture:
+    """Which tasks a stage trains on and how many samples each contributes.
+
+    `caps[task]`: -1 = all samples, 0 = task off, n = at most n (a seeded random subset).
+    `replay_path`: optional JSONL of general-instruction chats mixed in (train only).
+    """
+
+    caps: Mapping[str, int]
+    seed: int = 0
+    replay_path: str = ""
+    replay_max_samples: int = -1
+
+    @classmethod
+    def from_section(cls, section: ml_collections.ConfigDict) -> "TaskMixture":
+        """Read `<stage>.tasks.<task>`, `task_seed`, `replay_path`, `replay_max_samples`."""
+        return cls(
+            caps={name: int(section.tasks[name]) for name in TASKS},
+            seed=int(section.task_seed),
+            replay_path=str(section.replay_path),
+            replay_max_samples=int(section.replay_max_samples),
+        )
+
+    def enabled(self) -> tuple[str, ...]:
+        return tuple(t for t in TASKS if self.caps.get(t, 0) != 0)
+
+    def needs_corpus(self) -> bool:
+        return any(t in CORPUS_TASKS for t in self.enabled())
+
+
+def mixture_knobs(stage: str) -> ml_collections.ConfigDict:
+    """Default mixture knobs of the `sft` / `reason_sft` config sections (merged in by sidjax.configs.sft)."""
+    c = ml_collections.ConfigDict()
+    c.tasks = ml_collections.ConfigDict({name: (-1 if name in STAGE_TASKS[stage] else 0) for name in TASKS})
+    c.task_seed = 0
+    c.replay_path = ""  # local JSONL, one {"messages": [{"role", "content"}, ...]} per line
+    c.replay_max_samples = -1
+    return c
+
+
+def validate_mixture(section: ml_collections.ConfigDict, name: str) -> None:
+    from sidjax.configs import require
+
+    for task in TASKS:
+        cap = section.tasks[task]
+        require(cap >= -1, f"{name}.tasks.{task}", f"must be -1 (all), 0 (off) or a positive cap, got {cap}")
+    require(
+        any(section.tasks[t] != 0 for t in TASKS) or bool(section.replay_path),
+        f"{name}.tasks",
+        "every task is off (0) and there is no replay_path: nothing to train on",
+    )
+    require(section.replay_max_samples >= -1, f"{name}.replay_max_samples", "must be -1 (all) or >= 0")
+    if section.replay_path:
+        require(Path(section.replay_path).is_file(), f"{name}.replay_path", f"no such file: {section.replay_path}")
+
+
+def _subset(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
+    if cap < 0 or cap >= n:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=cap, replace=False))
+
+
+def _item_examples(task: str, dataset: RecDataset, item_sids: Sequence[str], corpus: Corpus | None) -> list[Example]:
+    titles = dataset.titles()
+    if task == TITLE2SID:
+        return [Example(task, title2sid_prompt(titles[i]), item_sids[i]) for i in range(dataset.num_items)]
+    if task == SID2TITLE:
+        counts: dict[str, int] = {}
+        for s in item_sids:
+            counts[s] = counts.get(s, 0) + 1
+        # A SID shared by several items has no single title to answer with.
+        return [Example(task, sid2title_prompt(s), titles[i]) for i, s in enumerate(item_sids) if counts[s] == 1]
+    out = []
+    for i in sorted(corpus.items):
+        text = corpus.items[i]
+        if not 0 <= i < dataset.num_items or text.sid != item_sids[i]:
+            raise DataError(
+                corpus.path / ITEMS_FILE,
+                f"item {i} with SID {text.sid} is not in this dataset's SID table (rerun the teacher stage)",
+            )
+        out.append(Example(task, item_enrich_prompt(text.sid), text.narrative))
+    return out
+
+
+def _user_records(split_name: str, split: Split, corpus: Corpus) -> list[UserText]:
+    """The corpus records of one split, in row order, checked against the dataset's samples."""
+    records = sorted((k[1], v) for k, v in corpus.users.items() if k[0] == split_name)
+    for index, rec in records:
+        if index >= len(split) or int(split.target[index]) != rec.target or int(split.users[index]) != rec.user:
+            raise DataError(
+                corpus.path / USERS_FILE,
+                f"user record ({split_name}, {index}) does not match the dataset's sample there "
+                "(the corpus was written for other data: rerun the teacher stage)",
+            )
+    return [rec for _, rec in records]
+
+
+def _sample_example(task: str, history: list[int], target: int, item_sids: Sequence[str], titles: Sequence[str], rec: UserText | None) -> Example:
+    h_sids = [item_sids[h] for h in history]
+    h_titles = [titles[h] for h in history]
+    if task == SIDHIS2TITLE:
+        return Example(task, sidhis2title_prompt(h_sids), titles[target])
+    if task == TITLEHIS2TITLE:
+        return Example(task, titlehis2title_prompt(h_titles), titles[target])
+    if task == SIDHIS2SID:
+        return Example(task, sid_history_prompt(h_sids), item_sids[target])
+    if task == TITLEHIS2SID:
+        return Example(task, titlehis2sid_prompt(h_titles), item_sids[target])
+    if task == USER_NARRATIVE:
+        return Example(task, user_narrative_prompt(h_sids), rec.narrative)
+    return Example(task, reasoning_prompt(h_sids), reasoning_target(rec.reasoning, item_sids[target]))
+
+
+def _split_examples(task: str, dataset: RecDataset, item_sids: Sequence[str], split_name: str, corpus: Corpus | None) -> list[Example]:
+    split = dataset.splits[split_name]
+    titles = dataset.titles()
+    if task in (USER_NARRATIVE, REASONING):
+        rows = [(rec.index, rec) for rec in _user_records(split_name, split, corpus)]
+    else:
+        rows = [(i, None) for i in range(len(split))]
+    return [
+        _sample_example(task, split.history[i, : split.history_len[i]].tolist(), int(split.target[i]), item_sids, titles, rec)
+        for i, rec in rows
+    ]
+
+
+def task_examples(
+    task: str,
+    dataset: RecDataset,
+    item_sids: Sequence[str],
+    split: str,
+    *,
+    cap: int = -1,
+    corpus: Corpus | None = None,
+    rng: np.random.Generator | None = None,
+) -> list[Example]:
+    """All (or `cap` seeded-random, in order) examples of one task for one split.
+
+    Item tasks (1, 2, 7) exist for the train split only; the others read that split's samples.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
+    if len(item_sids) != dataset.num_items:
+        raise ValueError(f"item_sids has {len(item_sids)} entries but the dataset has {dataset.num_items} items")
+    if task in CORPUS_TASKS and corpus is None:
+        raise ValueError(f"task '{task}' needs the teacher corpus (run the 'teacher' stage first)")
+    if task in ITEM_TASKS:
+        examples = _item_examples(task, dataset, item_sids, corpus) if split == "train" else []
+    else:
+        examples = _split_examples(task, dataset, item_sids, split, corpus)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    return [examples[i] for i in _subset(len(examples), cap, rng)]
+
+
+def build_mixture(
+    mixture: TaskMixture,
+    dataset: RecDataset,
+    item_sids: Sequence[str],
+    split: str,
+    corpus: Corpus | None = None,
+) -> list[Example]:
+    """Every enabled task's examples for `split` (+ replay on train), shuffled with the mixture seed."""
+    if mixture.needs_corpus() and corpus is None:
+        missing = [t for t in mixture.enabled() if t in CORPUS_TASKS]
+        raise ValueError(f"tasks {missing} need the teacher corpus: add the 'teacher' stage before this one")
+    out: list[Example] = []
+    for k, task in enumerate(mixture.enabled()):
+        rng = np.random.default_rng([mixture.seed, k])
+        out.extend(task_examples(task, dataset, item_sids, split, cap=mixture.caps[task], corpus=corpus, rng=rng))
+    if mixture.replay_path and split == "train":
+        replay = load_replay(mixture.replay_path)
+        rng = np.random.default_rng([mixture.seed, len(TASKS)])
+        out.extend(replay[i] for i in _subset(len(replay), mixture.replay_max_samples, rng))
+    order = np.random.default_rng([mixture.seed, len(TASKS) + 1]).permutation(len(out))
+    return [out[i] for i in order]
+
+
+def task_counts(examples: Sequence[Example]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in examples:
+        counts[e.task] = counts.get(e.task, 0) + 1
+    return counts
+
+
+# ---------------------------------------------------------------- general-instruction replay
+
+_ROLES = ("system", "user", "assistant")
+
+
+def load_replay(path: str | Path) -> list[Example]:
+    """A JSONL of chats, one `{"messages": [{"role": ..., "content": ...}, ...]}` per line.
+
+    The last message must be the assistant's answer (the loss target) and the one
+    before it a user turn; earlier turns become context.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "replay file not found")
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, f"not valid JSON ({e.msg})", line_no) from None
+            messages = record.get("messages") if isinstance(record, dict) else None
+            if not isinstance(messages, list) or len(messages) < 2:
+                raise DataError(path, "expected an object with a 'messages' list of at least 2 turns", line_no)
+            turns = []
+            for j, m in enumerate(messages):
+                if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(m.get("content"), str):
+                    raise DataError(path, f"messages[{j}] must be {{'role': one of {_ROLES}, 'content': str}}", line_no)
+                if not m["content"].strip():
+                    raise DataError(path, f"messages[{j}] has empty content", line_no)
+                turns.append((m["role"], m["content"]))
+            if turns[-1][0] != "assistant" or turns[-2][0] != "user":
+                raise DataError(path, "the last two messages must be a user turn then the assistant's answer", line_no)
+            out.append(Example(REPLAY, turns[-2][1], turns[-1][1], tuple(turns[:-2])))
+    if not out:
+        raise DataError(path, "replay file has no chats")
+    return out

@@ -1,0 +1,76 @@
+"""Stage `teacher`: write the enrichment / reasoning corpus (tasks 7, 8, stage 2) into the stage dir.
+
+Reads the SIDs of the `sids` stage. `teacher.kind = "offline"` writes template
+text with no network; `"openai"` asks an OpenAI-compatible server, resuming
+from its answer cache when rerun after an interruption or a spent budget.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from sidjax.data.dataset import RecDataset
+from sidjax.data.tasks import sid_strings
+from sidjax.stages import StageContext
+from sidjax.teacher.corpus import write_corpus
+from sidjax.teacher.offline import write_offline
+from sidjax.teacher.prompts import Bounds
+
+CACHE_FILE = "cache.jsonl"
+
+
+def _subset(n: int, cap: int, rng: np.random.Generator) -> list[int]:
+    if cap < 0 or cap >= n:
+        return list(range(n))
+    return sorted(rng.choice(n, size=cap, replace=False).tolist())
+
+
+def coverage(dataset: RecDataset, c: ml_collections.ConfigDict) -> tuple[list[int], list[tuple[str, int]]]:
+    """The item ids and (split, row) samples the corpus covers (seeded subsets when capped)."""
+    items = _subset(dataset.num_items, c.max_items, np.random.default_rng([c.seed, 0]))
+    users = []
+    for k, split in enumerate(c.user_splits, 1):
+        rows = _subset(len(dataset.splits[split]), c.max_users, np.random.default_rng([c.seed, k]))
+        users.extend((split, r) for r in rows)
+    return items, users
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    c = ctx.config.teacher
+    dataset = ctx.dataset
+    sids = np.load(ctx.output_of("sids") / "sids.npy")
+    if sids.shape[0] != dataset.num_items:
+        raise ValueError(f"sids.npy has {sids.shape[0]} rows but the dataset has {dataset.num_items} items")
+    item_sids = sid_strings(sids)
+    item_ids, user_rows = coverage(dataset, c)
+    logging.info("teacher (%s): %d items, %d user samples", c.kind, len(item_ids), len(user_rows))
+    manifest: dict[str, Any] = {"teacher": c.kind, "template": c.kind == "offline"}
+    if c.kind == "offline":
+        items, users = write_offline(dataset, item_sids, item_ids, user_rows)
+        usage: dict[str, Any] = {}
+    else:
+        from sidjax.teacher.client import ClientSettings, ResponseCache, TeacherClient
+        from sidjax.teacher.llm import write_llm
+
+        cache = ResponseCache(Path(c.cache_path) if c.cache_path else ctx.dir / CACHE_FILE)
+        client = TeacherClient(ClientSettings.from_section(c), cache)
+        try:
+            items, users = write_llm(client, dataset, item_sids, item_ids, user_rows, Bounds(c.min_chars, c.max_chars))
+        finally:
+            client.close()
+            cache.close()
+        usage = dict(vars(client.usage))
+        logging.info("teacher usage: %s", usage)
+        manifest.update(model=c.model, base_url=c.base_url)
+    counts = write_corpus(ctx.dir, items, users, manifest)
+    return {
+        **manifest,
+        **counts,
+        "requested_items": len(item_ids),
+        "requested_users": len(user_rows),
+        **{f"usage_{k}": v for k, v in usage.items()},
+    }

@@ -1,0 +1,184 @@
+"""The teacher's two-step prompts (item- and user-centric) and the checks on its answers.
+
+Item: (1) analyse the product from its metadata -> (2) rewrite the analysis
+naming the product only by its SID. User: (1) an analyst who sees the next item
+explains why it follows from the history without naming it (this is the
+stage-2 reasoning path) -> (2) a narrative reciting the history by SIDs that
+ends with the target SID. Every answer is checked; a failed check's reason is
+sent back to the model as a re-ask.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from typing import Callable, Sequence
+
+from sidjax.data.dataset import Item
+
+Messages = list[dict[str, str]]
+# A check returns None when the answer is acceptable, else the reason to send back.
+Check = Callable[[str], "str | None"]
+
+SYSTEM = "You are an expert e-commerce analyst who writes clear, factual English."
+_THINK_BLOCK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """Accepted answer lengths in characters (config `teacher.min_chars` / `max_chars`)."""
+
+    min_chars: int
+    max_chars: int
+
+
+def clean_answer(text: str) -> str:
+    """Drop a leading `<think>` block some reasoning servers put in the content, and outer space."""
+    return _THINK_BLOCK.sub("", text, count=1).strip()
+
+
+def description_text(item: Item, max_chars: int = 600) -> str:
+    """The description as plain text (the papers' files store it as a stringified Python list)."""
+    text = item.description.strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            parts = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parts = [text]
+        text = " ".join(str(p).strip() for p in parts if str(p).strip()) if isinstance(parts, list) else text
+    text = re.sub(r"\s+", " ", text)
+    return text[:max_chars].rsplit(" ", 1)[0] if len(text) > max_chars else text
+
+
+def _metadata(item: Item) -> str:
+    lines = [f"Title: {item.title}"]
+    if item.brand:
+        lines.append(f"Brand: {item.brand}")
+    if item.categories:
+        lines.append(f"Categories: {item.categories}")
+    description = description_text(item)
+    if description:
+        lines.append(f"Description: {description}")
+    return "\n".join(lines)
+
+
+def _chat(user: str) -> Messages:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+# ---------------------------------------------------------------- item-centric
+
+
+def item_analysis_messages(item: Item, bounds: Bounds) -> Messages:
+    return _chat(
+        f"{_metadata(item)}\n\n"
+        "Analyse this product: what it is, its key features, what it is used for, and what kind of "
+        f"customer buys it. Write one or two paragraphs of plain prose ({bounds.min_chars}-{bounds.max_chars} characters)."
+    )
+
+
+def item_narrative_messages(item: Item, sid: str, analysis: str, bounds: Bounds) -> Messages:
+    return _chat(
+        f"Here is an analysis of a product:\n\n{analysis}\n\n"
+        f"Rewrite it as one paragraph in which the product is called only by its identifier {sid}. "
+        f"Write {sid} every time you refer to the product and never use its title \"{item.title}\". "
+        f"Plain prose, {bounds.min_chars}-{bounds.max_chars} characters."
+    )
+
+
+# ---------------------------------------------------------------- user-centric
+
+
+def _history_lines(titles: Sequence[str], sids: Sequence[str] | None = None) -> str:
+    if sids is None:
+        return "\n".join(f"{k}. {t}" for k, t in enumerate(titles, 1))
+    return "\n".join(f"{k}. {s}: {t}" for k, (s, t) in enumerate(zip(sids, titles), 1))
+
+
+def user_reasoning_messages(history_titles: Sequence[str], target_title: str, bounds: Bounds) -> Messages:
+    return _chat(
+        "A customer bought these products, in this order:\n"
+        f"{_history_lines(history_titles)}\n\n"
+        f"The product they bought next was: {target_title}\n\n"
+        "Explain step by step which preferences and needs visible in the history lead to that next "
+        "purchase. Reason as if you did not know the answer: do not name, quote or paraphrase the title "
+        "of the next product; describe only the kind of product the customer needs. "
+        f"Plain prose, {bounds.min_chars}-{bounds.max_chars} characters."
+    )
+
+
+def user_narrative_messages(
+    history_titles: Sequence[str],
+    history_sids: Sequence[str],
+    target_title: str,
+    target_sid: str,
+    reasoning: str,
+    bounds: Bounds,
+) -> Messages:
+    return _chat(
+        "Products are known by identifiers. A customer bought, in this order:\n"
+        f"{_history_lines(history_titles, history_sids)}\n"
+        f"and next bought {target_sid}: {target_title}.\n\n"
+        f"An analyst explained the next purchase like this:\n\n{reasoning}\n\n"
+        "Write a short narrative of this customer: recite the purchase history by identifiers in order, "
+        "explain their preferences following the analysis, and recommend the next product. Refer to "
+        f"every product only by its identifier, never by its title, and end with: The next item is {target_sid}. "
+        f"Plain prose, {bounds.min_chars}-{bounds.max_chars} characters."
+    )
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _mentions(text: str, phrase: str) -> bool:
+    return bool(phrase) and phrase.casefold() in text.casefold()
+
+
+def _length(text: str, bounds: Bounds) -> str | None:
+    if len(text) < bounds.min_chars:
+        return f"the answer is too short ({len(text)} characters, at least {bounds.min_chars} needed)"
+    if len(text) > bounds.max_chars:
+        return f"the answer is too long ({len(text)} characters, at most {bounds.max_chars} allowed)"
+    return None
+
+
+def check_item_analysis(bounds: Bounds) -> Check:
+    return lambda text: _length(text, bounds)
+
+
+def check_item_narrative(item: Item, sid: str, bounds: Bounds) -> Check:
+    def check(text: str) -> str | None:
+        if sid not in text:
+            return f"the identifier {sid} does not appear; refer to the product as {sid}"
+        if _mentions(text, item.title):
+            return f"the title \"{item.title}\" appears; refer to the product only as {sid}"
+        return _length(text, bounds)
+
+    return check
+
+
+def check_user_reasoning(history_titles: Sequence[str], history_sids: Sequence[str], target_title: str, target_sid: str, bounds: Bounds) -> Check:
+    """The analyst must not name the target, unless a history item has the same title or SID (then naming it is fair)."""
+    in_history = target_sid in history_sids or any(t.casefold() == target_title.casefold() for t in history_titles)
+
+    def check(text: str) -> str | None:
+        if not in_history and (_mentions(text, target_title) or target_sid in text):
+            return "the answer names the next product; describe the kind of product instead of naming it"
+        return _length(text, bounds)
+
+    return check
+
+
+def check_user_narrative(history_titles: Sequence[str], history_sids: Sequence[str], target_title: str, target_sid: str, bounds: Bounds) -> Check:
+    def check(text: str) -> str | None:
+        missing = [s for s in dict.fromkeys(history_sids) if s not in text]
+        if missing:
+            return f"the identifiers {', '.join(missing)} of the purchase history do not appear"
+        if target_sid not in text:
+            return f"the next product's identifier {target_sid} does not appear"
+        named = [t for t in dict.fromkeys([*history_titles, target_title]) if _mentions(text, t)]
+        if named:
+            return f"product titles appear (e.g. \"{named[0]}\"); refer to products only by their identifiers"
+        return _length(text, bounds)
+
+    return check
