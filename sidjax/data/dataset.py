@@ -53,10 +53,18 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class RecDataset:
+    """Items 0..N-1 with text, each user's time-ordered item ids, and the samples of each split.
+
+    `paper_sids` holds the Semantic IDs that came with the data (the papers'
+    `index.json`: item id -> ("<a_X>", "<b_Y>", ...)), or None when the source has none;
+    `sids.source = "paper"` uses them.
+    """
+
     name: str
     items: tuple[Item, ...]
     sequences: Mapping[int, tuple[int, ...]]
     splits: Mapping[str, Split]
+    paper_sids: Mapping[int, tuple[str, ...]] | None = None
 
     @property
     def num_items(self) -> int:
@@ -96,4 +104,10 @@ class RecDataset:
                 raise DataError(origin, f"split '{split}': unknown item id {bad} (items are 0..{n - 1})")
             if (s.history_len < 1).any():
                 raise DataError(origin, f"split '{split}': a sample has an empty history")
+        if self.paper_sids is not None:
+            missing = sorted(set(range(n)) - set(self.paper_sids))
+            extra = sorted(set(self.paper_sids) - set(range(n)))
+            if missing or extra:
+                raise DataError(origin, f"the SID index does not match items 0..{n - 1}: "
+                                        f"missing {missing[:5]}, unknown {extra[:5]}")
         return self

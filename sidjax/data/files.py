@@ -6,20 +6,24 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 
 from sidjax.data.errors import DataError
 
 
+def first_existing(candidates: Sequence[Path]) -> Path:
+    """The first candidate that exists, plain or as .gz; the error lists where it looked."""
+    for p in candidates:
+        for path in (p, p.with_name(p.name + ".gz")):
+            if path.exists():
+                return path
+    tried = ", ".join(os.fspath(p) for p in candidates)
+    raise DataError(candidates[0], f"file not found (looked for {tried}, also .gz)")
+
+
 def resolve(path: str | os.PathLike) -> Path:
     """`path` itself, or `path.gz` when only the compressed file exists."""
-    p = Path(path)
-    if p.exists():
-        return p
-    gz = p.with_name(p.name + ".gz")
-    if gz.exists():
-        return gz
-    raise DataError(p, "file not found (nor a .gz of it)")
+    return first_existing([Path(path)])
 
 
 def open_text(path: str | os.PathLike) -> TextIO:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import ml_collections
 
-from sidjax.data import minionerec
+from sidjax.data import amazon, minionerec
 from sidjax.data.dataset import RecDataset
 
 
@@ -16,8 +16,13 @@ def shipped_dir() -> Path:
 
 
 def load_dataset(cfg: ml_collections.ConfigDict) -> RecDataset:
+    """The dataset `cfg` (a `config.data` section) describes; sources are listed in `sidjax.configs.data`."""
     if cfg.source == "shipped":
         return minionerec.load_recbole_dir(shipped_dir(), cfg.name, cfg.max_history)
     if cfg.source == "recbole":
         return minionerec.load_recbole_dir(cfg.path, cfg.name, cfg.max_history)
-    raise ValueError(f"config key 'data.source': '{cfg.source}' has no loader yet")
+    if cfg.source == "minionerec_csv":
+        return minionerec.load_csv_dir(cfg.path, cfg.name, cfg.max_history)
+    if cfg.source in ("amazon2018", "amazon2023"):
+        return amazon.load_raw(cfg.path, cfg.name, amazon.Rules.from_config(cfg), version=cfg.source)
+    raise ValueError(f"config key 'data.source': '{cfg.source}' has no loader")
