@@ -1,0 +1,141 @@
+"""Constrained SID beam search: sidjax vs. transformers' `generate(num_beams=B, prefix_allowed_tokens_fn=trie)`.
+
+The same weights (a small random Qwen3-style model, exported with sidjax.model.hf and
+loaded by transformers), the same Industrial_and_Scientific test prompts (the shipped
+data, the papers' SIDs, the next-SID prompt of sidjax.data.tasks), beam 10 and 50;
+users/s of each in one run, and a check that both return the same top-B SIDs. The
+PyTorch side evaluates the way the papers' code does: left-padded batches, beams
+expanded from the prompt, log-softmax over the vocabulary, the trie as a
+prefix_allowed_tokens_fn, length penalty 0. Compile time of ours is reported apart.
+
+    python -m bench.beam_vs_hf [--users 16] [--hf_batch 4]
+
+Last line: speedup=<ours over transformers at beam 50>.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import jax
+import numpy as np
+import torch
+from flax import nnx
+
+from sidjax.configs import base_config
+from sidjax.data.formatting import ChatFormat
+from sidjax.data.sources import load_dataset
+from sidjax.data.tasks import sid_history_prompt, sid_strings
+from sidjax.decode.beam import TrieTables, beam_search
+from sidjax.decode.sample import pad_prompts
+from sidjax.model import hf, tokenizer as bpe, vocab
+from sidjax.model.config import preset
+from sidjax.model.transformer import CausalLM
+from sidjax.sid.codes import SidTrie, index_to_sids
+
+
+def build(users: int):
+    dataset = load_dataset(base_config().data)
+    sids = index_to_sids(dataset.paper_sids, dataset.num_items)
+    level_sizes = (256,) * sids.shape[1]
+    tokenizer = bpe.train_bpe(bpe.item_texts(dataset.items), vocab_size=4096)
+    offsets = vocab.add_sid_tokens(tokenizer, level_sizes)
+    fmt = ChatFormat(tokenizer, eos_token=bpe.EOS_TOKEN, chat_template=bpe.CHAT_TEMPLATE)
+    num_tokens = vocab.padded_size(tokenizer.get_vocab_size(with_added_tokens=True), 128)
+    # A larger init spread than training's 0.02 so random SID scores are well separated (no near-ties).
+    config = preset("demo", num_tokens).replace(initializer_range=0.2)
+    model = CausalLM(config, rngs=nnx.Rngs(0))
+    test = dataset.splits["test"]
+    item_sids = sid_strings(sids)
+    prompts = fmt.prompt_ids([sid_history_prompt([item_sids[i] for i in h]) for h in test.histories()[:users]])
+    trie = SidTrie.build(sids, level_sizes)
+    return model, tokenizer, fmt, trie, offsets, prompts
+
+
+def ours(model, tables, prompts, beams, batch):
+    """(seconds for all users after compiling, compile seconds, codes [n, B, L], scores [n, B])."""
+    tokens, mask = pad_prompts(prompts, bucket=32, pad_id=0)
+
+    def run():
+        out = []
+        for start in range(0, len(prompts), batch):
+            result = beam_search(model, tokens[start:start + batch], mask[start:start + batch], tables,
+                                 num_beams=beams, normalize="vocab")
+            out.append(jax.device_get((result.codes, result.scores)))
+        return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+
+    began = time.perf_counter()
+    run()
+    compiled = time.perf_counter() - began
+    began = time.perf_counter()
+    codes, scores = run()
+    return time.perf_counter() - began, compiled, codes, scores
+
+
+def transformers_beam(model_dir, trie, offsets, prompts, beams, batch):
+    """transformers' generate with the trie as prefix_allowed_tokens_fn: (seconds, codes [n, B, L], scores)."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    num_levels = trie.num_levels
+    allowed = {}  # generated prefix (token ids) -> allowed next token ids
+    for sid in trie.leaf_sids.tolist():
+        tokens = [int(offsets[l]) + c for l, c in enumerate(sid)]
+        for l in range(num_levels):
+            allowed.setdefault(tuple(tokens[:l]), set()).add(tokens[l])
+    allowed = {k: sorted(v) for k, v in allowed.items()}
+    gen_config = GenerationConfig(num_beams=beams, num_return_sequences=beams, max_new_tokens=num_levels,
+                                  min_new_tokens=num_levels, do_sample=False, length_penalty=0.0,
+                                  early_stopping=False, output_scores=True, return_dict_in_generate=True,
+                                  pad_token_id=0, eos_token_id=None, bos_token_id=None)
+    codes, scores = [], []
+    began = time.perf_counter()
+    for start in range(0, len(prompts), batch):
+        tokens, mask = pad_prompts(prompts[start:start + batch], bucket=1, pad_id=0)
+        width = tokens.shape[1]
+
+        def prefix_allowed(_, ids, width=width):
+            return allowed.get(tuple(ids[width:].tolist()), [])
+
+        with torch.no_grad():
+            out = model.generate(input_ids=torch.from_numpy(tokens.astype(np.int64)),
+                                 attention_mask=torch.from_numpy(mask.astype(np.int64)),
+                                 generation_config=gen_config, prefix_allowed_tokens_fn=prefix_allowed)
+        generated = out.sequences[:, width:].numpy().reshape(len(tokens), beams, num_levels)
+        codes.append(generated - np.asarray(offsets)[None, None, :])
+        scores.append(out.sequences_scores.numpy().reshape(len(tokens), beams))
+    return time.perf_counter() - began, np.concatenate(codes), np.concatenate(scores)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=16, help="test users per measurement")
+    parser.add_argument("--batch", type=int, default=16, help="users per sidjax search call")
+    parser.add_argument("--hf_batch", type=int, default=4, help="users per transformers generate call")
+    args = parser.parse_args()
+    model, tokenizer, fmt, trie, offsets, prompts = build(args.users)
+    tables = TrieTables.from_trie(trie, offsets)
+    print(f"model: {model.config.num_params() / 1e6:.1f}M params, vocab {model.config.vocab_size}; "
+          f"{args.users} test users, prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens; "
+          f"{trie.num_leaves} SIDs, {trie.branching[0]} first-level codes; devices: {jax.devices()[0].platform}, "
+          f"torch threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as model_dir:
+        hf.save_pretrained(model, model_dir, tokenizer, bpe.tokenizer_config())
+        speedups = {}
+        for beams in (10, 50):
+            t_ours, compiled, codes, scores = ours(model, tables, prompts, beams, args.batch)
+            t_hf, hf_codes, hf_scores = transformers_beam(model_dir, trie, offsets, prompts, beams, args.hf_batch)
+            same = float(np.mean([(a == b).all() for a, b in zip(codes, hf_codes)]))
+            same_sets = float(np.mean([{tuple(r) for r in a} == {tuple(r) for r in b} for a, b in zip(codes, hf_codes)]))
+            diff = float(np.abs(scores - hf_scores).max())
+            speedups[beams] = t_hf / t_ours
+            print(f"beam {beams:>2}: sidjax {args.users / t_ours:8.2f} users/s (compile {compiled:.1f}s) | "
+                  f"transformers {args.users / t_hf:7.2f} users/s | ratio {speedups[beams]:6.1f}x | "
+                  f"same top-B order {same:.0%}, same top-B set {same_sets:.0%}, max score diff {diff:.1e}")
+    print(f"speedup={speedups[50]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Decoding: jitted sampling and constrained SID beam search."""

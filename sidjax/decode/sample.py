@@ -1,0 +1,165 @@
+"""Jitted text generation: one prefill, then a fixed-shape decode loop (greedy / temperature / top-k / top-p).
+
+The API the RL rollouts and reasoning-mode evaluation build on:
+
+    tokens, mask = pad_prompts(prompt_ids, bucket=32, pad_id=tok.pad_id)
+    params = SamplingParams(max_new_tokens=256, temperature=1.0, top_k=0, top_p=1.0,
+                            stop_tokens=(eos_id,), num_samples=8)
+    out = generate(model, tokens, mask, params, rng=jax.random.key(0), pad_id=tok.pad_id)
+    out.tokens [N, n, max_new_tokens], out.logprobs, out.lengths [N, n]
+
+Every setting is an explicit argument: nothing is read from a model's files
+(generation_config.json defaults silently changed results in the PyTorch originals).
+Each prompt is prefilled once and its cache shared by its `num_samples` rows as
+the model's read-only `prefix`; the rows only cache the tokens they generate.
+The loop stops early once every row has produced a stop token.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sidjax.model.transformer import CausalLM, positions_from_mask
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SamplingParams:
+    """How to sample; all fields are required so no default is ever inherited silently."""
+
+    max_new_tokens: int  # fixed decode length (the loop may end earlier when every row stopped)
+    temperature: float  # 0.0: greedy (argmax); else logits / temperature
+    top_k: int  # 0: off; else keep the k most likely tokens
+    top_p: float  # 1.0: off; else keep the smallest set of tokens with probability >= top_p
+    stop_tokens: tuple[int, ...]  # a row ends after generating any of these (it is kept in the output)
+    num_samples: int  # rows per prompt (an RL group); 1 for plain generation
+
+    def __post_init__(self) -> None:
+        checks = {
+            "max_new_tokens": self.max_new_tokens >= 1,
+            "temperature": self.temperature >= 0,
+            "top_k": self.top_k >= 0,
+            "top_p": 0 < self.top_p <= 1,
+            "num_samples": self.num_samples >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"SamplingParams.{name} has an invalid value {getattr(self, name)!r}")
+        object.__setattr__(self, "stop_tokens", tuple(int(t) for t in self.stop_tokens))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """Generated continuations, `num_samples` rows per prompt."""
+
+    tokens: jax.Array  # int32 [N, n, max_new_tokens]; pad_id after a row's end
+    logprobs: jax.Array  # float32 [N, n, max_new_tokens]: log p(token) under the model itself
+    #                      (temperature 1, no truncation: what RL ratios need); 0 after the end
+    lengths: jax.Array  # int32 [N, n] generated tokens per row, the stop token included
+    stopped: jax.Array  # bool [N, n] the row ended with a stop token (not by running out of budget)
+
+
+def pad_prompts(prompts: Sequence[Sequence[int]], *, bucket: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left-pad token lists to one width, a multiple of `bucket` (few distinct shapes, few compiles).
+
+    Returns tokens int32 [N, T] and attention_mask bool [N, T].
+    """
+    if not prompts:
+        raise ValueError("pad_prompts: no prompts")
+    empty = [i for i, p in enumerate(prompts) if len(p) == 0]
+    if empty:
+        raise ValueError(f"pad_prompts: prompt {empty[0]} is empty")
+    longest = max(len(p) for p in prompts)
+    width = -(-longest // bucket) * bucket
+    tokens = np.full((len(prompts), width), pad_id, dtype=np.int32)
+    mask = np.zeros((len(prompts), width), dtype=bool)
+    for i, p in enumerate(prompts):
+        tokens[i, width - len(p):] = np.asarray(p, dtype=np.int32)
+        mask[i, width - len(p):] = True
+    return tokens, mask
+
+
+def sample_logits(logits: jax.Array, rng: jax.Array, params: SamplingParams) -> jax.Array:
+    """One token per row from float32 logits [M, V] with the temperature / top-k / top-p of `params`."""
+    if params.temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / params.temperature
+    if params.top_k:
+        kth = jax.lax.top_k(logits, params.top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if params.top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        # The smallest logit still kept: tokens whose preceding mass is below top_p stay.
+        keep = mass_before < params.top_p
+        cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def _generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng: jax.Array,
+              params: SamplingParams, pad_id: int) -> Generation:
+    n_prompts, width = tokens.shape
+    n, steps = params.num_samples, params.max_new_tokens
+    rows = n_prompts * n
+    hidden, prefix = model.hidden_states(tokens, positions_from_mask(attention_mask),
+                                         attention_mask=attention_mask, cache=model.init_cache(n_prompts, width))
+    first_logits = jnp.repeat(model.logits(hidden[:, -1]), n, axis=0)  # [rows, V]
+    start = jnp.repeat(attention_mask.sum(axis=-1).astype(jnp.int32), n)  # position of generated token 0
+    stop = jnp.asarray(params.stop_tokens or (-1,), jnp.int32)
+
+    def pick(logits, step, done):
+        token = sample_logits(logits, jax.random.fold_in(rng, step), params)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=-1)[:, 0]
+        token = jnp.where(done, pad_id, token)
+        logp = jnp.where(done, 0.0, logp)
+        return token, logp, done | jnp.isin(token, stop)
+
+    token, logp, done = pick(first_logits, 0, jnp.zeros((rows,), bool))
+    out_tokens = jnp.full((rows, steps), pad_id, jnp.int32).at[:, 0].set(token)
+    out_logp = jnp.zeros((rows, steps), jnp.float32).at[:, 0].set(logp)
+    lengths = jnp.ones((rows,), jnp.int32)
+    cache = model.init_cache(rows, steps)
+
+    def cond(carry):
+        step, _, _, _, _, done, _ = carry
+        return (step < steps) & ~jnp.all(done)
+
+    def body(carry):
+        step, token, cache, out_tokens, out_logp, done, lengths = carry
+        hidden, cache = model.hidden_states(token[:, None], (start + step - 1)[:, None], cache=cache, prefix=prefix)
+        new_token, logp, new_done = pick(model.logits(hidden[:, 0]), step, done)
+        out_tokens = out_tokens.at[:, step].set(new_token)
+        out_logp = out_logp.at[:, step].set(logp)
+        lengths = lengths + (~done).astype(jnp.int32)
+        return step + 1, new_token, cache, out_tokens, out_logp, new_done, lengths
+
+    carry = (jnp.ones((), jnp.int32), token, cache, out_tokens, out_logp, done, lengths)
+    _, _, _, out_tokens, out_logp, done, lengths = jax.lax.while_loop(cond, body, carry)
+    shape = (n_prompts, n)
+    return Generation(tokens=out_tokens.reshape(*shape, steps), logprobs=out_logp.reshape(*shape, steps),
+                      lengths=lengths.reshape(shape), stopped=done.reshape(shape))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "params", "pad_id"))
+def _generate_jit(graphdef, state, tokens, attention_mask, rng, *, params, pad_id):
+    return _generate(nnx.merge(graphdef, state), tokens, attention_mask, rng, params, pad_id)
+
+
+def generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, params: SamplingParams, *,
+             rng: jax.Array, pad_id: int) -> Generation:
+    """Continue each left-padded prompt (tokens/attention_mask [N, T], e.g. from `pad_prompts`).
+
+    Deterministic for a given `rng`; greedy (`temperature=0`) ignores it.
+    """
+    if tokens.shape != attention_mask.shape or tokens.ndim != 2:
+        raise ValueError(f"tokens {tokens.shape} and attention_mask {attention_mask.shape} must both be [N, T]")
+    graphdef, state = nnx.split(model)
+    return _generate_jit(graphdef, state, tokens, attention_mask, rng, params=params, pad_id=pad_id)

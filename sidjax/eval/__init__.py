@@ -1,0 +1,1 @@
+"""Evaluation: HR@K / NDCG@K and sharded evaluation of a split."""

@@ -1,0 +1,228 @@
+"""Recommend next items for histories and evaluate a split, sharded over the mesh's batch axes.
+
+`Recommender` bundles what a recommendation needs (model, chat format, SIDs,
+trie, token layout) and turns histories into the shared next-SID prompt
+(`sidjax.data.tasks`), then runs the constrained beam search; in reasoning mode
+the model first thinks (`sidjax.decode.sample.generate`, greedy or sampled, up to
+a token budget, until `</think>`) and the search continues from that text. `evaluate_split` feeds a
+split through it in fixed-size global batches laid out over the mesh's
+("data", "fsdp") axes (every process holds the split; each device gets its
+rows), gathers the beams to every host and computes HR@K / NDCG@K on
+process 0, which also writes one JSON line per sample.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+
+from sidjax.data.dataset import RecDataset
+from sidjax.data.formatting import ChatFormat
+from sidjax.data.tasks import THINK_CLOSE, reasoning_prompt, reasoning_target, sid_history_prompt, sid_strings
+from sidjax.decode.beam import TrieTables, beam_search
+from sidjax.decode.sample import SamplingParams, generate, pad_prompts
+from sidjax.eval.metrics import hit_ranks, ranking_metrics
+from sidjax.model.transformer import CausalLM
+from sidjax.parallel.rules import logical_spec
+from sidjax.sid.codes import SidTrie
+from sidjax.utils.progress import progress
+
+MODES = ("direct", "reasoning")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendations:
+    """Per history, beams best first."""
+
+    leaves: np.ndarray  # int32 [n, R] rows of `trie.leaf_sids` / `trie.leaf_items`, -1 where not valid
+    codes: np.ndarray  # int32 [n, R, L]
+    scores: np.ndarray  # float32 [n, R] sum of SID token log-probs
+    valid: np.ndarray  # bool [n, R]
+    reasoning: list[str] | None  # the generated thinking per history (reasoning mode)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+    """How to search; `from_config(config.eval)` maps the config section onto it."""
+
+    beams: int
+    normalize: str = "vocab"
+    mode: str = "direct"
+    prompt_bucket: int = 32
+    think: SamplingParams | None = None  # reasoning mode's generation settings
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, c: Any) -> "SearchSettings":
+        think = None
+        if c.mode == "reasoning":
+            think = SamplingParams(max_new_tokens=c.max_think_tokens, temperature=c.think_temperature,
+                                   top_k=c.think_top_k, top_p=c.think_top_p, stop_tokens=(), num_samples=1)
+        return cls(beams=c.beams, normalize=c.normalize, mode=c.mode, prompt_bucket=c.prompt_bucket, think=think,
+                   seed=c.seed)
+
+
+class Recommender:
+    """A trained model that recommends SIDs (and items) for item-id histories."""
+
+    def __init__(self, model: CausalLM, fmt: ChatFormat, sids: np.ndarray, level_offsets: Sequence[int],
+                 level_sizes: Sequence[int] | None = None, mesh: jax.sharding.Mesh | None = None):
+        self.model = model
+        self.format = fmt
+        self.sids = np.asarray(sids, np.int32)
+        self.trie = SidTrie.build(self.sids, level_sizes)
+        self.tables = TrieTables.from_trie(self.trie, level_offsets)
+        self.mesh = mesh
+        self._item_sids = sid_strings(self.sids)
+        self.think_close_id = self._token_id(THINK_CLOSE)
+        separator = reasoning_target("-", "").split(THINK_CLOSE, 1)[1]  # what training puts between it and the SID
+        self.answer_prefix_ids = fmt.tokenizer.encode(separator, add_special_tokens=False).ids
+
+    def _token_id(self, token: str) -> int | None:
+        return self.format.tokenizer.token_to_id(token)
+
+    def prompt_ids(self, histories: Sequence[Sequence[int]], mode: str = "direct") -> list[list[int]]:
+        """Token ids of the next-SID prompt (direct) or the reasoning prompt for each history of item ids."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
+        build = sid_history_prompt if mode == "direct" else reasoning_prompt
+        texts = []
+        for h, history in enumerate(histories):
+            bad = [i for i in history if not 0 <= i < len(self._item_sids)]
+            if bad or not history:
+                raise ValueError(f"history {h}: item ids must be 0..{len(self._item_sids) - 1} and non-empty, got {list(history)}")
+            texts.append(build([self._item_sids[i] for i in history]))
+        return self.format.prompt_ids(texts)
+
+    def _place(self, array: np.ndarray) -> jax.Array:
+        """A global batch laid out over the mesh's batch axes (every process passes the same array)."""
+        if self.mesh is None:
+            return jax.numpy.asarray(array)
+        sharding = NamedSharding(self.mesh, logical_spec(("activation_batch",) + (None,) * (array.ndim - 1)))
+        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+    def _gather(self, tree: Any) -> Any:
+        if self.mesh is None:
+            return jax.tree.map(np.asarray, tree)
+        return multihost_utils.process_allgather(tree, tiled=True)
+
+    def recommend(self, histories: Sequence[Sequence[int]], settings: SearchSettings, batch_index: int = 0
+                  ) -> Recommendations:
+        """Beams for each history (one batch; its size must divide over the mesh's batch axes).
+
+        `batch_index` picks the sampling stream of sampled reasoning (evaluate_split numbers its batches).
+        """
+        prompts = self.prompt_ids(histories, settings.mode)
+        pad_id = self.format.eos_id
+        reasoning = None
+        if settings.mode == "reasoning":
+            if settings.think is None:
+                raise ValueError("reasoning mode needs SearchSettings.think (the generation settings)")
+            if self.think_close_id is None:
+                raise ValueError(f"reasoning mode: '{THINK_CLOSE}' is not a token of the model's tokenizer")
+            prompts, reasoning = _think(self, prompts, settings, pad_id, batch_index)
+        tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
+        result = beam_search(self.model, self._place(tokens), self._place(mask), self.tables,
+                             num_beams=settings.beams, normalize=settings.normalize)
+        result = self._gather(result)
+        return Recommendations(leaves=result.leaves, codes=result.codes, scores=result.scores, valid=result.valid,
+                               reasoning=reasoning)
+
+    def items(self, leaf: int) -> list[int]:
+        """Item ids that carry the SID of `leaf` (several when items share a SID)."""
+        return [int(i) for i in self.trie.leaf_items[leaf] if i >= 0]
+
+
+def _think(rec: Recommender, prompts: list[list[int]], settings: SearchSettings, pad_id: int,
+           batch_index: int) -> tuple[list[list[int]], list[str]]:
+    """Generate up to the budget until `</think>` (or end of turn); the prompts the SID search continues from.
+
+    A thought that ran out of budget or ended its turn gets `</think>` appended, then the separator
+    that training puts between `</think>` and the SID.
+    """
+    tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
+    params = dataclasses.replace(settings.think, stop_tokens=(rec.think_close_id, *rec.format.stop_ids))
+    thoughts = generate(rec.model, rec._place(tokens), rec._place(mask), params,
+                        rng=jax.random.fold_in(jax.random.key(settings.seed), batch_index), pad_id=pad_id)
+    thoughts = rec._gather(thoughts)
+    continued, texts = [], []
+    for prompt, row, length in zip(prompts, thoughts.tokens[:, 0], thoughts.lengths[:, 0]):
+        thought = [int(t) for t in row[:length] if t not in rec.format.stop_ids or t == rec.think_close_id]
+        if not thought or thought[-1] != rec.think_close_id:
+            thought.append(rec.think_close_id)
+        texts.append(rec.format.tokenizer.decode(thought, skip_special_tokens=False))
+        continued.append(list(prompt) + thought + rec.answer_prefix_ids)
+    return continued, texts
+
+
+def batch_multiple(mesh: jax.sharding.Mesh | None) -> int:
+    """Global batches must split evenly over the mesh axes the batch is sharded on."""
+    if mesh is None:
+        return 1
+    axes = logical_spec(("activation_batch",))[0]
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    return int(np.prod([mesh.shape[a] for a in axes]))
+
+
+def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: SearchSettings, *,
+                   batch_size: int, ks: Sequence[int], max_users: int = 0,
+                   samples_path: str | Path | None = None) -> dict[str, float]:
+    """HR@K / NDCG@K of `split` (and per-sample JSONL at `samples_path`, process 0)."""
+    data = dataset.splits[split]
+    n = len(data) if max_users == 0 else min(max_users, len(data))
+    multiple = batch_multiple(rec.mesh)
+    if batch_size % multiple:
+        raise ValueError(f"config key 'eval.batch_size': {batch_size} is not a multiple of the mesh's batch "
+                         f"axes size {multiple}")
+    if max(ks) > settings.beams:
+        raise ValueError(f"config key 'eval.topk': K={max(ks)} > beams={settings.beams}")
+    histories = data.histories()[:n]
+    ranks = np.full(n, -1, np.int32)
+    writer = open(samples_path, "w", encoding="utf-8") if samples_path and jax.process_index() == 0 else None
+    titles = dataset.titles()
+    try:
+        for start in progress(range(0, n, batch_size), desc=f"eval {split}", total=-(-n // batch_size), unit="batch"):
+            rows = list(range(start, min(start + batch_size, n)))
+            padded = rows + [rows[0]] * (batch_size - len(rows))  # fixed shapes; extra rows are dropped
+            out = rec.recommend([histories[i] for i in padded], settings, batch_index=start // batch_size)
+            targets = rec.sids[data.target[rows]]
+            batch_ranks = hit_ranks(out.codes[: len(rows)], targets, out.valid[: len(rows)])
+            ranks[rows] = batch_ranks
+            if writer is not None:
+                for j, i in enumerate(rows):
+                    record = _sample_record(rec, data, i, histories[i], titles, out, j, int(batch_ranks[j]), split)
+                    writer.write(json.dumps(record, ensure_ascii=False) + "\n")
+    finally:
+        if writer is not None:
+            writer.close()
+    metrics = ranking_metrics(ranks, ks)
+    metrics["users"] = float(n)
+    logging.info("eval %s (%d samples, %d beams, %s): %s", split, n, settings.beams, settings.mode,
+                 ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "users"))
+    return metrics
+
+
+def _sample_record(rec: Recommender, data, i: int, history: list[int], titles: list[str], out: Recommendations,
+                   j: int, rank: int, split: str) -> dict[str, Any]:
+    def item(i: int) -> dict[str, Any]:
+        return {"item": int(i), "title": titles[i], "sid": rec._item_sids[i]}
+
+    beams = []
+    for b in range(out.leaves.shape[1]):
+        if not out.valid[j, b]:
+            continue
+        items = rec.items(int(out.leaves[j, b]))
+        beams.append({"rank": b, "sid": rec._item_sids[items[0]], "score": float(out.scores[j, b]),
+                      "items": items, "titles": [titles[k] for k in items]})
+    record = {"split": split, "index": int(i), "user": int(data.users[i]), "history": [item(k) for k in history],
+              "target": item(int(data.target[i])), "hit_rank": rank, "recommendations": beams}
+    if out.reasoning is not None:
+        record["reasoning"] = out.reasoning[j]
+    return record

@@ -1,0 +1,179 @@
+"""Evaluation: per-sample records agree with the metrics; reasoning mode; 8 sharded devices equal one."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from sidjax.data.dataset import Item, RecDataset, Split
+from sidjax.data.formatting import ChatFormat
+from sidjax.eval.evaluate import Recommender, SearchSettings, evaluate_split
+from sidjax.eval.metrics import ranking_metrics
+from sidjax.decode.sample import SamplingParams
+from sidjax.model.config import preset
+from sidjax.model.tokenizer import CHAT_TEMPLATE, EOS_TOKEN, item_texts, tokenizer_config, train_bpe
+from sidjax.model.transformer import CausalLM
+from sidjax.model.vocab import add_sid_tokens, padded_size
+from sidjax.parallel.mesh import make_mesh
+
+LEVEL_SIZES = (3, 4, 4)
+NUM_ITEMS = 24
+
+
+def build(mesh=None):
+    """A tiny random model with a BPE + SID-token vocabulary over a synthetic dataset."""
+    rng = np.random.default_rng(0)
+    items = tuple(Item(title=f"item {i} {'red blue green'.split()[i % 3]} widget") for i in range(NUM_ITEMS))
+    rows = [(u, rng.integers(0, NUM_ITEMS, rng.integers(1, 6)).tolist(), int(rng.integers(0, NUM_ITEMS)))
+            for u in range(13)]
+    split = Split.from_rows(rows, max_history=10)
+    dataset = RecDataset(name="toy", items=items, sequences={u: tuple(h) + (t,) for u, h, t in rows},
+                         splits={"train": split, "valid": split, "test": split})
+    sids = np.stack([rng.integers(0, s, NUM_ITEMS) for s in LEVEL_SIZES], axis=1).astype(np.int32)
+    tokenizer = train_bpe(item_texts(items), vocab_size=300)
+    offsets = add_sid_tokens(tokenizer, LEVEL_SIZES)
+    fmt = ChatFormat(tokenizer, eos_token=EOS_TOKEN, chat_template=CHAT_TEMPLATE)
+    vocab = padded_size(tokenizer.get_vocab_size(with_added_tokens=True), 128)
+    model = CausalLM(preset("tiny", vocab), rngs=nnx.Rngs(0))
+    if mesh is not None:
+        from sidjax.parallel.mesh import shard_model
+
+        shard_model(model, mesh)
+    return dataset, Recommender(model, fmt, sids, offsets, LEVEL_SIZES, mesh=mesh)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return build()
+
+
+def test_records_and_metrics_agree(setup, tmp_path):
+    dataset, rec = setup
+    path = tmp_path / "test.jsonl"
+    ks = (1, 3, 5, 10)
+    metrics = evaluate_split(rec, dataset, "test", SearchSettings(beams=10), batch_size=4, ks=ks,
+                             samples_path=path)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == len(dataset.splits["test"]) == metrics["users"]
+    ranks = []
+    for r in records:
+        target_sid = r["target"]["sid"]
+        sids = [b["sid"] for b in r["recommendations"]]
+        assert len(sids) == len(set(sids)) == 10
+        assert r["hit_rank"] == (sids.index(target_sid) if target_sid in sids else -1)
+        assert all(dataset.items[i].title == t for b in r["recommendations"] for i, t in zip(b["items"], b["titles"]))
+        assert all(rec.sids[i].tolist() == rec.sids[b["items"][0]].tolist() for b in r["recommendations"] for i in b["items"])
+        assert [h["item"] for h in r["history"]] == dataset.splits["test"].histories()[r["index"]]
+        ranks.append(r["hit_rank"])
+    expected = ranking_metrics(np.asarray(ranks), ks)
+    assert all(metrics[k] == pytest.approx(v) for k, v in expected.items())
+
+
+def test_reasoning_mode_continues_the_search_after_the_thought(setup):
+    import jax.numpy as jnp
+
+    from sidjax.decode.beam import beam_search
+    from sidjax.decode.sample import generate, pad_prompts
+
+    dataset, rec = setup
+    think = SamplingParams(max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, stop_tokens=(), num_samples=1)
+    histories = [[1, 2], [3]]
+    out = rec.recommend(histories, SearchSettings(beams=4, mode="reasoning", think=think))
+    prompts = rec.prompt_ids(histories, "reasoning")
+    assert "Think step by step" in rec.format.tokenizer.decode(prompts[0])
+    tokens, mask = pad_prompts(prompts, bucket=32, pad_id=rec.format.eos_id)
+    stops = (rec.think_close_id, *rec.format.stop_ids)
+    thought = generate(rec.model, jnp.asarray(tokens), jnp.asarray(mask), SamplingParams(
+        max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, stop_tokens=stops, num_samples=1),
+        rng=jax.random.key(0), pad_id=rec.format.eos_id)
+    continued = []
+    for i, prompt in enumerate(prompts):
+        ids = [t for t in np.asarray(thought.tokens)[i, 0, : int(thought.lengths[i, 0])].tolist()
+               if t == rec.think_close_id or t not in rec.format.stop_ids]
+        if ids[-1:] != [rec.think_close_id]:
+            ids.append(rec.think_close_id)
+        assert out.reasoning[i] == rec.format.tokenizer.decode(ids, skip_special_tokens=False)
+        continued.append(prompt + ids + rec.format.tokenizer.encode("\n\n", add_special_tokens=False).ids)
+    tokens, mask = pad_prompts(continued, bucket=32, pad_id=rec.format.eos_id)
+    expected = beam_search(rec.model, jnp.asarray(tokens), jnp.asarray(mask), rec.tables, num_beams=4)
+    np.testing.assert_array_equal(out.leaves, expected.leaves)
+    assert out.valid.all() and all(t.endswith("</think>") for t in out.reasoning)
+
+
+def test_bad_history_names_it(setup):
+    _, rec = setup
+    with pytest.raises(ValueError, match="history 1"):
+        rec.prompt_ids([[0], [NUM_ITEMS]])
+
+
+def compare_meshes():
+    """Run in a subprocess with 8 fake devices: a data=8 mesh gives the one-device beams and metrics."""
+    import tempfile
+
+    assert jax.device_count() == 8
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for devices, data in ((jax.devices()[:1], 1), (jax.devices(), 8)):
+            mesh = make_mesh({"data": data, "fsdp": 1, "tensor": 1}, devices=devices)
+            dataset, rec = build(mesh)
+            path = Path(tmp) / f"{data}.jsonl"
+            metrics = evaluate_split(rec, dataset, "test", SearchSettings(beams=6), batch_size=8, ks=(1, 5),
+                                     samples_path=path)
+            records = [json.loads(line) for line in path.read_text().splitlines()]
+            results.append((metrics, records))
+    (m1, one), (m8, eight) = results
+    assert m1 == m8, (m1, m8)
+    for a, b in zip(one, eight, strict=True):
+        assert [x["sid"] for x in a["recommendations"]] == [x["sid"] for x in b["recommendations"]]
+        np.testing.assert_allclose([x["score"] for x in a["recommendations"]],
+                                   [x["score"] for x in b["recommendations"]], atol=1e-5)
+    print("SHARDED_OK", json.dumps(m8))
+
+
+def test_sharded_eval_on_8_devices_equals_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", "import test_evaluate; test_evaluate.compare_meshes()"],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "SHARDED_OK" in proc.stdout
+
+
+def test_saved_bundle_loads_and_evaluates(setup, tmp_path):
+    import sidjax
+    from sidjax.configs import base_config
+    from sidjax.stages.eval import evaluate_bundle
+    from sidjax.train import checkpoint as ckpt
+
+    dataset, rec = setup
+    stage = tmp_path / "sft"
+    config = base_config()
+    ckpt.save_bundle(stage, model_config=rec.model.config, tokenizer=rec.format.tokenizer, sids=rec.sids,
+                     level_offsets=np.asarray(rec.tables.level_offsets), config=config,
+                     tokenizer_config=tokenizer_config())
+    best = ckpt.BestModel(stage)
+    best.save(7, nnx.state(rec.model))
+    best.wait()
+    best.close()
+    ckpt.finish_bundle(stage, 7)
+
+    loaded = sidjax.load(stage)
+    assert loaded.step == 7 and loaded.level_sizes == LEVEL_SIZES
+    assert loaded.format.prompt_ids(["hello"]) == rec.format.prompt_ids(["hello"])
+    loaded._dataset = dataset
+    top = loaded.recommend([1, 2, 3], beams=5)
+    direct = rec.recommend([[1, 2, 3]], SearchSettings(beams=5))
+    assert [t["items"] for t in top] == [rec.items(int(leaf)) for leaf in direct.leaves[0]]
+    np.testing.assert_allclose([t["score"] for t in top], direct.scores[0], atol=1e-5)
+    assert top[0]["titles"] == [dataset.items[i].title for i in top[0]["items"]]
+
+    config.eval.beams, config.eval.topk, config.eval.batch_size, config.eval.max_users = 5, (1, 5), 1, 3
+    results = evaluate_bundle(stage, config, dataset, tmp_path / "eval")
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["test"] == results["test"] and saved["step"] == 7
+    assert saved["test"]["users"] == 3 and len((tmp_path / "eval" / "test.jsonl").read_text().splitlines()) == 3

@@ -1,0 +1,121 @@
+"""Sampler: greedy and log-probs equal a step-by-step full forward; the filtered distributions equal numpy's."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sidjax.decode.sample import SamplingParams, generate, pad_prompts, sample_logits
+from sidjax.model.config import preset
+from sidjax.model.transformer import CausalLM
+
+VOCAB = 50
+PAD = 0
+
+
+@nnx.jit
+def _forward(model, tokens):
+    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    return model(tokens, positions)[0]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return CausalLM(preset("tiny", VOCAB), rngs=nnx.Rngs(2))
+
+
+def _params(**changes):
+    values = dict(max_new_tokens=6, temperature=0.0, top_k=0, top_p=1.0, stop_tokens=(), num_samples=1)
+    values.update(changes)
+    return SamplingParams(**values)
+
+
+def _teacher_forced(model, prompt, continuation):
+    """Log-probs [steps, V] of one unpadded full forward pass over prompt + continuation."""
+    logits = np.asarray(_forward(model, jnp.asarray([list(prompt) + list(continuation)])), np.float64)[0]
+    steps = logits[len(prompt) - 1: -1]
+    steps = steps - steps.max(-1, keepdims=True)
+    return steps - np.log(np.exp(steps).sum(-1, keepdims=True))
+
+
+PROMPTS = [[5, 9, 3, 7, 1], [11, 2], [4, 4, 8]]
+
+
+def test_greedy_matches_full_forward_with_left_padding(model):
+    tokens, mask = pad_prompts(PROMPTS, bucket=4, pad_id=PAD)
+    assert tokens.shape == (3, 8) and mask.sum() == 10
+    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(), rng=jax.random.key(0), pad_id=PAD)
+    assert out.tokens.shape == (3, 1, 6)
+    for i, prompt in enumerate(PROMPTS):
+        row = np.asarray(out.tokens)[i, 0]
+        logp = _teacher_forced(model, prompt, row)
+        np.testing.assert_array_equal(row, logp.argmax(-1))
+        np.testing.assert_allclose(np.asarray(out.logprobs)[i, 0], logp[np.arange(6), row], atol=1e-4)
+    assert (np.asarray(out.lengths) == 6).all() and not np.asarray(out.stopped).any()
+
+
+def test_stop_token_ends_a_row_and_pads_the_rest(model):
+    tokens, mask = pad_prompts(PROMPTS[:1], bucket=1, pad_id=PAD)
+    free = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(), rng=jax.random.key(0), pad_id=PAD)
+    ref_tokens = np.asarray(free.tokens)[0, 0].tolist()
+    stop = ref_tokens[2]
+    first = ref_tokens.index(stop)
+    tokens, mask = pad_prompts(PROMPTS[:1], bucket=1, pad_id=PAD)
+    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(stop_tokens=(stop,)),
+                   rng=jax.random.key(0), pad_id=PAD)
+    row = np.asarray(out.tokens)[0, 0]
+    assert row[: first + 1].tolist() == ref_tokens[: first + 1]
+    assert (row[first + 1:] == PAD).all()
+    assert int(out.lengths[0, 0]) == first + 1 and bool(out.stopped[0, 0])
+    assert (np.asarray(out.logprobs)[0, 0, first + 1:] == 0).all()
+
+
+def test_samples_are_deterministic_per_rng_and_differ_within_a_group(model):
+    tokens, mask = pad_prompts(PROMPTS, bucket=8, pad_id=PAD)
+    params = _params(temperature=1.5, num_samples=4, max_new_tokens=8)
+    a = generate(model, jnp.asarray(tokens), jnp.asarray(mask), params, rng=jax.random.key(3), pad_id=PAD)
+    b = generate(model, jnp.asarray(tokens), jnp.asarray(mask), params, rng=jax.random.key(3), pad_id=PAD)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert a.tokens.shape == (3, 4, 8)
+    assert len({tuple(r) for r in np.asarray(a.tokens)[0].tolist()}) > 1
+    # Each sampled row's log-probs are the model's own (temperature 1) log-probs of its tokens.
+    row = np.asarray(a.tokens)[1, 2]
+    logp = _teacher_forced(model, PROMPTS[1], row)
+    np.testing.assert_allclose(np.asarray(a.logprobs)[1, 2], logp[np.arange(8), row], atol=1e-4)
+
+
+def _numpy_filtered(logits, temperature, top_k, top_p):
+    z = logits / temperature
+    if top_k:
+        z = np.where(z < np.sort(z)[-top_k], -np.inf, z)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p)
+        before = np.cumsum(p[order]) - p[order]
+        keep = np.zeros_like(p, bool)
+        keep[order[before < top_p]] = True
+        p = np.where(keep, p, 0.0)
+        p /= p.sum()
+    return p
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 3, 1.0), (1.3, 0, 0.6), (1.0, 4, 0.8)])
+def test_sampling_distribution_matches_numpy(temperature, top_k, top_p):
+    logits = np.asarray([1.0, 0.2, -0.5, 2.0, 0.0, 1.5, -2.0], np.float32)
+    draws = 40000
+    params = _params(temperature=temperature, top_k=top_k, top_p=top_p)
+    tokens = jax.jit(lambda k: sample_logits(jnp.broadcast_to(logits, (draws, 7)), k, params))(jax.random.key(0))
+    freq = np.bincount(np.asarray(tokens), minlength=7) / draws
+    expected = _numpy_filtered(logits.astype(np.float64), temperature, top_k, top_p)
+    np.testing.assert_allclose(freq, expected, atol=0.01)
+    assert (freq[expected == 0] == 0).all()
+
+
+def test_bad_settings_raise():
+    with pytest.raises(ValueError, match="top_p"):
+        _params(top_p=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        _params(temperature=-1.0)
+    with pytest.raises(ValueError, match="empty"):
+        pad_prompts([[1], []], bucket=4, pad_id=PAD)
