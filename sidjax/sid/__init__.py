@@ -1,0 +1,1 @@
+"""Semantic IDs: item text -> vectors -> residual codes -> SID tokens and the decoding trie."""
