@@ -1,0 +1,278 @@
+"""The decoder-only causal LM (Qwen2 / Qwen2.5 / Qwen3 / Llama) in Flax NNX, with a KV cache.
+
+Every parameter carries logical axis names (mapped to mesh axes by sidjax.parallel.rules).
+Batches are left-padded: `attention_mask` marks real tokens and `positions` count real
+tokens from 0, so a padded row computes exactly what it would alone.
+
+Cache: one stacked K/V array per kind, [layers, batch, slots, kv_heads, head_dim], written
+in lock-step for all rows at `index` (prefill writes T slots, each decode step one); `mask`
+remembers which slots hold real tokens. A `prefix` cache (batch B) is read-only and shared
+by the B*R rows of the call (row i reads prefix row i // R): beam search prefills each
+prompt once and its beams only cache the tokens they generate.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from sidjax.model.config import ModelConfig, rope_inv_freq
+from sidjax.parallel.rules import constrain
+
+_MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: a fully masked (padding) row stays NaN-free
+
+
+@struct.dataclass
+class KVCache:
+    """Keys/values of past tokens; a pytree so it can be jitted, donated and sharded."""
+
+    k: jax.Array  # [layers, batch, slots, kv_heads, head_dim]
+    v: jax.Array
+    mask: jax.Array  # bool [batch, slots]: slot holds a real token
+    index: jax.Array  # int32 []: next slot to write
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+
+def _param(value: jax.Array, axes: Sequence[str | None]) -> nnx.Param:
+    # Logical names only; placement happens in sidjax.parallel.mesh, so building needs no mesh.
+    return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
+
+
+def _normal(rngs: nnx.Rngs, shape: Sequence[int], config: ModelConfig) -> jax.Array:
+    return (config.initializer_range * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(
+        config.weight_dtype)
+
+
+class RMSNorm(nnx.Module):
+    """x / rms(x) * scale, normalised in float32 like HF."""
+
+    def __init__(self, size: int, config: ModelConfig):
+        self.eps = config.rms_norm_eps
+        self.scale = _param(jnp.ones((size,), config.weight_dtype), ("norm",))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return y.astype(x.dtype) * self.scale[...].astype(x.dtype)
+
+
+def rope_tables(positions: jax.Array, config: ModelConfig) -> tuple[jax.Array, jax.Array]:
+    """cos, sin [B, T, head_dim] in the HF rotate-half layout (frequencies repeated twice)."""
+    inv_freq, scale = rope_inv_freq(config)
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+    angles = jnp.concatenate([angles, angles], axis=-1)
+    return jnp.cos(angles) * scale, jnp.sin(angles) * scale
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x [B, T, heads, D]; rotate-half convention (first half paired with second half)."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    cos, sin = cos[:, :, None, :].astype(x.dtype), sin[:, :, None, :].astype(x.dtype)
+    return x * cos + rotated * sin
+
+
+class Attention(nnx.Module):
+    """Grouped-query attention with optional q/k/v bias (Qwen2) and q/k RMSNorm (Qwen3)."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        e, h, k, d = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+        self.config = config
+        self.q_proj = _param(_normal(rngs, (e, h, d), config), ("embed", "heads", "head_dim"))
+        self.k_proj = _param(_normal(rngs, (e, k, d), config), ("embed", "kv_heads", "head_dim"))
+        self.v_proj = _param(_normal(rngs, (e, k, d), config), ("embed", "kv_heads", "head_dim"))
+        self.o_proj = _param(_normal(rngs, (h, d, e), config), ("heads", "head_dim", "embed"))
+        if config.attention_bias:
+            self.q_bias = _param(jnp.zeros((h, d), config.weight_dtype), ("heads", "head_dim"))
+            self.k_bias = _param(jnp.zeros((k, d), config.weight_dtype), ("kv_heads", "head_dim"))
+            self.v_bias = _param(jnp.zeros((k, d), config.weight_dtype), ("kv_heads", "head_dim"))
+        if config.qk_norm:
+            self.q_norm = RMSNorm(d, config)
+            self.k_norm = RMSNorm(d, config)
+
+    def project(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """q [B,T,H,D], k, v [B,T,K,D] with RoPE applied to q and k."""
+        dt = x.dtype
+        q = jnp.einsum("bte,ehd->bthd", x, self.q_proj[...].astype(dt))
+        k = jnp.einsum("bte,ekd->btkd", x, self.k_proj[...].astype(dt))
+        v = jnp.einsum("bte,ekd->btkd", x, self.v_proj[...].astype(dt))
+        if self.config.attention_bias:
+            q = q + self.q_bias[...].astype(dt)
+            k = k + self.k_bias[...].astype(dt)
+            v = v + self.v_bias[...].astype(dt)
+        if self.config.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def output(self, attended: jax.Array) -> jax.Array:
+        return jnp.einsum("bthd,hde->bte", attended, self.o_proj[...].astype(attended.dtype))
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str,
+           prefix: tuple[jax.Array, jax.Array, jax.Array] | None = None) -> jax.Array:
+    """Softmax attention. q [B,T,H,D]; k, v [B,S,K,D]; mask bool [B,T,S] (True = may attend).
+
+    impl "xla" is jax.nn.dot_product_attention; with a prefix the grouped einsum path always runs, since
+    it reads each prefix row for its R query rows without materialising R copies.
+    prefix: (k, v [B0,P,K,D], mask bool [B0,P]) with B = B0 * R, attended jointly with k/v (one softmax).
+    """
+    b, t, h, d = q.shape
+    kv = k.shape[2]
+    if prefix is None and impl == "xla":
+        return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="xla")
+    scale = d ** -0.5
+    qg = q.reshape(b, t, kv, h // kv, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+    scores = jnp.where(mask[:, None, None], scores, _MASKED)
+    if prefix is None:
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, d)
+    pk, pv, pmask = prefix
+    b0, p = pk.shape[0], pk.shape[1]
+    r = b // b0
+    qp = qg.reshape(b0, r, t, kv, h // kv, d)
+    pscores = jnp.einsum("brtkgd,bpkd->brkgtp", qp, pk, preferred_element_type=jnp.float32) * scale
+    pscores = jnp.where(pmask[:, None, None, None, None, :], pscores, _MASKED)
+    pscores = pscores.reshape(b, kv, h // kv, t, p)
+    probs = jax.nn.softmax(jnp.concatenate([pscores, scores], axis=-1), axis=-1).astype(v.dtype)
+    pprobs = probs[..., :p].reshape(b0, r, kv, h // kv, t, p)
+    out = jnp.einsum("brkgtp,bpkd->brtkgd", pprobs, pv).reshape(b, t, kv, h // kv, d)
+    out = out + jnp.einsum("bkgts,bskd->btkgd", probs[..., p:], v)
+    return out.reshape(b, t, h, d)
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate x) * up x)."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        e, f = config.hidden_size, config.intermediate_size
+        self.gate_proj = _param(_normal(rngs, (e, f), config), ("embed", "mlp"))
+        self.up_proj = _param(_normal(rngs, (e, f), config), ("embed", "mlp"))
+        self.down_proj = _param(_normal(rngs, (f, e), config), ("mlp", "embed"))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dt = x.dtype
+        gate = jnp.einsum("bte,ef->btf", x, self.gate_proj[...].astype(dt))
+        up = jnp.einsum("bte,ef->btf", x, self.up_proj[...].astype(dt))
+        hidden = constrain(jax.nn.silu(gate) * up, ("activation_batch", "activation_length", "activation_mlp"))
+        return jnp.einsum("btf,fe->bte", hidden, self.down_proj[...].astype(dt))
+
+
+class Block(nnx.Module):
+    """Pre-norm decoder layer: x + attn(norm x), then x + mlp(norm x)."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        self.input_norm = RMSNorm(config.hidden_size, config)
+        self.attn = Attention(config, rngs)
+        self.post_attention_norm = RMSNorm(config.hidden_size, config)
+        self.mlp = MLP(config, rngs)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array, cache_k: jax.Array | None,
+                 cache_v: jax.Array | None, offset: jax.Array, prefix: KVCache | None, index: int
+                 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+        """One layer; with a cache its new keys/values go to layer `index`'s slots [offset, offset + T)."""
+        q, k, v = self.attn.project(self.input_norm(x), cos, sin)
+        if cache_k is not None:
+            cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), (index, 0, offset, 0, 0))
+            cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), (index, 0, offset, 0, 0))
+            k, v = cache_k[index].astype(q.dtype), cache_v[index].astype(q.dtype)
+        shared = None if prefix is None else (prefix.k[index].astype(q.dtype), prefix.v[index].astype(q.dtype),
+                                              prefix.mask)
+        x = x + self.attn.output(attend(q, k, v, mask, self.attn.config.attention_impl, shared))
+        x = x + self.mlp(self.post_attention_norm(x))
+        return constrain(x, ("activation_batch", "activation_length", "activation_embed")), cache_k, cache_v
+
+
+# config.remat -> what a layer keeps for the backward pass (None: no rematerialisation)
+REMAT_POLICIES = {
+    "none": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
+
+
+class CausalLM(nnx.Module):
+    """Token embedding, decoder layers, final norm and (tied or untied) output layer."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embed = _param(_normal(rngs, (config.vocab_size, config.hidden_size), config), ("vocab", "embed"))
+        self.layers = nnx.List([Block(config, rngs) for _ in range(config.num_layers)])
+        self.final_norm = RMSNorm(config.hidden_size, config)
+        if not config.tie_word_embeddings:
+            self.lm_head = _param(_normal(rngs, (config.hidden_size, config.vocab_size), config),
+                                  ("embed", "vocab"))
+
+    def init_cache(self, batch: int, max_len: int) -> KVCache:
+        """An empty cache of `max_len` slots per row.
+
+        Size it for every token that will be written: XLA clamps a write past the end (it cannot raise in jit).
+        """
+        c = self.config
+        shape = (c.num_layers, batch, max_len, c.num_kv_heads, c.head_dim)
+        return KVCache(k=jnp.zeros(shape, c.compute_dtype), v=jnp.zeros(shape, c.compute_dtype),
+                       mask=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
+
+    def hidden_states(self, tokens: jax.Array, positions: jax.Array, *, attention_mask: jax.Array | None = None,
+                      cache: KVCache | None = None, prefix: KVCache | None = None
+                      ) -> tuple[jax.Array, KVCache | None]:
+        """Final-norm hidden states [B, T, hidden] (compute dtype) and the updated cache."""
+        c = self.config
+        b, t = tokens.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, t), bool)
+        if prefix is not None and b % prefix.batch:
+            raise ValueError(f"batch {b} is not a multiple of the prefix cache batch {prefix.batch}")
+        table = constrain(self.embed[...], ("vocab", None))  # whole rows, like every fsdp weight at use
+        x = jnp.take(table, tokens, axis=0).astype(c.compute_dtype)
+        x = constrain(x, ("activation_batch", "activation_length", "activation_embed"))
+        cos, sin = rope_tables(positions, c)
+        offset = jnp.zeros((), jnp.int32) if cache is None else cache.index
+        if cache is None:
+            key_valid = attention_mask
+        else:
+            key_valid = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, offset))
+        slots = key_valid.shape[1]
+        causal = jnp.arange(slots)[None, :] <= (offset + jnp.arange(t))[:, None]
+        mask = key_valid[:, None, :] & causal[None]
+        cache_k = None if cache is None else cache.k
+        cache_v = None if cache is None else cache.v
+        run = Block.__call__
+        if REMAT_POLICIES[c.remat] is not None and cache is None:  # training: trade recompute for memory
+            run = nnx.remat(Block.__call__, policy=REMAT_POLICIES[c.remat], static_argnums=(9,))
+        for i, layer in enumerate(self.layers):
+            x, cache_k, cache_v = run(layer, x, cos, sin, mask, cache_k, cache_v, offset, prefix, i)
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(k=cache_k, v=cache_v, mask=key_valid, index=offset + t)
+        return self.final_norm(x), new_cache
+
+    def output_weight(self) -> jax.Array:
+        """The [hidden, vocab] output matrix (the transposed embedding when tied)."""
+        return self.embed[...].T if self.config.tie_word_embeddings else self.lm_head[...]
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """float32 logits [..., vocab] of hidden states from `hidden_states`."""
+        w = self.output_weight().astype(hidden.dtype)
+        return jnp.einsum("...e,ev->...v", hidden, w, preferred_element_type=jnp.float32)
+
+    def __call__(self, tokens: jax.Array, positions: jax.Array, *, attention_mask: jax.Array | None = None,
+                 cache: KVCache | None = None, prefix: KVCache | None = None
+                 ) -> tuple[jax.Array, KVCache | None]:
+        hidden, cache = self.hidden_states(tokens, positions, attention_mask=attention_mask, cache=cache,
+                                           prefix=prefix)
+        return self.logits(hidden), cache
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+    """Positions of a left-padded batch: real tokens count from 0 (padding gets 0)."""
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)

@@ -1,0 +1,68 @@
+"""config.model -> (model, tokenizer with SID blocks, level_offsets) for the scratch and hf sources."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import transformers
+from flax import nnx
+
+from sidjax.configs import ConfigError, base_config, validate
+from sidjax.data.dataset import Item, RecDataset
+from sidjax.model import tokenizer as bpe
+from sidjax.model.build import build_model
+from sidjax.sid.codes import sid_string
+
+LEVELS = [4, 4, 3]
+SIDS = np.array([[0, 1, 2], [3, 3, 0], [1, 0, 1]])
+WORDS = ["cordless drill", "safety gloves nitrile", "hex bolts stainless steel", "measuring tape 5m"]
+
+
+def _dataset():
+    items = tuple(Item(title=f"{w} {i}", description=f"a {w} for the workshop", brand="Acme")
+                  for i, w in enumerate(WORDS * 10))
+    return RecDataset(name="tiny", items=items, sequences={}, splits={})
+
+
+def _forward(model, tokens):
+    return nnx.jit(lambda m, t, p: m(t, p)[0])(model, tokens, jnp.broadcast_to(jnp.arange(tokens.shape[1]),
+                                                                            tokens.shape))
+
+
+def test_scratch_builds_bpe_sid_blocks_and_padded_vocab():
+    config = base_config()
+    config.model.preset = "tiny"
+    config.model.bpe_vocab_size = 512
+    built = build_model(config, _dataset(), LEVELS, SIDS)
+    n = built.tokenizer.get_vocab_size(with_added_tokens=True)
+    assert built.model.config.vocab_size % 128 == 0 and built.model.config.vocab_size >= n
+    assert built.level_offsets.tolist() == [n - 11, n - 7, n - 3]
+    ids = built.tokenizer.encode(sid_string(SIDS[1])).ids
+    assert ids == (built.level_offsets + SIDS[1]).tolist()
+    assert built.tokenizer_config["eos_token"] == bpe.EOS_TOKEN
+    assert _forward(built.model, jnp.asarray([ids])).shape == (1, 3, built.model.config.vocab_size)
+
+
+def test_hf_source_appends_sids_and_mean_inits_rows(tmp_path):
+    tok = bpe.train_bpe([w for w in WORDS] * 20, vocab_size=300)
+    size = tok.get_vocab_size(with_added_tokens=True)
+    hf_config = transformers.Qwen3Config(vocab_size=size + 5, hidden_size=32, intermediate_size=48,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                         head_dim=16)
+    transformers.Qwen3ForCausalLM(hf_config).save_pretrained(tmp_path)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    config = base_config()
+    config.model.source = "hf"
+    config.model.path = str(tmp_path)
+    config.model.train_only_new_rows = True
+    validate(config)
+    built = build_model(config, _dataset(), LEVELS, SIDS)
+    assert built.first_new_row == size and built.level_offsets[0] == size
+    assert built.model.config.vocab_size == -(-(size + sum(LEVELS)) // 128) * 128
+    embed = np.asarray(built.model.embed[...])
+    np.testing.assert_allclose(embed[size:], np.broadcast_to(embed[:size].mean(0), embed[size:].shape), atol=1e-6)
+
+
+def test_train_only_new_rows_needs_a_pretrained_model():
+    config = base_config()
+    config.model.train_only_new_rows = True
+    with pytest.raises(ConfigError, match="model.train_only_new_rows"):
+        validate(config)

@@ -1,0 +1,149 @@
+"""The NNX causal LM: cache, prefix sharing and left padding agree with the plain full forward pass."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sidjax.model.config import ModelConfig, RopeScaling, preset
+from sidjax.model.transformer import CausalLM, positions_from_mask
+
+VOCAB = 97
+
+
+@nnx.jit
+def _run(model, tokens, positions, attention_mask=None, cache=None, prefix=None):
+    return model(tokens, positions, attention_mask=attention_mask, cache=cache, prefix=prefix)
+
+
+def _model(**changes) -> CausalLM:
+    config = preset("tiny", VOCAB).replace(**changes)
+    return CausalLM(config, rngs=nnx.Rngs(0))
+
+
+def _tokens(shape, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, VOCAB, shape), jnp.int32)
+
+
+def _full_logits(model, tokens):
+    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    return _run(model, tokens, positions)[0]
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"attention_impl": "xla", "qk_norm": False, "attention_bias": True, "tie_word_embeddings": False},
+    {"rope_scaling": RopeScaling(type="llama3", factor=8.0, original_max_position_embeddings=64)},
+])
+def test_cached_decoding_equals_full_forward(changes):
+    model = _model(**changes)
+    tokens = _tokens((2, 9))
+    full = _full_logits(model, tokens)
+    cache = model.init_cache(2, 12)
+    prompt = 5
+    logits, cache = _run(model, tokens[:, :prompt], jnp.broadcast_to(jnp.arange(prompt), (2, prompt)), cache=cache)
+    steps = [logits]
+    for t in range(prompt, tokens.shape[1]):
+        logits, cache = _run(model, tokens[:, t:t + 1], jnp.full((2, 1), t), cache=cache)
+        steps.append(logits)
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=2e-5, rtol=1e-5)
+    assert int(cache.index) == tokens.shape[1]
+
+
+def test_left_padding_does_not_change_real_tokens():
+    model = _model()
+    lengths = [7, 4, 1]
+    width = max(lengths)
+    rows = [_tokens((1, n), seed=i)[0] for i, n in enumerate(lengths)]
+    padded = jnp.stack([jnp.pad(r, (width - len(r), 0)) for r in rows])
+    mask = jnp.arange(width)[None, :] >= (width - jnp.asarray(lengths))[:, None]
+    logits, _ = _run(model, padded, positions_from_mask(mask), attention_mask=mask)
+    assert np.isfinite(np.asarray(logits)).all()
+    for i, row in enumerate(rows):
+        alone = _full_logits(model, row[None])
+        np.testing.assert_allclose(logits[i, width - len(row):], alone[0], atol=2e-5, rtol=1e-5)
+
+    # Continue the padded batch with the cache: each row's next-token logits match its own full pass.
+    cache = model.init_cache(3, width + 2)
+    _, cache = _run(model, padded, positions_from_mask(mask), attention_mask=mask, cache=cache)
+    nxt = _tokens((3, 1), seed=9)
+    step, _ = _run(model, nxt, jnp.asarray(lengths)[:, None], cache=cache)
+    for i, row in enumerate(rows):
+        alone = _full_logits(model, jnp.concatenate([row, nxt[i]])[None])
+        np.testing.assert_allclose(step[i, 0], alone[0, -1], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["einsum", "xla"])
+def test_prefix_sharing_equals_repeated_prompts(impl):
+    model = _model(attention_impl=impl)
+    beams, prompt_len, steps = 3, 6, 3
+    lengths = jnp.asarray([6, 3])
+    prompts = _tokens((2, prompt_len))
+    pmask = jnp.arange(prompt_len)[None, :] >= (prompt_len - lengths)[:, None]
+    generated = _tokens((2 * beams, steps), seed=5)
+
+    prefix = model.init_cache(2, prompt_len)
+    _, prefix = _run(model, prompts, positions_from_mask(pmask), attention_mask=pmask, cache=prefix)
+    cache = model.init_cache(2 * beams, steps)
+    shared = []
+    for s in range(steps):
+        pos = jnp.repeat(lengths, beams)[:, None] + s
+        logits, cache = _run(model, generated[:, s:s + 1], pos, cache=cache, prefix=prefix)
+        shared.append(logits)
+
+    rep_prompts = jnp.repeat(prompts, beams, axis=0)
+    rep_mask = jnp.repeat(pmask, beams, axis=0)
+    tokens = jnp.concatenate([rep_prompts, generated], axis=1)
+    mask = jnp.concatenate([rep_mask, jnp.ones_like(generated, bool)], axis=1)
+    reference, _ = _run(model, tokens, positions_from_mask(mask), attention_mask=mask)
+    np.testing.assert_allclose(np.concatenate(shared, axis=1), reference[:, prompt_len:], atol=2e-5, rtol=1e-5)
+
+
+def test_jitted_step_with_donated_cache_bf16():
+    model = _model(dtype="bfloat16", param_dtype="bfloat16")
+
+    @nnx.jit(donate_argnums=(3,))
+    def step(model, tokens, positions, cache):
+        return model(tokens, positions, cache=cache)
+
+    tokens = _tokens((2, 4))
+    cache = model.init_cache(2, 8)
+    logits, cache = step(model, tokens, jnp.broadcast_to(jnp.arange(4), (2, 4)), cache)
+    logits2, cache = step(model, tokens[:, :1], jnp.full((2, 1), 4), cache)
+    assert logits.dtype == jnp.float32 and cache.k.dtype == jnp.bfloat16
+    assert np.isfinite(np.asarray(logits2)).all() and int(cache.index) == 5
+
+
+def test_params_carry_logical_axes_and_count():
+    model = _model(tie_word_embeddings=False, attention_bias=True)
+    params = nnx.state(model, nnx.Param)
+    leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    for v in leaves:
+        axes = v.get_metadata()["out_sharding"]
+        assert len(axes) == v.ndim
+    assert sum(v.size for v in leaves) == model.config.num_params()
+
+
+def test_config_validation_and_json_roundtrip(tmp_path):
+    config = preset("demo", 1000).replace(rope_scaling=RopeScaling(type="yarn", factor=4.0,
+                                                                   original_max_position_embeddings=32))
+    config.to_json(tmp_path / "c.json")
+    assert ModelConfig.from_json(tmp_path / "c.json") == config
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        config.replace(num_kv_heads=3)
+    with pytest.raises(ValueError, match="attention_impl"):
+        config.replace(attention_impl="flash")
+
+
+def test_full_remat_gives_the_same_gradients():
+    tokens = _tokens((2, 6))
+    positions = jnp.broadcast_to(jnp.arange(6), (2, 6))
+
+    def grads(model):
+        def loss(model):
+            return jnp.mean(model(tokens, positions)[0] ** 2)
+        return nnx.jit(nnx.grad(loss))(model)
+
+    plain, rematted = grads(_model()), grads(_model(remat="full"))
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(rematted)):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
