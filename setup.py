@@ -28,6 +28,7 @@ CORE = [
 # PyTorch + transformers are only the reference implementations that the parity
 # tests and benchmarks compare against; torch 2.13.0 is the CPU build.
 REFERENCE = [
+    "accelerate==1.15.0",
     "torch==2.13.0",
     "transformers==5.23.0",
 ]
@@ -41,7 +42,7 @@ setup(
     package_data={"sidjax.data": ["industrial_and_scientific/*.gz", "industrial_and_scientific/*.md"]},
     install_requires=CORE,
     extras_require={
-        "test": REFERENCE + ["pytest==9.2.0"],
+        "test": REFERENCE + ["pytest==9.2.0", "portpicker==1.6.0"],
         "bench": REFERENCE,
     },
 )

@@ -12,6 +12,7 @@ from ml_collections import config_flags
 from sidjax.api import find_bundle
 from sidjax.configs import ConfigError, validate
 from sidjax.data.sources import load_dataset
+from sidjax.parallel import distributed
 from sidjax.stages.eval import evaluate_bundle
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an experiment config (get_config()).")
@@ -22,6 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    distributed.initialize_from_flags()
     config = _CONFIG.value
     try:
         validate(config)

@@ -3,6 +3,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from sidjax.configs import ConfigError, validate
+from sidjax.parallel import distributed
 from sidjax.stages import run_pipeline
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an experiment config (get_config()).")
@@ -13,6 +14,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    distributed.initialize_from_flags()
     config = _CONFIG.value
     try:
         validate(config)
