@@ -1,18 +1,102 @@
-"""`config.sft` (stage 1, alignment) and `config.reason_sft` (stage 2, reasoning activation)."""
+"""`config.sft` (stage 1, alignment) and `config.reason_sft` (stage 2, reasoning activation).
+
+Both sections share the trainer's knobs plus the task-mixture knobs owned by
+`sidjax.data.tasks` (`tasks.<task>` caps, `task_seed`, `replay_*`). The defaults
+suit a small scratch model on the shipped data; a real run (Qwen3-1.7B on a pod)
+raises `batch_size`, lowers `learning_rate` and sets `logits_chunk`. Each length
+bucket compiles its own step: few buckets on a CPU, more where padding costs more.
+"""
 import ml_collections
+
+from sidjax.configs import require
+from sidjax.data.tasks import mixture_knobs, validate_mixture
+
+DECAYS = ("cosine", "linear", "constant")
+TRUNCATION = ("error", "drop", "left")
 
 
 def section() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    # Length of training: whole epochs over the task mix, or a hard step cap (0 = no cap).
     c.epochs = 1
+    c.max_steps = 0
+    # Sequences per optimizer step (all devices together), split into grad_accum_steps micro-batches.
     c.batch_size = 32
+    c.grad_accum_steps = 1
+    c.eval_batch_size = 64
+    # Sequences are padded to the smallest of these lengths that fits; the largest is the max length.
+    c.length_buckets = (64, 128, 256, 512, 1024)
+    # An example longer than the largest bucket: "error", "drop" it, or cut the "left" of its prompt.
+    c.truncation = "error"
+    # AdamW with linear warmup then cosine / linear decay to learning_rate * end_lr_ratio.
     c.learning_rate = 1e-3
+    c.warmup_steps = 20
+    c.decay = "cosine"
+    c.end_lr_ratio = 0.1
+    c.weight_decay = 0.01
+    c.adam_b1 = 0.9
+    c.adam_b2 = 0.98
+    c.adam_eps = 1e-8
+    c.max_grad_norm = 1.0  # 0 = no clipping
+    # Output-layer logits only around each response (sized from the data), not on prompt tokens.
+    c.response_logits_only = True
+    # Positions whose logits are computed at once in the loss (0 = all at once).
+    c.logits_chunk = 0
+    # Checkpoints every N steps (and on SIGTERM); the last `keep_checkpoints` are kept for resuming.
+    c.checkpoint_every = 200
+    c.keep_checkpoints = 2
+    # Valid loss after every epoch; stop after `patience` epochs without improvement (0 = never stop early).
+    c.eval_every_epoch = True
+    c.patience = 0
+    c.max_eval_batches = 0  # 0 = the whole valid split
+    c.log_every = 10
     return c
 
 
 def sft_section() -> ml_collections.ConfigDict:
-    return section()
+    c = section()
+    c.update(mixture_knobs("sft"))
+    return c
 
 
 def reason_sft_section() -> ml_collections.ConfigDict:
-    return section()
+    c = section()
+    c.update(mixture_knobs("reason_sft"))
+    c.learning_rate = 5e-4
+    return c
+
+
+def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
+    validate_mixture(c, name)
+    require(c.epochs >= 1, f"{name}.epochs", "must be >= 1")
+    require(c.max_steps >= 0, f"{name}.max_steps", "must be >= 0 (0 = no cap)")
+    require(c.batch_size >= 1, f"{name}.batch_size", "must be >= 1")
+    require(c.grad_accum_steps >= 1, f"{name}.grad_accum_steps", "must be >= 1")
+    require(
+        c.batch_size % c.grad_accum_steps == 0,
+        f"{name}.grad_accum_steps",
+        f"must divide batch_size ({c.batch_size})",
+    )
+    require(c.eval_batch_size >= 1, f"{name}.eval_batch_size", "must be >= 1")
+    buckets = tuple(c.length_buckets)
+    require(
+        len(buckets) >= 1 and all(b >= 2 for b in buckets) and list(buckets) == sorted(set(buckets)),
+        f"{name}.length_buckets",
+        f"must be strictly increasing lengths >= 2, got {buckets}",
+    )
+    require(c.learning_rate > 0, f"{name}.learning_rate", "must be > 0")
+    require(c.warmup_steps >= 0, f"{name}.warmup_steps", "must be >= 0")
+    require(c.decay in DECAYS, f"{name}.decay", f"'{c.decay}' is not one of {DECAYS}")
+    require(0.0 <= c.end_lr_ratio <= 1.0, f"{name}.end_lr_ratio", "must be in [0, 1]")
+    require(c.weight_decay >= 0, f"{name}.weight_decay", "must be >= 0")
+    require(0.0 <= c.adam_b1 < 1.0, f"{name}.adam_b1", "must be in [0, 1)")
+    require(0.0 <= c.adam_b2 < 1.0, f"{name}.adam_b2", "must be in [0, 1)")
+    require(c.adam_eps > 0, f"{name}.adam_eps", "must be > 0")
+    require(c.max_grad_norm >= 0, f"{name}.max_grad_norm", "must be >= 0 (0 = no clipping)")
+    require(c.truncation in TRUNCATION, f"{name}.truncation", f"'{c.truncation}' is not one of {TRUNCATION}")
+    require(c.logits_chunk >= 0, f"{name}.logits_chunk", "must be >= 0 (0 = no chunking)")
+    require(c.checkpoint_every >= 1, f"{name}.checkpoint_every", "must be >= 1")
+    require(c.keep_checkpoints >= 1, f"{name}.keep_checkpoints", "must be >= 1")
+    require(c.patience >= 0, f"{name}.patience", "must be >= 0 (0 = no early stopping)")
+    require(c.max_eval_batches >= 0, f"{name}.max_eval_batches", "must be >= 0 (0 = all)")
+    require(c.log_every >= 1, f"{name}.log_every", "must be >= 1")

@@ -1,0 +1,204 @@
+"""Stages `sft` (stage 1, SID-language alignment) and `reason_sft` (stage 2, reasoning activation).
+
+Both fine-tune the model on a task mixture (`sidjax.data.tasks`) with the loss
+on response tokens only. The starting model is the output of the latest model
+stage listed before this one (so `reason_sft` continues from `sft`), or a fresh
+one built from `config.model` when there is none. The stage directory becomes a
+model bundle (`sidjax.train.checkpoint`): later stages, eval and `sidjax.load`
+read it. A relaunched, unfinished stage resumes exactly from its checkpoints;
+a finished one rerun through `config.redo` starts over.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from sidjax.data import loader
+from sidjax.data.formatting import ChatFormat, Encoded, encode_all
+from sidjax.data.tasks import TaskMixture, build_mixture, sid_strings, task_counts
+from sidjax.parallel.mesh import make_mesh
+from sidjax.stages.sids import load_output as load_sids
+from sidjax.train import checkpoint as ckpt
+from sidjax.train.sft import fit
+from sidjax.train.state import frozen_lm, make_train_state
+
+def run_alignment(ctx) -> dict[str, Any]:
+    return _run(ctx, ctx.config.sft)
+
+
+def run_reasoning(ctx) -> dict[str, Any]:
+    return _run(ctx, ctx.config.reason_sft)
+
+
+@dataclasses.dataclass
+class _Start:
+    """The model a stage starts from, with what the bundle must carry along."""
+
+    model: nnx.Module
+    tokenizer: Any
+    tokenizer_config: dict
+    level_offsets: np.ndarray
+    first_new_row: int
+    source: str  # "config.model" or the model stage it continues
+
+
+def _starting_model(ctx, sids: np.ndarray, level_sizes: tuple[int, ...], mesh) -> _Start:
+    previous = ctx.latest_model_stage()
+    if previous is not None:
+        bundle = ckpt.load_bundle(ctx.output_of(previous), mesh=mesh)
+        if not np.array_equal(bundle.sids, sids):
+            raise ValueError(
+                f"stage '{previous}' was trained on other SIDs than the 'sids' stage now holds "
+                f"({ctx.output_of(previous) / ckpt.SIDS}); redo it (config key 'redo')"
+            )
+        return _Start(bundle.model, bundle.tokenizer, bundle.tokenizer_config, bundle.level_offsets,
+                      bundle.first_new_row, previous)
+    from sidjax.model.build import build_model
+
+    built = build_model(ctx.config, ctx.dataset, level_sizes, sids=sids, mesh=mesh)
+    return _Start(built.model, built.tokenizer, built.tokenizer_config, built.level_offsets, built.first_new_row,
+                  "config.model")
+
+
+def _rows(encoded: list[Encoded]) -> list[dict[str, np.ndarray]]:
+    return [
+        {"tokens": e.input_ids, "attention_mask": np.ones(len(e.input_ids), bool), "loss_mask": e.loss_mask}
+        for e in encoded
+    ]
+
+
+def _buckets(rows: list[dict[str, np.ndarray]], c: ml_collections.ConfigDict, pad_id: int) -> loader.Buckets:
+    return loader.Buckets(
+        lengths=[len(r["tokens"]) for r in rows],
+        bounds=tuple(c.length_buckets),
+        pad_values={"tokens": pad_id, "attention_mask": False, "loss_mask": False},
+    )
+
+
+def _response_window(encoded: list[Encoded], name: str) -> int:
+    """Positions that cover the longest response (rounded up to 8): logits are computed there only."""
+    longest = 0
+    for e in encoded:
+        learned = np.flatnonzero(e.loss_mask)
+        if learned.size and learned[-1] - learned[0] + 1 != learned.size:
+            raise ValueError(f"a {len(e.input_ids)}-token example's loss mask is not one contiguous response; "
+                             f"set config key '{name}.response_logits_only' to False for such data")
+        longest = max(longest, int(learned.size))
+    return -(-longest // 8) * 8
+
+
+def _clear_finished_run(ctx) -> None:
+    """A bundle that names its model step is a finished run: rerunning it (config.redo) starts over."""
+    if ckpt.read_bundle_step(ctx.dir) is not None:
+        logging.info("%s: redo of a finished run, removing its checkpoints", ctx.spec)
+        for name in (ckpt.CHECKPOINTS, ckpt.BEST):
+            shutil.rmtree(ctx.dir / name, ignore_errors=True)
+
+
+def _check_same_tokenizer(ctx, tokenizer) -> None:
+    """A relaunched, unfinished run resumes its checkpoints: they must belong to the same vocabulary."""
+    from tokenizers import Tokenizer
+
+    saved = ctx.dir / ckpt.TOKENIZER
+    resuming = any(p.name.isdigit() for p in (ctx.dir / ckpt.CHECKPOINTS).glob("*"))
+    if resuming and saved.is_file() and Tokenizer.from_file(str(saved)).to_str() != tokenizer.to_str():
+        raise ValueError(f"{saved}: the checkpoints in {ctx.dir} were trained with another tokenizer than the one "
+                         f"built now; remove {ctx.dir} or add '{ctx.spec}' to config key 'redo'")
+
+
+@dataclasses.dataclass
+class _Data:
+    train: grain.MapDataset
+    valid: grain.MapDataset | None
+    steps_per_epoch: int
+    response_window: int
+    summary: dict[str, Any]
+
+
+def _data(ctx, c: ml_collections.ConfigDict, fmt: ChatFormat, sids: np.ndarray) -> _Data:
+    """The task mixture of both splits, encoded and batched in length buckets."""
+    mixture = TaskMixture.from_section(c)
+    corpus = None
+    if mixture.needs_corpus():
+        from sidjax.teacher.corpus import load_corpus
+
+        corpus = load_corpus(ctx.output_of("teacher"))
+    item_sids = sid_strings(sids)
+    train_examples = build_mixture(mixture, ctx.dataset, item_sids, "train", corpus)
+    valid_examples = build_mixture(mixture, ctx.dataset, item_sids, "valid", corpus)
+    train_encoded, train_dropped = encode_all(fmt, train_examples)
+    valid_encoded, valid_dropped = encode_all(fmt, valid_examples)
+    if len(train_encoded) < c.batch_size:
+        raise ValueError(f"config key '{ctx.name}.batch_size': {c.batch_size} is more than the "
+                         f"{len(train_encoded)} training examples of the task mixture")
+    train_rows, valid_rows = _rows(train_encoded), _rows(valid_encoded)
+    train_args = dict(batch_size=c.batch_size, seed=ctx.config.seed, buckets=_buckets(train_rows, c, fmt.eos_id))
+    valid = None
+    if valid_rows:
+        valid = loader.batches(valid_rows, batch_size=c.eval_batch_size, shuffle=False, drop_remainder=False,
+                               buckets=_buckets(valid_rows, c, fmt.eos_id))
+    window = _response_window(train_encoded + valid_encoded, ctx.name) if c.response_logits_only else 0
+    summary = {
+        "train_examples": len(train_rows),
+        "valid_examples": len(valid_rows),
+        "dropped_too_long": {"train": train_dropped, "valid": valid_dropped},
+        "tasks": task_counts(train_examples),
+        "response_window": window,
+    }
+    return _Data(
+        train=loader.batches(train_rows, num_epochs=None, **train_args),
+        valid=valid,
+        steps_per_epoch=len(loader.batches(train_rows, num_epochs=1, **train_args)),
+        response_window=window,
+        summary=summary,
+    )
+
+
+def _run(ctx, c: ml_collections.ConfigDict) -> dict[str, Any]:
+    config = ctx.config
+    _clear_finished_run(ctx)
+    sids, level_sizes = load_sids(ctx.output_of("sids"))
+    mesh = make_mesh(config.mesh)
+    start = _starting_model(ctx, sids, level_sizes, mesh)
+    _check_same_tokenizer(ctx, start.tokenizer)
+    ckpt.save_bundle(ctx.dir, model_config=start.model.config, tokenizer=start.tokenizer, sids=sids,
+                     level_offsets=start.level_offsets, config=config, tokenizer_config=start.tokenizer_config,
+                     first_new_row=start.first_new_row)
+    # Read back from the bundle: training formats prompts exactly as eval and `sidjax.load` will.
+    fmt = ChatFormat.from_hf_dir(ctx.dir, max_length=max(c.length_buckets), truncation=c.truncation)
+    data = _data(ctx, c, fmt, sids)
+    total_steps = data.steps_per_epoch * c.epochs
+    if c.max_steps:
+        total_steps = min(total_steps, c.max_steps)
+    logging.info("%s: %s, %d steps per epoch, %d steps, starting from %s", ctx.spec, data.summary,
+                 data.steps_per_epoch, total_steps, start.source)
+
+    wrt, update_scale = nnx.Param, None
+    if config.model.train_only_new_rows:
+        wrt, update_scale = frozen_lm(start.model, start.first_new_row)
+    state = make_train_state(start.model, c, total_steps, wrt=wrt, update_scale=update_scale)
+    with jax.set_mesh(mesh):  # the model's activation constraints apply while tracing the steps
+        _, result = fit(state, data.train, data.valid, c=c, stage_dir=ctx.dir, steps_per_epoch=data.steps_per_epoch,
+                        total_steps=total_steps, writer=ctx.writer, mesh=mesh, response_window=data.response_window,
+                        desc=ctx.spec)
+    ckpt.finish_bundle(ctx.dir, result.best_step, valid_loss=result.best_valid_loss, source=start.source)
+    return {
+        "source": start.source,
+        **data.summary,
+        "steps": result.steps,
+        "steps_per_epoch": data.steps_per_epoch,
+        "best_step": result.best_step,
+        "best_valid_loss": result.best_valid_loss,
+        "valid_losses": result.valid_losses,
+        "final_train_loss": result.train_loss,
+        "tokens_per_second": result.tokens_per_second,
+        "stopped_early": result.stopped_early,
+    }

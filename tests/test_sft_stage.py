@@ -1,0 +1,65 @@
+"""Stages `sft` -> `reason_sft` on the shipped data with a tiny scratch model: the bundles chain and reload."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from sidjax.configs import base_config, validate
+from sidjax.data.formatting import ChatFormat
+from sidjax.stages import run_pipeline
+from sidjax.train import checkpoint as ckpt
+
+
+def _config():
+    config = base_config()
+    config.stages = ("sids", "teacher", "sft", "reason_sft")
+    config.model.preset = "tiny"
+    config.model.bpe_vocab_size = 512
+    config.teacher.max_items = 8
+    config.teacher.max_users = 16
+    for name, tasks in (("sft", {"title2sid": 24, "sidhis2sid": 24}), ("reason_sft", {"reasoning": 16})):
+        c = config[name]
+        for task in c.tasks:
+            c.tasks[task] = tasks.get(task, 0)
+        c.update(dict(epochs=3, batch_size=8, eval_batch_size=8, max_steps=3, warmup_steps=1, log_every=1,
+                      length_buckets=(128, 512), truncation="drop", max_eval_batches=1))
+    validate(config)
+    return config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    return workdir, run_pipeline(_config(), workdir)
+
+
+def test_sft_then_reason_sft_write_bundles_and_continue_from_each_other(run):
+    workdir, summaries = run
+    sft, reason = summaries["sft"], summaries["reason_sft"]
+    assert sft["source"] == "config.model" and reason["source"] == "sft"
+    assert sft["steps"] == reason["steps"] == 3
+    assert sft["tasks"] == {"title2sid": 24, "sidhis2sid": 24}
+    assert set(reason["tasks"]) == {"reasoning"}
+    for summary in (sft, reason):
+        assert np.isfinite(summary["best_valid_loss"]) and summary["tokens_per_second"] > 0
+    losses = [json.loads(line) for line in (workdir / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in losses if "train/loss" in m] == [1, 2, 3]
+
+    first, second = ckpt.load_bundle(workdir / "sft"), ckpt.load_bundle(workdir / "reason_sft")
+    assert first.step == sft["best_step"] and second.step == reason["best_step"]
+    assert first.tokenizer.get_vocab() == second.tokenizer.get_vocab()
+    np.testing.assert_array_equal(first.sids, second.sids)
+    np.testing.assert_array_equal(first.level_offsets, second.level_offsets)
+    # The bundle carries its chat format: eval formats prompts exactly as training did.
+    fmt = ChatFormat.from_hf_dir(workdir / "reason_sft")
+    assert fmt.chat_template is not None and fmt.eos_token == first.tokenizer_config["eos_token"]
+
+
+def test_a_finished_stage_is_skipped_and_its_bundle_stays(run):
+    workdir, summaries = run
+    before = (workdir / "sft" / ckpt.BUNDLE).read_text()
+    again = run_pipeline(_config(), workdir)
+    assert again["sft"] == json.loads(json.dumps(summaries["sft"]))
+    assert (workdir / "sft" / ckpt.BUNDLE).read_text() == before
+    assert jax.tree.leaves(ckpt.load_bundle(workdir / "sft").model)
