@@ -1,19 +1,126 @@
-"""`config.grpo` and `config.sdpo`: stage 3, outcome-driven RL."""
+"""`config.grpo` and `config.sdpo`: stage 3, outcome-driven RL.
+
+GRPO (SIDReasoner / MiniOneRec / GREAM's SRPO are settings of it): G rollouts per
+prompt, verifiable SID rewards, group-relative advantages, clipped ratio + k3 KL.
+S-DPO: softmax DPO of the target SID against M negative SIDs.
+"""
 import ml_collections
+
+from sidjax.configs import require
+
+ROLLOUTS = ("sample", "beam")  # free sampling (reasoning then SID) | top-G constrained beams (MiniOneRec)
+MODES = ("direct", "reasoning")  # prompt asks for the SID directly | for <think> ... </think> then the SID
+ADVANTAGES = ("grpo", "dr_grpo", "pass_at_k")
+AGGREGATIONS = ("token_mean", "sequence_mean")
+NEGATIVES = ("random", "beam")
+DECAYS = ("constant", "linear", "cosine")
+
+
+def _optimizer_knobs(c: ml_collections.ConfigDict, learning_rate: float) -> None:
+    """AdamW knobs as `sidjax.train.state.make_tx` reads them."""
+    c.learning_rate = learning_rate
+    c.warmup_steps = 0
+    c.decay = "constant"
+    c.end_lr_ratio = 1.0
+    c.weight_decay = 0.0
+    c.adam_b1 = 0.9
+    c.adam_b2 = 0.999
+    c.adam_eps = 1e-8
+    c.max_grad_norm = 1.0
+
+
+def _loop_knobs(c: ml_collections.ConfigDict, batch_size: int) -> None:
+    c.split = "train"  # samples whose (history, target) pairs are the prompts
+    c.max_samples = 0  # 0: the whole split; else a deterministic subset
+    c.batch_size = batch_size  # prompts per step
+    c.prompt_length = 192  # prompts are left-padded to this many tokens; a longer prompt is an error
+    c.steps = 100
+    c.log_every = 1
+    c.checkpoint_every = 50  # train-state checkpoints (for resuming); the last keep_checkpoints are kept
+    c.keep_checkpoints = 2
+    c.logits_chunk = 0  # positions whose logits are computed at once when scoring (0: all at once)
 
 
 def grpo_section() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    _loop_knobs(c, batch_size=4)
+    _optimizer_knobs(c, learning_rate=1e-5)
+    c.mode = "direct"
+    c.rollout = "beam"
     c.group_size = 16
+    c.temperature = 1.0  # sampling rollouts
+    c.top_p = 1.0
+    c.max_new_tokens = 64  # sampling rollouts: reasoning + SID budget
+    c.updates_per_batch = 1  # policy updates on each rollout batch (>1: old log-probs are cached)
+    c.clip_eps_low = 0.2
+    c.clip_eps_high = 0.2
     c.kl_beta = 1e-3
+    c.aggregation = "token_mean"
+    c.advantage = "grpo"
+    c.advantage_eps = 1e-6
+    c.pass_k = 4  # advantage = "pass_at_k"
+    # Weighted sum of sidjax.train.rewards components: prefix (SIDReasoner), exact, rank (MiniOneRec, beams
+    # only), gream (GREAM's residual-sensitive levels).
+    c.reward_weights = ml_collections.ConfigDict({"prefix": 1.0, "exact": 0.0, "rank": 0.0, "gream": 0.0})
+    c.prefix_credit = (0.25, 0.5)  # SIDReasoner: 1 level right, 2 levels right (all levels: 1.0)
+    c.real_item_bonus = 0.1
+    c.gream_credit = (0.5, 0.707, 0.866, 0.95)  # GREAM: 1..4 leading levels right (all: 1.0)
     return c
 
 
 def sdpo_section() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    _loop_knobs(c, batch_size=8)
+    _optimizer_knobs(c, learning_rate=1e-5)
     c.negatives = 4
+    c.negative_source = "random"  # random items | hard negatives: the top constrained beams that miss
     c.beta = 0.1
     return c
 
 
 section = grpo_section
+
+
+def _validate_loop(c: ml_collections.ConfigDict, name: str) -> None:
+    require(c.split in ("train", "valid"), f"{name}.split", f"must be 'train' or 'valid' (never test), got '{c.split}'")
+    for key in ("batch_size", "prompt_length", "steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+        require(c[key] > 0, f"{name}.{key}", f"must be > 0, got {c[key]}")
+    require(c.max_samples >= 0, f"{name}.max_samples", f"must be >= 0, got {c.max_samples}")
+    require(c.logits_chunk >= 0, f"{name}.logits_chunk", f"must be >= 0, got {c.logits_chunk}")
+    require(c.learning_rate > 0, f"{name}.learning_rate", f"must be > 0, got {c.learning_rate}")
+    require(c.warmup_steps >= 0, f"{name}.warmup_steps", f"must be >= 0, got {c.warmup_steps}")
+    require(c.decay in DECAYS, f"{name}.decay", f"must be one of {DECAYS}, got '{c.decay}'")
+    require(0 <= c.end_lr_ratio <= 1, f"{name}.end_lr_ratio", f"must be in [0, 1], got {c.end_lr_ratio}")
+    require(c.max_grad_norm >= 0, f"{name}.max_grad_norm", f"must be >= 0, got {c.max_grad_norm}")
+
+
+def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
+    _validate_loop(c, name)
+    if name == "sdpo":
+        require(c.negatives >= 1, f"{name}.negatives", f"must be >= 1, got {c.negatives}")
+        require(c.negative_source in NEGATIVES, f"{name}.negative_source",
+                f"must be one of {NEGATIVES}, got '{c.negative_source}'")
+        require(c.beta > 0, f"{name}.beta", f"must be > 0, got {c.beta}")
+        return
+    require(c.mode in MODES, f"{name}.mode", f"must be one of {MODES}, got '{c.mode}'")
+    require(c.rollout in ROLLOUTS, f"{name}.rollout", f"must be one of {ROLLOUTS}, got '{c.rollout}'")
+    require(not (c.rollout == "beam" and c.mode == "reasoning"), f"{name}.rollout",
+            "beam rollouts search SIDs directly; use rollout='sample' with mode='reasoning'")
+    require(c.group_size >= 2, f"{name}.group_size", f"must be >= 2 (advantages are group-relative), got {c.group_size}")
+    require(c.temperature > 0, f"{name}.temperature", f"must be > 0, got {c.temperature}")
+    require(0 < c.top_p <= 1, f"{name}.top_p", f"must be in (0, 1], got {c.top_p}")
+    require(c.max_new_tokens > 0, f"{name}.max_new_tokens", f"must be > 0, got {c.max_new_tokens}")
+    require(c.updates_per_batch >= 1, f"{name}.updates_per_batch", f"must be >= 1, got {c.updates_per_batch}")
+    for key in ("clip_eps_low", "clip_eps_high"):
+        require(0 < c[key] < 1, f"{name}.{key}", f"must be in (0, 1), got {c[key]}")
+    require(c.kl_beta >= 0, f"{name}.kl_beta", f"must be >= 0, got {c.kl_beta}")
+    require(c.aggregation in AGGREGATIONS, f"{name}.aggregation", f"must be one of {AGGREGATIONS}, got '{c.aggregation}'")
+    require(c.advantage in ADVANTAGES, f"{name}.advantage", f"must be one of {ADVANTAGES}, got '{c.advantage}'")
+    require(c.advantage_eps > 0, f"{name}.advantage_eps", f"must be > 0, got {c.advantage_eps}")
+    require(1 <= c.pass_k <= c.group_size, f"{name}.pass_k", f"must be in [1, group_size={c.group_size}], got {c.pass_k}")
+    weights = dict(c.reward_weights)
+    require(any(w != 0 for w in weights.values()), f"{name}.reward_weights", "at least one weight must be non-zero")
+    require(weights.get("rank", 0.0) == 0.0 or c.rollout == "beam", f"{name}.reward_weights.rank",
+            "the rank penalty needs rank-ordered groups: use rollout='beam'")
+    require(len(c.prefix_credit) >= 1, f"{name}.prefix_credit", "needs at least one entry")
+    require(len(c.gream_credit) >= 1, f"{name}.gream_credit", "needs at least one entry")

@@ -1,0 +1,170 @@
+"""One GRPO step, sidjax vs. transformers' PyTorch, on the same model and the same work.
+
+The work: B prompts x G sampled completions of T tokens (temperature 1, no early
+stop, so both sides decode exactly T tokens), a reward per completion, group
+advantages, then one policy update: policy + frozen-reference log-probs, clipped
+ratio loss with a k3 KL term, backward, AdamW.
+
+sidjax: `make_grpo_step` (rollout via `sidjax.decode.sample.generate`, rewards,
+advantages, reference log-probs and the update in one jitted program).
+PyTorch: `model.generate(do_sample=True, num_return_sequences=G)` then the same
+loss written in torch, on the same weights (exported with `save_pretrained`).
+Compilation / warm-up runs once on each side before the timed run.
+
+    python -m bench.grpo_step [--prompts 4 --group 16 --prompt_len 96 --new_tokens 48]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sidjax.configs import base_config
+from sidjax.decode.beam import TrieTables
+from sidjax.decode.sample import SamplingParams, generate
+from sidjax.model.config import preset
+from sidjax.model.hf import save_pretrained
+from sidjax.model.transformer import CausalLM
+from sidjax.sid.codes import SidTrie
+from sidjax.train import grpo
+from sidjax.train.state import make_train_state
+
+TEXT_VOCAB = 4096
+LEVELS, CODES, ITEMS = 3, 256, 2000
+THINK_END = 7
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - start
+
+
+def sidjax_side(model, args, prompts, targets, tables):
+    section = base_config().grpo
+    section.unlock()
+    section.group_size = args.group
+    section.mode = "reasoning"
+    section.rollout = "sample"
+    settings = grpo.GrpoSettings.from_section(section, think_end_id=THINK_END)
+    params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(),
+                            num_samples=args.group)
+    mask = jnp.ones(prompts.shape, bool)
+
+    def rollout_only(model_arrays, rng):
+        return generate(nnx.merge(graphdef_model, model_arrays), jnp.asarray(prompts), mask, params, rng=rng,
+                        pad_id=0).tokens
+
+    graphdef_model = nnx.graphdef(model)
+    rollout_jit = jax.jit(rollout_only)
+    model_arrays = nnx.state(model)
+    _, rollout_compile = timed(rollout_jit, model_arrays, jax.random.key(1))
+    _, rollout_s = timed(rollout_jit, model_arrays, jax.random.key(2))
+
+    state = make_train_state(model, section, total_steps=10)
+    ref = jax.tree.map(jnp.copy, state.model_arrays())
+    step = grpo.make_grpo_step(state.graphdef, state.wrt, grpo.sample_rollout(params, pad_id=0), settings)
+
+    def inputs(seed):
+        return grpo.StepInputs(jnp.asarray(prompts), mask, jnp.asarray(targets), jax.random.key(seed))
+
+    (arrays, _), step_compile = timed(step, state.arrays, ref, inputs(1), tables)
+    (_, metrics), step_s = timed(step, arrays, ref, inputs(2), tables)
+    return rollout_s, step_s, rollout_compile + step_compile, metrics
+
+
+def torch_side(hf_dir, args, prompts, target_tokens):
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    policy = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    ref.eval()
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-5, weight_decay=0.0)
+    gen_config = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                                  num_return_sequences=args.group, max_new_tokens=args.new_tokens,
+                                  min_new_tokens=args.new_tokens, pad_token_id=0, eos_token_id=None)
+    input_ids = torch.from_numpy(prompts.astype(np.int64))
+    attention = torch.ones_like(input_ids)
+    g, p = args.group, prompts.shape[1]
+    targets = torch.from_numpy(np.repeat(target_tokens, g, axis=0).astype(np.int64))
+
+    def rollout():
+        with torch.no_grad():
+            policy.eval()
+            return policy.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen_config)
+
+    def token_logprobs(m, seqs):
+        logits = m(input_ids=seqs).logits[:, p - 1:-1].float()
+        return torch.log_softmax(logits, -1).gather(-1, seqs[:, p:, None])[..., 0]
+
+    def step():
+        start = time.perf_counter()
+        seqs = rollout()
+        rollout_s = time.perf_counter() - start
+        completion = seqs[:, p:]
+        # Prefix reward on the SID after </think> (same definition as sidjax's `prefix` component).
+        after = torch.cumsum((completion == THINK_END).long(), 1) > 0
+        start_pos = torch.argmax((after & (completion >= TEXT_VOCAB) & (completion < TEXT_VOCAB + CODES)).long(), 1)
+        idx = start_pos[:, None] + torch.arange(LEVELS)[None]
+        sid = completion.gather(1, idx.clamp(max=completion.shape[1] - 1))
+        matched = torch.cumprod((sid == targets).long(), 1).sum(1)
+        rewards = torch.tensor([0.0, 0.25, 0.5, 1.0])[matched]
+        grouped = rewards.view(-1, g)
+        adv = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-6)).view(-1)
+        policy.train()
+        with torch.no_grad():
+            ref_lp = token_logprobs(ref, seqs)
+        lp = token_logprobs(policy, seqs)
+        ratio = torch.exp(lp - lp.detach())
+        obj = torch.minimum(ratio * adv[:, None], torch.clamp(ratio, 0.8, 1.2) * adv[:, None])
+        delta = ref_lp - lp
+        loss = (-obj + 1e-3 * (torch.exp(delta) - delta - 1)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        optimizer.step()
+        return rollout_s, time.perf_counter() - start
+
+    torch.manual_seed(0)
+    step()  # warm-up
+    return step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--group", type=int, default=16)
+    parser.add_argument("--prompt_len", type=int, default=96)
+    parser.add_argument("--new_tokens", type=int, default=48)
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    vocab = TEXT_VOCAB + LEVELS * CODES
+    model = CausalLM(preset("demo", vocab), rngs=nnx.Rngs(0))
+    offsets = TEXT_VOCAB + CODES * np.arange(LEVELS)
+    sids = rng.integers(0, CODES, (ITEMS, LEVELS))
+    tables = TrieTables.from_trie(SidTrie.build(sids, (CODES,) * LEVELS), offsets)
+    prompts = rng.integers(8, TEXT_VOCAB, (args.prompts, args.prompt_len)).astype(np.int32)
+    targets = sids[rng.integers(0, ITEMS, args.prompts)].astype(np.int32)
+    print(f"model: demo preset, {model.config.num_params() / 1e6:.1f}M params, vocab {vocab}; "
+          f"B={args.prompts} prompts x G={args.group} samples, prompt {args.prompt_len} + {args.new_tokens} new tokens")
+
+    with tempfile.TemporaryDirectory() as hf_dir:
+        save_pretrained(model, hf_dir)  # before sidjax's step donates the weights' buffers
+        jax_rollout, jax_step, compile_s, metrics = sidjax_side(model, args, prompts, targets, tables)
+        print(f"sidjax : rollout {jax_rollout:.3f}s, full step {jax_step:.3f}s (compile {compile_s:.1f}s, "
+              f"kl {float(metrics['kl']):.2e})", flush=True)
+        torch_rollout, torch_step = torch_side(hf_dir, args, prompts, targets + offsets)
+    print(f"pytorch: rollout {torch_rollout:.3f}s, full step {torch_step:.3f}s")
+    print(f"rollout_speedup={torch_rollout / jax_rollout:.2f}")
+    print(f"speedup={torch_step / jax_step:.2f}")
+
+
+if __name__ == "__main__":
+    main()

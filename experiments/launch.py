@@ -1,0 +1,24 @@
+"""What every experiments/ app does first: the shared flags, joining the job, a validated config."""
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+from sidjax.configs import ConfigError, validate
+from sidjax.parallel import distributed
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an experiment config (get_config()).")
+WORKDIR = flags.DEFINE_string("workdir", None, "The run directory: every stage's outputs (resumable).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def start(argv: list[str]) -> ml_collections.ConfigDict:
+    """Join the multi-process job (if any) and return the validated config; a bad config is a usage error."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    distributed.initialize_from_flags()
+    config = _CONFIG.value
+    try:
+        validate(config)
+    except ConfigError as e:
+        raise app.UsageError(str(e)) from None
+    return config

@@ -1,0 +1,282 @@
+"""GRPO over Semantic IDs: a few pure functions around a rollout, compiled into one step.
+
+One step = rollout (G completions per prompt: sampled reasoning + SID, or the top-G
+constrained beams) -> in-graph rewards -> group-relative advantages -> reference
+and old log-probs (computed once per batch in the same program) -> one or more
+clipped-ratio policy updates with a k3 KL penalty to the frozen reference model.
+Nothing leaves the device inside a step; the host only reads the metrics after it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from sidjax.model.transformer import positions_from_mask
+from sidjax.train.advantages import compute_advantages
+from sidjax.train.losses import next_token_mask, token_logprobs
+from sidjax.decode.beam import TrieTables, beam_search
+from sidjax.decode.sample import SamplingParams, generate
+from sidjax.train.rewards import REWARD_COMPONENTS, compute_rewards
+
+
+@dataclasses.dataclass(frozen=True)
+class GrpoSettings:
+    """The static (hashable) part of `config.grpo` that shapes the compiled step."""
+
+    group_size: int
+    updates_per_batch: int
+    clip_eps_low: float
+    clip_eps_high: float
+    kl_beta: float
+    aggregation: str
+    advantage: str
+    advantage_eps: float
+    pass_k: int
+    reward_weights: tuple[tuple[str, float], ...]
+    prefix_credit: tuple[float, ...]
+    real_item_bonus: float
+    gream_credit: tuple[float, ...]
+    think_end_id: int | None  # set in reasoning mode: the SID must follow `</think>`
+    logits_chunk: int
+
+    @classmethod
+    def from_section(cls, c: ml_collections.ConfigDict, think_end_id: int | None) -> "GrpoSettings":
+        return cls(
+            group_size=c.group_size,
+            updates_per_batch=c.updates_per_batch,
+            clip_eps_low=c.clip_eps_low,
+            clip_eps_high=c.clip_eps_high,
+            kl_beta=c.kl_beta,
+            aggregation=c.aggregation,
+            advantage=c.advantage,
+            advantage_eps=c.advantage_eps,
+            pass_k=c.pass_k,
+            reward_weights=tuple(sorted(dict(c.reward_weights).items())),
+            prefix_credit=tuple(c.prefix_credit),
+            real_item_bonus=c.real_item_bonus,
+            gream_credit=tuple(c.gream_credit),
+            think_end_id=think_end_id,
+            logits_chunk=c.logits_chunk,
+        )
+
+
+class Rollout(NamedTuple):
+    """Prompt (left-padded) + completion (right-padded) rows, N = B * G."""
+
+    tokens: jax.Array  # int32[N, P + T]
+    attention_mask: jax.Array  # bool[N, P + T]
+    loss_mask: jax.Array  # bool[N, P + T - 1], aligned with token_logprobs: True on completion tokens
+    completion: jax.Array  # int32[N, T]
+    completion_mask: jax.Array  # bool[N, T]
+
+
+def assemble_rollout(
+    prompts: jax.Array, prompt_mask: jax.Array, completion: jax.Array, completion_mask: jax.Array
+) -> Rollout:
+    """Rows of prompt + completion; prompts [B, P] are repeated G = N / B times (row b * G + g)."""
+    group = completion.shape[0] // prompts.shape[0]
+    prompts = jnp.repeat(prompts, group, axis=0)
+    prompt_mask = jnp.repeat(prompt_mask, group, axis=0)
+    completion_mask = completion_mask.astype(bool)
+    tokens = jnp.concatenate([prompts, completion.astype(prompts.dtype)], axis=1)
+    attention_mask = jnp.concatenate([prompt_mask.astype(bool), completion_mask], axis=1)
+    learn = jnp.concatenate([jnp.zeros_like(prompt_mask, bool), completion_mask], axis=1)
+    return Rollout(tokens, attention_mask, next_token_mask(learn), completion, completion_mask)
+
+
+def score(model: nnx.Module, rollout: Rollout, chunk_size: int, with_entropy: bool = False):
+    """Per-token log-probs (and entropies) of the rollout's tokens under `model`."""
+    positions = positions_from_mask(rollout.attention_mask)
+    return token_logprobs(
+        model, rollout.tokens, positions, rollout.attention_mask, chunk_size=chunk_size, with_entropy=with_entropy
+    )
+
+
+def aggregate(values: jax.Array, mask: jax.Array, how: str) -> jax.Array:
+    """Mean of per-token values over masked tokens: over all tokens (long completions weigh more), or per
+    sequence then over sequences (each completion weighs the same)."""
+    mask = mask.astype(jnp.float32)
+    if how == "token_mean":
+        return jnp.sum(values * mask) / jnp.maximum(mask.sum(), 1.0)
+    if how == "sequence_mean":
+        lengths = mask.sum(axis=1)
+        per_sequence = jnp.sum(values * mask, axis=1) / jnp.maximum(lengths, 1.0)
+        return per_sequence.sum() / jnp.maximum((lengths > 0).sum(), 1.0)  # empty rows (invalid beams) skipped
+    raise ValueError(f"unknown aggregation '{how}' (known: token_mean, sequence_mean)")
+
+
+def k3_kl(logprobs: jax.Array, ref_logprobs: jax.Array) -> jax.Array:
+    """Per-token unbiased, non-negative KL(pi || ref) estimate: exp(d) - d - 1 with d = ref - pi."""
+    delta = ref_logprobs - logprobs
+    return jnp.exp(delta) - delta - 1.0
+
+
+def policy_loss(
+    logprobs: jax.Array,
+    old_logprobs: jax.Array,
+    ref_logprobs: jax.Array,
+    advantages: jax.Array,
+    mask: jax.Array,
+    *,
+    clip_eps_low: float,
+    clip_eps_high: float,
+    kl_beta: float,
+    aggregation: str,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The clipped importance-ratio objective plus beta * k3 KL, aggregated over completion tokens.
+
+    logprobs/old/ref: f32[N, T']; advantages: f32[N] (one per completion, broadcast over its tokens).
+    """
+    ratio = jnp.exp(logprobs - old_logprobs)
+    adv = advantages[:, None]
+    unclipped = ratio * adv
+    clipped = jnp.clip(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * adv
+    per_token = -jnp.minimum(unclipped, clipped)
+    kl = k3_kl(logprobs, ref_logprobs)
+    if kl_beta:
+        per_token = per_token + kl_beta * kl
+    is_clipped = ((ratio < 1.0 - clip_eps_low) & (adv < 0)) | ((ratio > 1.0 + clip_eps_high) & (adv > 0))
+    metrics = {
+        "kl": aggregate(kl, mask, "token_mean"),
+        "clip_fraction": aggregate(is_clipped.astype(jnp.float32), mask, "token_mean"),
+    }
+    return aggregate(per_token, mask, aggregation), metrics
+
+
+# (model, prompts [B, P], prompt_mask [B, P], trie tables, rng) -> (completion int32[B*G, T], completion_mask)
+RolloutFn = Callable[[nnx.Module, jax.Array, jax.Array, TrieTables, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def beam_rollout(group_size: int) -> RolloutFn:
+    """MiniOneRec's rollout: the top-G constrained beams, best first, as SID token rows."""
+
+    def rollout(model, prompts, prompt_mask, tables, rng):
+        del rng  # beam search is deterministic
+        result = beam_search(model, prompts, prompt_mask, tables, num_beams=group_size)
+        tokens = tables.level_offsets + jnp.maximum(result.codes, 0)  # [B, G, L]
+        mask = jnp.broadcast_to(result.valid[..., None], tokens.shape)
+        return tokens.reshape(-1, tokens.shape[-1]).astype(jnp.int32), mask.reshape(-1, tokens.shape[-1])
+
+    return rollout
+
+
+def sample_rollout(params: SamplingParams, pad_id: int) -> RolloutFn:
+    """G = params.num_samples sampled completions per prompt (reasoning text, then the SID)."""
+
+    def rollout(model, prompts, prompt_mask, tables, rng):
+        del tables  # free sampling; the reward checks the SID against the trie
+        out = generate(model, prompts, prompt_mask, params, rng=rng, pad_id=pad_id)
+        tokens = out.tokens.reshape(-1, params.max_new_tokens)
+        mask = jnp.arange(params.max_new_tokens)[None, :] < out.lengths.reshape(-1, 1)
+        return tokens, mask
+
+    return rollout
+
+
+class StepInputs(NamedTuple):
+    """One batch of prompts and what their rewards are checked against."""
+
+    prompts: jax.Array  # int32[B, P], left-padded
+    prompt_mask: jax.Array  # bool[B, P]
+    target_codes: jax.Array  # int32[B, L], the target item's SID
+    rng: jax.Array  # key for the rollout
+
+
+def _update(graphdef, wrt, arrays, rollout, old_lp, ref_lp, advantages, settings: GrpoSettings):
+    """One optimizer step on the policy loss; returns the new arrays and the loss metrics."""
+    model, optimizer = nnx.merge(graphdef, arrays)
+
+    def loss_fn(model):
+        scores = score(model, rollout, settings.logits_chunk, with_entropy=True)
+        old = jax.lax.stop_gradient(scores.logprobs) if old_lp is None else old_lp
+        loss, metrics = policy_loss(
+            scores.logprobs, old, ref_lp, advantages, rollout.loss_mask,
+            clip_eps_low=settings.clip_eps_low, clip_eps_high=settings.clip_eps_high,
+            kl_beta=settings.kl_beta, aggregation=settings.aggregation,
+        )
+        metrics["entropy"] = aggregate(jax.lax.stop_gradient(scores.entropy), rollout.loss_mask, "token_mean")
+        return loss, metrics
+
+    (loss, metrics), grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True)(model)
+    optimizer.update(model, grads)
+    metrics["loss"] = loss
+    metrics["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
+    return nnx.state((model, optimizer)), metrics
+
+
+def train_on_rollout(
+    graphdef: nnx.GraphDef,
+    wrt,
+    arrays: nnx.State,
+    ref_model: nnx.Module,
+    rollout: Rollout,
+    rewards: jax.Array,
+    success: jax.Array,
+    settings: GrpoSettings,
+) -> tuple[nnx.State, dict[str, jax.Array]]:
+    """Advantages, reference (and, for several updates, old) log-probs, then the policy updates."""
+    advantages = compute_advantages(
+        rewards, success, estimator=settings.advantage, group_size=settings.group_size,
+        eps=settings.advantage_eps, pass_k=settings.pass_k,
+    )
+    ref_lp = jax.lax.stop_gradient(score(ref_model, rollout, settings.logits_chunk).logprobs)
+    old_lp = None
+    if settings.updates_per_batch > 1:
+        policy = nnx.merge(graphdef, arrays)[0]
+        old_lp = jax.lax.stop_gradient(score(policy, rollout, settings.logits_chunk).logprobs)
+    metrics = {}
+    for _ in range(settings.updates_per_batch):
+        arrays, metrics = _update(graphdef, wrt, arrays, rollout, old_lp, ref_lp, advantages, settings)
+    metrics["advantage_abs"] = jnp.abs(advantages).mean()
+    return arrays, metrics
+
+
+def rollout_metrics(rewards, rollout: Rollout, group_size: int) -> dict[str, jax.Array]:
+    """Per-step means: reward by component, hit rate, well-formed rate, response length, and the share of
+    groups whose rewards differ (only those carry a learning signal: equal rewards give zero advantage)."""
+    metrics = {f"reward/{name}": rewards.components[name].mean() for name in REWARD_COMPONENTS}
+    metrics["reward/total"] = rewards.total.mean()
+    metrics["hit_rate"] = rewards.hit.astype(jnp.float32).mean()
+    metrics["well_formed"] = rewards.well_formed.astype(jnp.float32).mean()
+    metrics["response_length"] = rollout.completion_mask.sum(axis=1).astype(jnp.float32).mean()
+    groups = rewards.total.reshape(-1, group_size)
+    metrics["informative_groups"] = (groups.max(axis=1) > groups.min(axis=1)).astype(jnp.float32).mean()
+    return metrics
+
+
+def make_grpo_step(
+    graphdef: nnx.GraphDef,
+    wrt,
+    rollout_fn: RolloutFn,
+    settings: GrpoSettings,
+) -> Callable[[nnx.State, nnx.State, StepInputs, TrieTables], tuple[nnx.State, dict[str, jax.Array]]]:
+    """The whole GRPO step as one jitted function of arrays: (train arrays, ref params, inputs, trie tables).
+
+    `rollout_fn` (see `RolloutFn`) is a jittable wrapper around the decoder: `beam_rollout`
+    or `sample_rollout`.
+    The train arrays are donated; the reference parameters are only read.
+    """
+    def step(arrays: nnx.State, ref_params: nnx.State, inputs: StepInputs, tables: TrieTables):
+        model = nnx.merge(graphdef, arrays)[0]
+        completion, completion_mask = rollout_fn(model, inputs.prompts, inputs.prompt_mask, tables, inputs.rng)
+        rollout = assemble_rollout(inputs.prompts, inputs.prompt_mask, completion, completion_mask)
+        targets = jnp.repeat(inputs.target_codes, settings.group_size, axis=0)
+        rewards = compute_rewards(
+            rollout.completion, rollout.completion_mask, targets, tables=tables,
+            think_end_id=settings.think_end_id, group_size=settings.group_size,
+            weights=dict(settings.reward_weights), prefix_credit=settings.prefix_credit,
+            real_item_bonus=settings.real_item_bonus, gream_credit=settings.gream_credit,
+        )
+        ref_model = nnx.merge(nnx.graphdef(model), ref_params)
+        arrays, metrics = train_on_rollout(
+            graphdef, wrt, arrays, ref_model, rollout, rewards.total, rewards.hit, settings
+        )
+        metrics.update(rollout_metrics(rewards, rollout, settings.group_size))
+        return arrays, metrics
+
+    return jax.jit(step, donate_argnums=0)
