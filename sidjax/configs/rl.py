@@ -7,26 +7,13 @@ S-DPO: softmax DPO of the target SID against M negative SIDs.
 import ml_collections
 
 from sidjax.configs import require
+from sidjax.configs.optimizer import add_optimizer_knobs, validate_optimizer
 
 ROLLOUTS = ("sample", "beam")  # free sampling (reasoning then SID) | top-G constrained beams (MiniOneRec)
 MODES = ("direct", "reasoning")  # prompt asks for the SID directly | for <think> ... </think> then the SID
 ADVANTAGES = ("grpo", "dr_grpo", "pass_at_k")
 AGGREGATIONS = ("token_mean", "sequence_mean")
 NEGATIVES = ("random", "beam")
-DECAYS = ("constant", "linear", "cosine")
-
-
-def _optimizer_knobs(c: ml_collections.ConfigDict, learning_rate: float) -> None:
-    """AdamW knobs as `sidjax.train.state.make_tx` reads them."""
-    c.learning_rate = learning_rate
-    c.warmup_steps = 0
-    c.decay = "constant"
-    c.end_lr_ratio = 1.0
-    c.weight_decay = 0.0
-    c.adam_b1 = 0.9
-    c.adam_b2 = 0.999
-    c.adam_eps = 1e-8
-    c.max_grad_norm = 1.0
 
 
 def _loop_knobs(c: ml_collections.ConfigDict, batch_size: int) -> None:
@@ -44,7 +31,8 @@ def _loop_knobs(c: ml_collections.ConfigDict, batch_size: int) -> None:
 def grpo_section() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     _loop_knobs(c, batch_size=4)
-    _optimizer_knobs(c, learning_rate=1e-5)
+    add_optimizer_knobs(c, learning_rate=1e-5, warmup_steps=0, decay="constant", end_lr_ratio=1.0,
+                        weight_decay=0.0, adam_b2=0.999)
     c.mode = "direct"
     c.rollout = "beam"
     c.group_size = 16
@@ -71,7 +59,8 @@ def grpo_section() -> ml_collections.ConfigDict:
 def sdpo_section() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     _loop_knobs(c, batch_size=8)
-    _optimizer_knobs(c, learning_rate=1e-5)
+    add_optimizer_knobs(c, learning_rate=1e-5, warmup_steps=0, decay="constant", end_lr_ratio=1.0,
+                        weight_decay=0.0, adam_b2=0.999)
     c.negatives = 4
     c.negative_source = "random"  # random items | hard negatives: the top constrained beams that miss
     c.beta = 0.1
@@ -87,11 +76,7 @@ def _validate_loop(c: ml_collections.ConfigDict, name: str) -> None:
         require(c[key] > 0, f"{name}.{key}", f"must be > 0, got {c[key]}")
     require(c.max_samples >= 0, f"{name}.max_samples", f"must be >= 0, got {c.max_samples}")
     require(c.logits_chunk >= 0, f"{name}.logits_chunk", f"must be >= 0, got {c.logits_chunk}")
-    require(c.learning_rate > 0, f"{name}.learning_rate", f"must be > 0, got {c.learning_rate}")
-    require(c.warmup_steps >= 0, f"{name}.warmup_steps", f"must be >= 0, got {c.warmup_steps}")
-    require(c.decay in DECAYS, f"{name}.decay", f"must be one of {DECAYS}, got '{c.decay}'")
-    require(0 <= c.end_lr_ratio <= 1, f"{name}.end_lr_ratio", f"must be in [0, 1], got {c.end_lr_ratio}")
-    require(c.max_grad_norm >= 0, f"{name}.max_grad_norm", f"must be >= 0, got {c.max_grad_norm}")
+    validate_optimizer(c, name)
 
 
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:

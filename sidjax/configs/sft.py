@@ -9,9 +9,9 @@ bucket compiles its own step: few buckets on a CPU, more where padding costs mor
 import ml_collections
 
 from sidjax.configs import require
+from sidjax.configs.optimizer import add_optimizer_knobs, validate_optimizer
 from sidjax.data.tasks import mixture_knobs, validate_mixture
 
-DECAYS = ("cosine", "linear", "constant")
 TRUNCATION = ("error", "drop", "left")
 
 
@@ -28,16 +28,8 @@ def section() -> ml_collections.ConfigDict:
     c.length_buckets = (64, 128, 256, 512, 1024)
     # An example longer than the largest bucket: "error", "drop" it, or cut the "left" of its prompt.
     c.truncation = "error"
-    # AdamW with linear warmup then cosine / linear decay to learning_rate * end_lr_ratio.
-    c.learning_rate = 1e-3
-    c.warmup_steps = 20
-    c.decay = "cosine"
-    c.end_lr_ratio = 0.1
-    c.weight_decay = 0.01
-    c.adam_b1 = 0.9
-    c.adam_b2 = 0.98
-    c.adam_eps = 1e-8
-    c.max_grad_norm = 1.0  # 0 = no clipping
+    add_optimizer_knobs(c, learning_rate=1e-3, warmup_steps=20, decay="cosine", end_lr_ratio=0.1,
+                        weight_decay=0.01, adam_b2=0.98)
     # Output-layer logits only around each response (sized from the data), not on prompt tokens.
     c.response_logits_only = True
     # Positions whose logits are computed at once in the loss (0 = all at once).
@@ -84,15 +76,7 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
         f"{name}.length_buckets",
         f"must be strictly increasing lengths >= 2, got {buckets}",
     )
-    require(c.learning_rate > 0, f"{name}.learning_rate", "must be > 0")
-    require(c.warmup_steps >= 0, f"{name}.warmup_steps", "must be >= 0")
-    require(c.decay in DECAYS, f"{name}.decay", f"'{c.decay}' is not one of {DECAYS}")
-    require(0.0 <= c.end_lr_ratio <= 1.0, f"{name}.end_lr_ratio", "must be in [0, 1]")
-    require(c.weight_decay >= 0, f"{name}.weight_decay", "must be >= 0")
-    require(0.0 <= c.adam_b1 < 1.0, f"{name}.adam_b1", "must be in [0, 1)")
-    require(0.0 <= c.adam_b2 < 1.0, f"{name}.adam_b2", "must be in [0, 1)")
-    require(c.adam_eps > 0, f"{name}.adam_eps", "must be > 0")
-    require(c.max_grad_norm >= 0, f"{name}.max_grad_norm", "must be >= 0 (0 = no clipping)")
+    validate_optimizer(c, name)
     require(c.truncation in TRUNCATION, f"{name}.truncation", f"'{c.truncation}' is not one of {TRUNCATION}")
     require(c.logits_chunk >= 0, f"{name}.logits_chunk", "must be >= 0 (0 = no chunking)")
     require(c.checkpoint_every >= 1, f"{name}.checkpoint_every", "must be >= 1")
