@@ -1,9 +1,44 @@
-"""The CPU demo: the shipped Industrial_and_Scientific data end to end, in minutes."""
+"""The CPU demo: the shipped Industrial_and_Scientific data end to end, in minutes on 2 cores.
+
+data → papers' SIDs → offline teacher corpus → alignment SFT → reasoning SFT → GRPO → eval.
+A tiny model trained from scratch with its own BPE tokenizer; every stage is cut short so
+the whole run stays in minutes. It shows the pipeline working, not the papers' numbers
+(see experiments/configs/industrial_scratch.py for a results run).
+"""
 from sidjax.configs import base_config
+
+SFT_TASKS = ("sidhis2sid", "title2sid", "sid2title")
 
 
 def get_config():
     config = base_config()
     config.name = "demo"
-    config.stages = ("data",)
+    config.stages = ("data", "sids", "teacher", "sft", "eval:sft", "reason_sft", "grpo", "eval")
+
+    config.sids.source = "paper"
+    config.model.preset = "tiny"
+
+    # Stage 1: the main task (SID history -> next SID) plus SID <-> title grounding.
+    for task in config.sft.tasks.keys():
+        config.sft.tasks[task] = -1 if task in SFT_TASKS else 0
+    config.sft.length_buckets = (64, 128)
+    config.sft.truncation = "drop"
+    config.sft.max_steps = 400
+    config.sft.batch_size = 32
+    config.sft.learning_rate = 3e-3
+    config.sft.max_eval_batches = 20
+
+    # Stage 2: <think> reasoning </think> SID, from the offline teacher's template reasoning.
+    config.reason_sft.length_buckets = (128, 256)
+    config.reason_sft.truncation = "drop"
+    config.reason_sft.max_steps = 60
+    config.reason_sft.max_eval_batches = 10
+
+    # Stage 3: GRPO on constrained-beam rollouts, a few steps.
+    config.grpo.steps = 20
+    config.grpo.group_size = 8
+    config.grpo.reward_weights.rank = 1.0
+
+    config.eval.splits = ("test",)
+    config.eval.beams = 20
     return config

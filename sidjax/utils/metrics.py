@@ -28,7 +28,8 @@ class MetricsWriter:
         self._jsonl.write(json.dumps({"step": int(step), "time": time.time(), **values}) + "\n")
         self._jsonl.flush()
         for key, value in values.items():
-            self._tb.add_scalar(key, value, global_step=int(step))
+            # TensorBoard tag names allow [A-Za-z0-9_./-]: HR@10 is written as HR_10 there.
+            self._tb.add_scalar(key.replace("@", "_"), value, global_step=int(step))
 
     def close(self) -> None:
         if self._enabled:
