@@ -65,3 +65,10 @@ def test_pass_at_k_estimator_adds_bonus_to_grpo():
 def test_unknown_estimator_is_named():
     with pytest.raises(ValueError, match="ppo"):
         A.compute_advantages(jnp.zeros(2), jnp.zeros(2, bool), estimator="ppo", group_size=2, eps=EPS, pass_k=1)
+
+
+@pytest.mark.parametrize("estimator", [A.group_normalized, A.mean_centered])
+def test_equal_rewards_that_round_give_exactly_zero(estimator):
+    rewards = jnp.full((8,), 0.1, jnp.float32)  # float32 mean(0.1 x 8) != 0.1
+    args = (8, 1e-6) if estimator is A.group_normalized else (8,)
+    assert np.array_equal(np.asarray(estimator(rewards, *args)), np.zeros(8, np.float32))

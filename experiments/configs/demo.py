@@ -23,7 +23,7 @@ def get_config():
         config.sft.tasks[task] = -1 if task in SFT_TASKS else 0
     config.sft.length_buckets = (64, 128)
     config.sft.truncation = "drop"
-    config.sft.max_steps = 400
+    config.sft.max_steps = 1500
     config.sft.batch_size = 32
     config.sft.learning_rate = 3e-3
     config.sft.max_eval_batches = 20
@@ -36,6 +36,7 @@ def get_config():
 
     # Stage 3: GRPO on constrained-beam rollouts, a few steps.
     config.grpo.steps = 20
+    config.grpo.batch_size = 16  # enough prompts per step that some groups disagree (a learning signal)
     config.grpo.group_size = 8
     config.grpo.reward_weights.rank = 1.0
 

@@ -139,7 +139,15 @@ class _Run:
             best.close()
         ckpt.finish_bundle(self.ctx.dir, self.c.steps, source=self.source)
         return {"steps": self.c.steps, "source": self.source, "first": history[0] if history else None,
-                "last": history[-1] if history else None}
+                "last": history[-1] if history else None, "mean": mean_metrics(history)}
+
+
+def mean_metrics(history: list[dict[str, float]]) -> dict[str, float] | None:
+    """Each metric averaged over the logged steps: with few prompts per step, the first and last
+    steps alone can show no reward signal although steps in between have it."""
+    if not history:
+        return None
+    return {k: float(np.mean([h[k] for h in history])) for k in history[0] if k != "step"}
 
 
 def grpo_rollout(run: _Run, c: ml_collections.ConfigDict) -> grpo.RolloutFn:

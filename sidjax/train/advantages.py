@@ -21,16 +21,20 @@ def _groups(values: jax.Array, group_size: int) -> jax.Array:
     return values.reshape(-1, group_size)
 
 
+def _centered(groups: jax.Array) -> jax.Array:
+    """r - mean(group), exactly 0 for a group of equal rewards (a float mean of equal values can be 1 ulp off)."""
+    shifted = groups - groups[:, :1]
+    return shifted - shifted.mean(axis=1, keepdims=True)
+
+
 def mean_centered(rewards: jax.Array, group_size: int) -> jax.Array:
     """f32[N]: r - mean(group)."""
-    groups = _groups(rewards.astype(jnp.float32), group_size)
-    return (groups - groups.mean(axis=1, keepdims=True)).reshape(-1)
+    return _centered(_groups(rewards.astype(jnp.float32), group_size)).reshape(-1)
 
 
 def group_normalized(rewards: jax.Array, group_size: int, eps: float) -> jax.Array:
     """f32[N]: (r - mean) / (std + eps) per group."""
-    groups = _groups(rewards.astype(jnp.float32), group_size)
-    centered = groups - groups.mean(axis=1, keepdims=True)
+    centered = _centered(_groups(rewards.astype(jnp.float32), group_size))
     std = jnp.sqrt((centered**2).sum(axis=1, keepdims=True) / (group_size - 1))
     return (centered / (std + eps)).reshape(-1)
 
