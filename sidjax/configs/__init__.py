@@ -24,6 +24,7 @@ SECTIONS: dict[str, str] = {
     "sdpo": "sidjax.configs.rl",
     "eval": "sidjax.configs.eval",
     "mesh": "sidjax.configs.mesh",
+    "baselines": "sidjax.configs.baselines",
 }
 
 

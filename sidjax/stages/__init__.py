@@ -33,6 +33,7 @@ STAGES: dict[str, str] = {
     "grpo": "sidjax.stages.rl:run_grpo",
     "sdpo": "sidjax.stages.rl:run_sdpo",
     "eval": "sidjax.stages.eval:run",
+    "baselines": "sidjax.stages.baselines:run",
 }
 
 # Stages whose output is a model checkpoint that later stages continue from.

@@ -1,0 +1,216 @@
+"""SASRec (Kang & McAuley, 2018): causal self-attention over the history, full softmax over all items.
+
+A small Flax NNX module and its trainer. Training uses each train sample's
+(history -> target) pair with the loss at the last history position; epochs run
+as one jitted `lax.scan` over shuffled batches. The number of epochs (early
+stopping) and the dropout rate are chosen on the valid split only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from sidjax.baselines import item_metrics
+from sidjax.data.dataset import Split
+from sidjax.utils.metrics import MetricsWriter
+from sidjax.utils.progress import progress
+
+
+@dataclasses.dataclass(frozen=True)
+class SasRecConfig:
+    num_items: int
+    max_len: int  # longest history (the data's max_history)
+    dim: int = 64
+    layers: int = 2
+    heads: int = 1
+    dropout: float = 0.3
+
+
+class Block(nnx.Module):
+    """Pre-norm causal self-attention + position-wise feed-forward, both residual with dropout."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, *, rngs: nnx.Rngs):
+        self.heads = heads
+        self.attn_norm = nnx.LayerNorm(dim, rngs=rngs)
+        self.qkv = nnx.Linear(dim, 3 * dim, rngs=rngs)
+        self.out = nnx.Linear(dim, dim, rngs=rngs)
+        self.ff_norm = nnx.LayerNorm(dim, rngs=rngs)
+        self.ff_in = nnx.Linear(dim, dim, rngs=rngs)
+        self.ff_out = nnx.Linear(dim, dim, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout)
+
+    def __call__(self, x: jax.Array, *, rngs: nnx.Rngs | None) -> jax.Array:
+        b, t, d = x.shape
+        deterministic = rngs is None
+        q, k, v = jnp.split(self.qkv(self.attn_norm(x)).reshape(b, t, 3 * self.heads, d // self.heads), 3, axis=2)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(d // self.heads)
+        causal = jnp.tril(jnp.ones((t, t), bool))
+        weights = jax.nn.softmax(jnp.where(causal, scores, -1e9), axis=-1)
+        weights = self.dropout(weights, deterministic=deterministic, rngs=rngs)
+        attended = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, d)
+        x = x + self.dropout(self.out(attended), deterministic=deterministic, rngs=rngs)
+        hidden = self.dropout(jax.nn.relu(self.ff_in(self.ff_norm(x))), deterministic=deterministic, rngs=rngs)
+        return x + self.dropout(self.ff_out(hidden), deterministic=deterministic, rngs=rngs)
+
+
+class SasRec(nnx.Module):
+    """Item + recency-position embeddings -> causal blocks -> scores of every item (tied embeddings)."""
+
+    def __init__(self, config: SasRecConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        init = nnx.initializers.normal(stddev=config.dim ** -0.5)
+        # Row num_items is the padding item (history id -1).
+        self.items = nnx.Embed(config.num_items + 1, config.dim, embedding_init=init, rngs=rngs)
+        self.positions = nnx.Embed(config.max_len, config.dim, embedding_init=init, rngs=rngs)
+        self.blocks = nnx.List([Block(config.dim, config.heads, config.dropout, rngs=rngs)
+                                for _ in range(config.layers)])
+        self.final_norm = nnx.LayerNorm(config.dim, rngs=rngs)
+        self.dropout = nnx.Dropout(config.dropout)
+
+    def __call__(self, history: jax.Array, history_len: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """Logits f32 [B, num_items] for the next item after `history` int32 [B, H] (-1 padded at the end).
+
+        Padding sits after the last real item, so the causal mask alone keeps it
+        out of the last real position, whose state scores the items. Positions
+        count back from the most recent item, so "last bought" always shares an
+        embedding whatever the history length.
+        """
+        n = self.config.num_items
+        steps = jnp.arange(history.shape[1])
+        recency = jnp.clip(history_len[:, None] - 1 - steps[None, :], 0, self.config.max_len - 1)
+        x = self.items(jnp.where(history < 0, n, history)) + self.positions(recency)
+        x = self.dropout(x, deterministic=rngs is None, rngs=rngs)
+        for block in self.blocks:
+            x = block(x, rngs=rngs)
+        last = self.final_norm(x[jnp.arange(x.shape[0]), history_len - 1])
+        return last @ self.items.embedding[...][:n].T
+
+
+def _optimizer(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
+    """AdamW; decay only on matrices and embeddings, never on norms' scales or biases."""
+    return optax.adamw(learning_rate, weight_decay=weight_decay,
+                       mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params))
+
+
+def _batches(n: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """One epoch of shuffled sample indices int32 [steps, batch]; the ragged tail is dropped."""
+    steps = n // batch_size
+    if steps == 0:
+        raise ValueError(f"sasrec: the train split has {n} samples, fewer than one batch of {batch_size}")
+    return rng.permutation(n)[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=8)
+def make_epoch_fn(graphdef: nnx.GraphDef, learning_rate: float, weight_decay: float) -> Callable:
+    """Jitted: one epoch of AdamW steps (scanned) -> (params, opt_state, mean loss); cached per model and optimizer."""
+    tx = _optimizer(learning_rate, weight_decay)
+
+    def loss_fn(params, history, history_len, target, key):
+        model = nnx.merge(graphdef, params)
+        logits = model(history, history_len, rngs=nnx.Rngs(dropout=key))
+        return optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
+
+    def epoch(params, opt_state, history, history_len, target, batches, key):
+        def step(carry, xs):
+            params, opt_state = carry
+            idx, step_key = xs
+            loss, grads = jax.value_and_grad(loss_fn)(params, history[idx], history_len[idx], target[idx], step_key)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        keys = jax.random.split(key, batches.shape[0])
+        (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), (batches, keys))
+        return params, opt_state, losses.mean()
+
+    return jax.jit(epoch, donate_argnums=(0, 1))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "k"))
+def _rank(graphdef: nnx.GraphDef, params: nnx.State, history: jax.Array, history_len: jax.Array, k: int) -> jax.Array:
+    return jax.lax.top_k(nnx.merge(graphdef, params)(history, history_len), k)[1]
+
+
+def top_items(model: SasRec, split: Split, k: int, batch_size: int) -> np.ndarray:
+    """The k highest-scoring items per sample, best first: int32 [n, k]."""
+    graphdef, params = nnx.split(model)
+    n = len(split)
+    padded = -(-n // batch_size) * batch_size
+    # Padding rows repeat row 0 so every call has the same static shape; their output is dropped.
+    rows = np.concatenate([np.arange(n), np.zeros(padded - n, dtype=np.int64)])
+    out = [np.asarray(_rank(graphdef, params, split.history[rows[i:i + batch_size]],
+                            split.history_len[rows[i:i + batch_size]], k))
+           for i in range(0, padded, batch_size)]
+    return np.concatenate(out)[:n]
+
+
+def evaluate(model: SasRec, split: Split, ks: Iterable[int], batch_size: int) -> dict[str, float]:
+    ks = tuple(ks)
+    return item_metrics(top_items(model, split, max(ks), batch_size), split.target, ks)
+
+
+@dataclasses.dataclass
+class FitResult:
+    model: SasRec  # the parameters of the best valid epoch
+    dropout: float
+    best_epoch: int
+    epochs: int  # epochs run before early stopping
+    valid: dict[str, float]  # valid metrics of the best epoch
+    curve: list[dict[str, float]]  # per epoch: train loss and valid metrics
+
+
+def fit(train: Split, valid: Split, num_items: int, c: ml_collections.ConfigDict, dropout: float, ks: Iterable[int],
+        eval_batch_size: int, writer: MetricsWriter | None = None) -> FitResult:
+    """Train one SASRec with `dropout`, early-stopped on the valid `c.select_metric`."""
+    ks = tuple(ks)
+    config = SasRecConfig(num_items=num_items, max_len=train.history.shape[1], dim=c.dim, layers=c.layers,
+                          heads=c.heads, dropout=dropout)
+    model = SasRec(config, rngs=nnx.Rngs(params=c.seed))
+    graphdef, params = nnx.split(model)
+    opt_state = _optimizer(c.learning_rate, c.weight_decay).init(params)
+    epoch_fn = make_epoch_fn(graphdef, c.learning_rate, c.weight_decay)
+    data = (jnp.asarray(train.history), jnp.asarray(train.history_len), jnp.asarray(train.target))
+    order = np.random.default_rng(c.seed)
+    key = jax.random.key(c.seed)
+    best_value, best_epoch, best_params, best_metrics, curve = -1.0, 0, None, {}, []
+    bar = progress(range(1, c.max_epochs + 1), desc=f"sasrec dropout={dropout}", unit="epoch")
+    for epoch in bar:
+        key, epoch_key = jax.random.split(key)
+        params, opt_state, loss = epoch_fn(params, opt_state, *data, _batches(len(train), c.batch_size, order),
+                                           epoch_key)
+        metrics = evaluate(nnx.merge(graphdef, params), valid, ks, eval_batch_size)
+        value = metrics[c.select_metric]
+        curve.append({"epoch": epoch, "loss": float(loss), **metrics})
+        if writer is not None:
+            writer.write(epoch, {"train/loss": float(loss), **{f"valid/{k}": v for k, v in metrics.items()
+                                                               if k != "users"}},
+                         prefix=f"sasrec/dropout_{dropout}/")
+        if value > best_value:
+            best_value, best_epoch, best_metrics = value, epoch, metrics
+            best_params = jax.tree.map(jnp.copy, params)
+        bar.set_postfix(loss=f"{float(loss):.4f}", valid=f"{value:.4f}", best=f"{best_value:.4f}@{best_epoch}")
+        if epoch - best_epoch >= c.patience:
+            break
+    bar.close()
+    logging.info("sasrec dropout=%s: best valid %s %.4f at epoch %d of %d", dropout, c.select_metric, best_value,
+                 best_epoch, epoch)
+    return FitResult(model=nnx.merge(graphdef, best_params), dropout=dropout, best_epoch=best_epoch, epochs=epoch,
+                     valid=best_metrics, curve=curve)
+
+
+def tune(train: Split, valid: Split, num_items: int, c: ml_collections.ConfigDict, ks: Iterable[int],
+         eval_batch_size: int, writer: MetricsWriter | None = None) -> tuple[FitResult, list[dict[str, Any]]]:
+    """Fit one model per `c.dropouts`; keep the one with the best valid metric (first wins ties)."""
+    fits = [fit(train, valid, num_items, c, d, ks, eval_batch_size, writer) for d in c.dropouts]
+    trials = [{"dropout": f.dropout, "best_epoch": f.best_epoch, "epochs": f.epochs,
+               c.select_metric: f.valid[c.select_metric]} for f in fits]
+    best = max(fits, key=lambda f: f.valid[c.select_metric])
+    return best, trials

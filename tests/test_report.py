@@ -1,0 +1,102 @@
+"""experiments.report on a synthetic two-run workdir: table cells, paper rows, plots, clear errors."""
+import json
+
+import pytest
+
+from experiments import report
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj), encoding="utf-8")
+
+
+def _jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def _metrics(hr10, ndcg10):
+    return {"HR@1": 0.05, "NDCG@1": 0.05, "HR@3": 0.08, "NDCG@3": 0.07, "HR@5": 0.1, "NDCG@5": 0.08,
+            "HR@10": hr10, "NDCG@10": ndcg10, "HR@20": 0.2, "NDCG@20": 0.11, "users": 4533.0}
+
+
+def _run(root, name, with_rl):
+    run = root / name
+    stages = ["data", "sft", "grpo", "eval:after_grpo", "baselines"] if with_rl else ["data", "sft", "eval"]
+    _write(run / "config.json", {"name": "industrial_scratch", "stages": stages})
+    _write(run / "data" / "DONE.json", {"seconds": 2.0, "summary": {}})
+    _write(run / "sft" / "DONE.json", {"seconds": 600.0, "summary": {}})
+    _jsonl(run / "sft" / "metrics.jsonl", [{"step": s, "time": 0, "train/loss": 3.0 / s, "train/grad_norm": 1.0}
+                                         for s in range(1, 6)] + [{"step": 5, "time": 0, "valid/loss": 0.9}])
+    evaluated = "grpo" if with_rl else "sft"
+    eval_dir = run / ("eval_after_grpo" if with_rl else "eval")
+    _write(eval_dir / "DONE.json", {"seconds": 120.0, "summary": {}})
+    _write(eval_dir / "metrics.json", {"model": str(run / evaluated), "mode": "direct", "beams": 20,
+                                       "valid": _metrics(0.1601, 0.1201), "test": _metrics(0.1587, 0.1168)})
+    if with_rl:
+        _write(run / "grpo" / "DONE.json", {"seconds": 900.0, "summary": {}})
+        _jsonl(run / "grpo" / "metrics.jsonl", [{"step": s, "time": 0, "train/loss": 0.1, "train/reward/total": s / 10,
+                                                 "train/response_length": 40 + s} for s in range(1, 4)])
+        _write(run / "baselines" / "DONE.json", {"seconds": 300.0, "summary": {}})
+        _write(run / "baselines" / "metrics.json", {
+            "popularity": {"valid": _metrics(0.054, 0.0386), "test": _metrics(0.0567, 0.0411)},
+            "sasrec": {"valid": _metrics(0.15, 0.1134), "test": _metrics(0.1412, 0.1011), "dropout": 0.3,
+                       "seconds": 280.5, "trials": []}})
+        # An evaluation run later by experiments.eval, outside config.stages.
+        _write(run / "eval_sft" / "metrics.json", {"model": str(run / "sft"), "mode": "reasoning",
+                                                   "test": _metrics(0.1302, 0.0905)})
+    return run
+
+
+def test_report_has_every_stage_baseline_and_paper_row_and_plots(tmp_path):
+    full, ablation = _run(tmp_path, "full", True), _run(tmp_path, "no_grpo", False)
+    out = tmp_path / "out"
+    path = report.write_report([full, ablation], out, "python -m experiments.report --workdir=full")
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+
+    def row(*cells):
+        matches = [line for line in lines if all(f"| {c} |" in line for c in cells)]
+        assert len(matches) == 1, (cells, matches)
+        return [c.strip() for c in matches[0].strip("|").split("|")]
+
+    cells = row("full", "eval:after_grpo (grpo, direct)", "test")
+    assert cells[3:] == ["0.0500", "0.0800", "0.1000", "0.1587", "0.0500", "0.0700", "0.0800", "0.1168", "120"]
+    assert row("full", "eval:after_grpo (grpo, direct)", "valid")[6] == "0.1601"
+    assert row("full", "eval_sft (sft, reasoning)", "test")[10] == "0.0905"
+    assert row("full", "sasrec (baseline)", "test")[6:] == ["0.1412", "0.0500", "0.0700", "0.0800", "0.1011", "280"]
+    assert row("full", "popularity (baseline)", "valid")[6] == "0.0540"
+    assert row("no_grpo", "eval (sft, direct)", "test")[6] == "0.1587"
+    paper = row("paper", "MiniOneRec (Qwen, SFT + GRPO)", "test")
+    assert paper[3:] == ["–", "0.1143", "0.1321", "0.1586", "–", "0.1011", "0.1084", "0.1167", "–"]
+    assert len([line for line in lines if line.startswith("| paper |")]) == len(report.PAPERS)
+    assert row("full", "industrial_scratch")[3] == str(2 + 600 + 900 + 120 + 300)
+
+    for name in ("per_stage_NDCG10.png", "per_stage_HR10.png", "curves_full.png", "curves_no_grpo.png",
+                 "rl_full.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"]({name})" in text
+    assert not (out / "rl_no_grpo.png").exists()
+
+
+def test_bad_files_are_named(tmp_path):
+    with pytest.raises(report.ReportError, match="no such directory"):
+        report.load_run(tmp_path / "missing", "x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(report.ReportError, match="no stage directory"):
+        report.load_run(tmp_path / "empty", "x")
+    run = tmp_path / "run"
+    _jsonl(run / "sft" / "metrics.jsonl", [{"step": 1, "train/loss": 1.0}])
+    with open(run / "sft" / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write("{not json\n")
+    with pytest.raises(report.ReportError, match=r"sft/metrics.jsonl, line 2"):
+        report.load_run(run, "x")
+
+
+def test_stage_names_follow_the_registry():
+    assert report.stage_name("reason_sft") == "reason_sft"
+    assert report.stage_name("reason_sft_long") == "reason_sft"
+    assert report.stage_name("eval_after_sft") == "eval"
+    assert report.stage_name("sft") == "sft"
+    assert report.run_labels([report.Path("a/x"), report.Path("b/x"), report.Path("c/y")]) == ["a/x", "b/x", "y"]
