@@ -11,9 +11,7 @@ Before launching, put the model where `model.path` points (all hosts, or a share
     huggingface-cli download Qwen/Qwen3-1.7B --local-dir ~/models/Qwen3-1.7B
 See launch/README.md for the TPU VM and SLURM commands.
 """
-import os
-
-from sidjax.configs import base_config
+from experiments.configs.paper_scale import paper_scale_config
 
 # The architecture fields of Qwen/Qwen3-1.7B's config.json, for planning memory before any weights exist.
 HF_CONFIG = {
@@ -24,43 +22,10 @@ HF_CONFIG = {
 
 
 def get_config():
-    config = base_config()
-    config.name = "industrial_qwen3_1p7b"
-    config.stages = ("data", "sids", "teacher", "sft", "reason_sft", "grpo", "eval")
-
-    config.model.source = "hf"
-    config.model.path = os.path.expanduser("~/models/Qwen3-1.7B")
-    config.model.dtype = "bfloat16"
-    config.model.param_dtype = "float32"
-    config.model.attention_impl = "xla"
-
+    # 128 sequences per SFT step in 8 micro-batches.
+    config = paper_scale_config("industrial_qwen3_1p7b", "~/models/Qwen3-1.7B",
+                                sft_batch=128, sft_lrs=(1e-4, 5e-5), grpo_prompts=8, eval_batch=64)
     config.mesh.data = 1
     config.mesh.fsdp = -1  # 4 on a v5p-8, 8 on 8x H100
     config.mesh.tensor = 1
-    config.mesh.remat = "none"
-
-    for stage, lr in (("sft", 1e-4), ("reason_sft", 5e-5)):
-        c = config[stage]
-        c.batch_size = 128
-        c.grad_accum_steps = 8  # 16 sequences per micro-batch: 2 per H100, 4 per v5p chip
-        c.length_buckets = (256, 512, 1024)
-        c.truncation = "left"
-        c.logits_chunk = 256
-        c.learning_rate = lr
-        c.warmup_steps = 100
-        c.eval_batch_size = 128
-        c.checkpoint_every = 500
-
-    config.grpo.mode = "reasoning"
-    config.grpo.rollout = "sample"
-    config.grpo.batch_size = 8  # prompts per step
-    config.grpo.group_size = 8
-    config.grpo.prompt_length = 512
-    config.grpo.max_new_tokens = 256
-    config.grpo.logits_chunk = 256
-    config.grpo.steps = 500
-    config.grpo.checkpoint_every = 50
-
-    config.eval.mode = "reasoning"
-    config.eval.batch_size = 64
     return config
