@@ -1,0 +1,62 @@
+"""An SFT step on a (data 2, fsdp 2, tensor 2) mesh of 8 fake CPU devices equals the single-device step."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent(
+    """
+    import contextlib, json, sys
+    import jax, numpy as np
+    from flax import nnx
+    sys.path.insert(0, "tests")
+    import test_sft
+    from sidjax.model.config import preset
+    from sidjax.model.transformer import CausalLM
+    from sidjax.parallel.mesh import create_sharded, make_mesh
+    from sidjax.train import sft
+    from sidjax.train.state import make_train_state
+
+    # adam_eps=1: Adam would turn 1e-9 gradient noise into +-lr updates; this keeps updates
+    # proportional to the gradients, so parameters compare the steps' numerics.
+    c = test_sft._section(warmup_steps=0, grad_accum_steps=2, adam_eps=1.0)
+    batch = test_sft._batch(test_sft._records(), np.arange(8))
+    build = lambda: CausalLM(preset("tiny", test_sft.V), rngs=nnx.Rngs(0))
+
+    def run(mesh):
+        model = build() if mesh is None else create_sharded(build, mesh)
+        state = sft.place_state(make_train_state(model, c, 5), mesh)
+        step = sft.make_train_step(state, grad_accum_steps=2)
+        arrays, losses = state.arrays, []
+        for _ in range(2):
+            with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+                arrays, metrics = step(arrays, sft.shard_batch(batch, mesh))
+            losses.append(float(metrics["loss"]))
+        params = [np.asarray(x) for x in jax.tree.leaves(arrays[0])]
+        sharded = any(not x.sharding.is_fully_replicated for x in jax.tree.leaves(arrays[0]))
+        return losses, params, sharded
+
+    one_losses, one_params, _ = run(None)
+    mesh_losses, mesh_params, sharded = run(make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
+    print(json.dumps({
+        "devices": jax.device_count(), "sharded": sharded,
+        "loss_diff": max(abs(a - b) for a, b in zip(one_losses, mesh_losses)),
+        "param_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(one_params, mesh_params)),
+    }))
+    """
+)
+
+
+def test_sft_step_on_a_2x2x2_mesh_equals_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 8 and result["sharded"]
+    assert result["loss_diff"] < 1e-5
+    assert result["param_diff"] < 1e-5
