@@ -1,0 +1,77 @@
+"""A GRPO step (beam rollouts, rewards, advantages, clipped loss + KL, update) on a (2, 2, 2) mesh of 8
+fake CPU devices equals the single-device step."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent(
+    """
+    import contextlib, json, sys
+    import jax, jax.numpy as jnp, numpy as np
+    from flax import nnx
+    sys.path.insert(0, "tests")
+    import test_grpo as toy
+    from sidjax.configs import base_config
+    from sidjax.decode.beam import TrieTables
+    from sidjax.model.config import ModelConfig
+    from sidjax.model.transformer import CausalLM
+    from sidjax.parallel.mesh import create_sharded, make_mesh
+    from sidjax.sid.codes import SidTrie
+    from sidjax.train import grpo
+    from sidjax.train.sft import place_state
+    from sidjax.train.state import make_train_state
+
+    section = base_config().grpo
+    section.unlock()
+    section.group_size = 4
+    section.reward_weights = {"exact": 1.0, "rank": 1.0, "prefix": 1.0}
+    section.learning_rate = 1e-2
+    section.adam_eps = 1.0  # updates proportional to gradients (see test_sft_mesh.py)
+    settings = grpo.GrpoSettings.from_section(section, think_end_id=None)
+    tables = TrieTables.from_trie(SidTrie.build(toy.SIDS, (4, 4, 4)), toy.OFFSETS)
+    config = ModelConfig(vocab_size=24, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                         intermediate_size=64)
+    build = lambda: CausalLM(config, rngs=nnx.Rngs(0))
+
+    def run(mesh):
+        model = build() if mesh is None else create_sharded(build, mesh)
+        state = place_state(make_train_state(model, section, total_steps=10), mesh)
+        ref = jax.tree.map(jnp.copy, state.model_arrays())
+        step = grpo.make_grpo_step(state.graphdef, state.wrt, grpo.beam_rollout(4), settings)
+        arrays, losses = state.arrays, []
+        start = [np.asarray(x) for x in jax.tree.leaves(arrays[0])]
+        for _ in range(2):
+            with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+                arrays, metrics = step(arrays, ref, toy.toy_inputs(), tables)
+            losses.append(float(metrics["loss"]))
+        leaves = jax.tree.leaves(arrays[0])
+        params = [np.asarray(x) for x in leaves]
+        moved = max(float(np.max(np.abs(a - b))) for a, b in zip(start, params))
+        return losses, params, moved, any(not x.sharding.is_fully_replicated for x in leaves)
+
+    one_losses, one_params, moved, _ = run(None)
+    mesh_losses, mesh_params, _, sharded = run(make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
+    print(json.dumps({
+        "devices": jax.device_count(), "sharded": sharded, "moved": moved,
+        "loss_diff": max(abs(a - b) for a, b in zip(one_losses, mesh_losses)),
+        "param_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(one_params, mesh_params)),
+    }))
+    """
+)
+
+
+def test_grpo_step_on_a_2x2x2_mesh_equals_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 8 and result["sharded"]
+    assert result["moved"] > 1e-4, "the steps must change the parameters"
+    assert result["loss_diff"] < 1e-5
+    assert result["param_diff"] < 1e-5
