@@ -25,9 +25,11 @@ from sidjax.data.tasks import THINK_CLOSE
 from sidjax.decode.beam import beam_search
 from sidjax.decode.sample import SamplingParams
 from sidjax.eval.evaluate import Recommender
+from sidjax.parallel.mesh import make_mesh
 from sidjax.stages import StageContext
 from sidjax.train import checkpoint as ckpt
 from sidjax.train import grpo, sdpo
+from sidjax.train.sft import place_state
 from sidjax.train.state import TrainState, make_train_state
 from sidjax.utils.progress import progress
 
@@ -83,11 +85,12 @@ class _Run:
         if ckpt.read_bundle_step(ctx.dir) is not None:  # a finished run rerun through config.redo starts over
             for name in (ckpt.CHECKPOINTS, ckpt.BEST):
                 shutil.rmtree(ctx.dir / name, ignore_errors=True)
-        self.bundle = bundle = ckpt.load_bundle(ctx.output_of(source))
-        self.rec = recommender_from_bundle(bundle)[0]
+        self.mesh = make_mesh(ctx.config.mesh)  # rollouts and updates share it
+        self.bundle = bundle = ckpt.load_bundle(ctx.output_of(source), mesh=self.mesh)
+        self.rec = recommender_from_bundle(bundle, self.mesh)[0]
         model = bundle.model
         self.ref_params = jax.tree.map(jnp.copy, nnx.state(model))
-        self.state: TrainState = make_train_state(model, c, c.steps)
+        self.state: TrainState = place_state(make_train_state(model, c, c.steps), self.mesh)
         ckpt.save_bundle(ctx.dir, model_config=model.config, tokenizer=bundle.tokenizer, sids=bundle.sids,
                          level_offsets=bundle.level_offsets, config=ctx.config,
                          tokenizer_config=bundle.tokenizer_config, first_new_row=bundle.first_new_row)
@@ -110,7 +113,8 @@ class _Run:
         began = time.perf_counter()
         try:
             for step in range(start, self.c.steps):
-                arrays, metrics = step_fn(arrays, step)
+                with jax.set_mesh(self.mesh):
+                    arrays, metrics = step_fn(arrays, step)
                 pending.append((step + 1, metrics))
                 bar.update(1)
                 done = step + 1
