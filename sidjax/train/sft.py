@@ -268,7 +268,10 @@ def fit(
         step = latest
         logging.info("%s: resumed from step %d of %d", desc, step, total_steps)
 
+    # One orbax save in flight at a time: two managers saving at once collide at orbax's
+    # multi-process barriers ("Barrier ... is already ongoing") and hang the job.
     def save() -> None:
+        best.wait()
         checkpoints.save(step, arrays, iterator.get_state(), dataclasses.asdict(loop))
 
     train_loss = tokens_per_second = None
@@ -291,10 +294,12 @@ def fit(
                 last = step == total_steps
                 if evaluating and (step % steps_per_epoch == 0 or last):
                     valid_loss = evaluate(eval_step, arrays[0], valid, mesh=mesh, max_batches=c.max_eval_batches)
+                    checkpoints.wait()
                     _end_of_epoch(loop, step, valid_loss, c.patience, best, arrays, writer)
                     last_log = time.perf_counter()
                 if last and loop.best_step is None:  # nothing was evaluated: the last model is the output
                     loop.best_step = step
+                    checkpoints.wait()
                     best.save(step, arrays[0])
                 if step % c.checkpoint_every == 0 or last or loop.stopped_early or sigterm.raised:
                     save()
