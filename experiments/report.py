@@ -182,10 +182,14 @@ def plot_training_curves(run: Run, path: Path) -> bool:
         ax.set(title=stage.spec, xlabel="step", ylabel="loss")
         ax.legend(fontsize=7)
     fig.suptitle(f"{run.label}: training curves")
+    _save(fig, path)
+    return True
+
+
+def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return True
 
 
 def plot_rl(run: Run, path: Path) -> bool:
@@ -202,9 +206,7 @@ def plot_rl(run: Run, path: Path) -> bool:
         ax.set(title=key.removeprefix("train/"), xlabel="step")
         ax.legend(fontsize=7)
     fig.suptitle(f"{run.label}: RL")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -228,9 +230,7 @@ def plot_metric_per_stage(rows: Sequence[Row], path: Path, metric: str = "NDCG@1
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
     ax.set(ylabel=metric, title=f"{metric} per stage")
     ax.legend(fontsize=7, loc="upper left", ncols=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
