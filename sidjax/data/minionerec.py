@@ -7,7 +7,6 @@ Layout of a papers' data directory (MiniOneRec's `data/Amazon/`):
 """
 from __future__ import annotations
 
-import ast
 import csv
 import dataclasses
 import json
@@ -21,6 +20,7 @@ from absl import logging
 from sidjax.data.dataset import SPLITS, Item, RecDataset, Split
 from sidjax.data.errors import DataError
 from sidjax.data.files import first_existing, open_text, read_json, resolve
+from sidjax.utils.literal import literal_eval
 from sidjax.utils.progress import progress
 
 INTER_HEADER = "user_id:token\titem_id_list:token_seq\titem_id:token"
@@ -282,7 +282,7 @@ class CsvRow:
 
 def _literal_list(text: str, path: Path, line: int, field: str, kind: type) -> list:
     try:
-        value = ast.literal_eval(text)
+        value = literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         raise DataError(path, f"not a Python list literal: {text[:80]!r}", line=line, field=field) from None
     if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
@@ -298,7 +298,7 @@ def _sid_tokens(text: str, path: Path, line: int, field: str) -> tuple[str, ...]
 
 
 def read_csv(path: str | os.PathLike) -> list[CsvRow]:
-    """Rows of one papers' sample CSV; list columns parsed with `ast.literal_eval`."""
+    """Rows of one papers' sample CSV; list columns parsed as Python literals."""
     p = resolve(path)
     rows = []
     with open_text(p) as f:

@@ -9,12 +9,12 @@ sent back to the model as a re-ask.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import re
 from typing import Callable, Sequence
 
 from sidjax.data.dataset import Item
+from sidjax.utils.literal import literal_eval
 
 Messages = list[dict[str, str]]
 # A check returns None when the answer is acceptable, else the reason to send back.
@@ -42,7 +42,7 @@ def description_text(item: Item, max_chars: int = 600) -> str:
     text = item.description.strip()
     if text.startswith("[") and text.endswith("]"):
         try:
-            parts = ast.literal_eval(text)
+            parts = literal_eval(text)
         except (ValueError, SyntaxError):
             parts = [text]
         text = " ".join(str(p).strip() for p in parts if str(p).strip()) if isinstance(parts, list) else text
