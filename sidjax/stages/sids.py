@@ -20,6 +20,7 @@ from flax import nnx
 
 from sidjax.data.errors import DataError
 from sidjax.data.minionerec import write_info
+from sidjax.parallel.mesh import make_mesh
 from sidjax.sid import codes, embed, kmeans, rqvae
 
 SIDS_FILE = "sids.npy"
@@ -116,7 +117,10 @@ def _flat_stats(stats: dict[str, Any]) -> dict[str, float]:
 
 
 def learn_rqvae(ctx, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """(codes [N, L], last-level residuals [N, D], last codebook [K, D], report) of a trained RQ-VAE."""
+    """(codes [N, L], last-level residuals [N, D], last codebook [K, D], report) of a trained RQ-VAE.
+
+    Trained data-parallel on `config.mesh` (batch rows split over data x fsdp).
+    """
     c, r = ctx.config.sids, ctx.config.sids.rqvae
     model_config = rqvae.RQVAEConfig(input_dim=x.shape[1], hidden=tuple(r.hidden), code_dim=r.code_dim,
                                      levels=c.levels, codebook_size=c.codebook_size, beta=r.beta,
@@ -127,16 +131,17 @@ def learn_rqvae(ctx, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         kmeans_init=r.kmeans_init, kmeans_iters=c.kmeans.iters, kmeans_init_method=c.kmeans.init,
         dead_code_every=r.dead_code_every, report_every=r.report_every, seed=ctx.config.seed)
     sizes = [c.codebook_size] * c.levels
+    mesh = make_mesh(ctx.config.mesh)
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         ctx.writer.write(epoch, metrics, prefix="rqvae/")
         logging.info("rqvae epoch %d: %s", epoch, {k: round(v, 5) for k, v in metrics.items()})
 
     last = rqvae.train(model, x, train_config, report=report,
-                       stats=lambda sids: _flat_stats(codes.sid_statistics(sids, sizes)))
+                       stats=lambda sids: _flat_stats(codes.sid_statistics(sids, sizes)), mesh=mesh)
     if r.checkpoint:
         rqvae.save(model, ctx.dir / "rqvae_checkpoint")
-    encoded = rqvae.encode(model, x)
+    encoded = rqvae.encode(model, x, mesh)
     extra = {"recon_mse": encoded.recon_mse, "final_train_loss": last.get("loss")}
     return encoded.codes, encoded.residuals[:, -1], np.asarray(model.codebooks[...][-1]), extra
 
