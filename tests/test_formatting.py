@@ -129,3 +129,21 @@ def test_from_hf_dir_reads_template_and_special_tokens(tokenizer, tmp_path):
         ChatFormat.from_hf_dir(tmp_path)
     with pytest.raises(ValueError, match="not in the tokenizer"):
         ChatFormat(tokenizer, eos_token="<eos-missing>")
+
+
+def test_sid_sequence_style_is_the_sids_back_to_back_with_no_turns(tokenizer, tmp_path):
+    from sidjax.model.tokenizer import tokenizer_config
+
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(tokenizer_config("sid_sequence")))
+    fmt = ChatFormat.from_hf_dir(tmp_path)
+    assert fmt.prompt_style == "sid_sequence" and fmt.chat_template is None
+    example = Example("sidhis2sid", sid_history_prompt(SIDS[:2], "sid_sequence"), SIDS[2])
+    (enc,) = fmt.encode([example])
+    assert enc.input_ids.tolist() == [tokenizer.token_to_id(f"<{t}>") for s in SIDS for t in s[1:-1].split("><")]
+    assert enc.prompt_len == 6 and enc.loss_mask.tolist() == [False] * 6 + [True] * 3  # no eos: the sequence goes on
+    assert fmt.prompt_ids([example.prompt]) == [enc.input_ids[:6].tolist()]
+    with pytest.raises(ValueError, match="no chat turns"):
+        fmt.encode([Example("replay", "hi", "hello", context=(("user", "a"), ("assistant", "b")))])
+    with pytest.raises(ValueError, match="no chat template"):
+        ChatFormat(tokenizer, eos_token="<|im_end|>", chat_template=CHATML, prompt_style="sid_sequence")

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,35 @@ def test_mixture_knobs_validate():
     section.replay_path = "/nonexistent/replay.jsonl"
     with pytest.raises(ConfigError, match="sft.replay_path"):
         tasks.validate_mixture(section, "sft")
+
+
+def _items(text: str) -> list[str]:
+    """Concatenated 3-level SIDs, one string per item."""
+    tokens = re.findall(r"<[a-z]_\d+>", text)
+    return ["".join(tokens[k : k + 3]) for k in range(0, len(tokens), 3)]
+
+
+def test_sidseq_covers_every_next_item_sample_exactly_once():
+    """Unfolded, the sequences give back each split's (history, target) samples, no more, no fewer."""
+    dataset, sids = tiny_dataset(), tiny_item_sids()
+    for split in ("train", "valid", "test"):
+        examples = tasks.task_examples(tasks.SIDSEQ, dataset, sids, split, style="sid_sequence")
+        unfolded = []
+        for e in examples:
+            prompt, target = _items(e.prompt), _items(e.target)
+            for k, item in enumerate(target):
+                unfolded.append((tuple(prompt + target[:k]), item))
+        s = dataset.splits[split]
+        samples = [(tuple(sids[i] for i in s.history[r, : s.history_len[r]]), sids[int(s.target[r])]) for r in range(len(s))]
+        assert sorted(unfolded) == sorted(samples)
+    train = tasks.task_examples(tasks.SIDSEQ, dataset, sids, "train", style="sid_sequence")
+    assert tasks.Example(tasks.SIDSEQ, sids[0], sids[1] + sids[1]) in train  # user 0's two samples, one sequence
+
+
+def test_prompt_styles_keep_their_own_tasks():
+    dataset, sids = tiny_dataset(), tiny_item_sids()
+    assert tasks.sid_history_prompt(sids[:2], "sid_sequence") == sids[0] + sids[1]
+    with pytest.raises(ValueError, match="needs the 'sid_sequence' prompt style"):
+        tasks.task_examples(tasks.SIDSEQ, dataset, sids, "train")
+    with pytest.raises(ValueError, match="needs the 'chat' prompt style"):
+        tasks.task_examples(tasks.REASONING, dataset, sids, "train", corpus=tiny_corpus(dataset, sids), style="sid_sequence")

@@ -7,6 +7,10 @@ template's end-of-turn marker, and eos (unless the response already ends in a
 stop token). Prompt and response are tokenized separately, exactly as
 generation sees them, and the loss covers the response tokens only.
 
+The "sid_sequence" style (a model trained from scratch on SIDs alone) has no
+chat turns: the prompt is the task's text as is, the response the target with
+no end-of-turn or eos (a user's sequence does not end after the next item).
+
 Truncation never cuts the target: a too-long example raises (`"error"`), is
 skipped (`"drop"`), or loses the start of its prompt (`"left"`).
 """
@@ -22,11 +26,12 @@ from typing import Iterable, Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
-from sidjax.data.tasks import Example
+from sidjax.data.tasks import PROMPT_STYLES, Example
 
 TRUNCATION = ("error", "drop", "left")
 PLAIN_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 _SENTINEL = "\x00SIDJAX_RESPONSE\x00"
+PROMPT_STYLE_KEY = "sidjax_prompt_style"  # in tokenizer_config.json; absent = "chat"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +72,15 @@ class ChatFormat:
         system_prompt: str | None = None,
         max_length: int = 1024,
         truncation: str = "error",
+        prompt_style: str = "chat",
     ):
         if truncation not in TRUNCATION:
             raise ValueError(f"truncation '{truncation}' is not one of {TRUNCATION}")
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style '{prompt_style}' is not one of {PROMPT_STYLES}")
+        if prompt_style == "sid_sequence" and chat_template is not None:
+            raise ValueError("the 'sid_sequence' prompt style has no chat template")
+        self.prompt_style = prompt_style
         self.tokenizer = tokenizer
         self.chat_template = chat_template
         self._template = _compile_template(chat_template) if chat_template is not None else None
@@ -111,7 +122,8 @@ class ChatFormat:
         if not eos:
             raise ValueError(f"{config_path}: no eos_token; pass eos_token= explicitly")
         return cls(Tokenizer.from_file(str(d / "tokenizer.json")), eos_token=eos, chat_template=template,
-                   bos_token=kwargs.pop("bos_token", None) or token("bos_token"), **kwargs)
+                   bos_token=kwargs.pop("bos_token", None) or token("bos_token"),
+                   prompt_style=config.get(PROMPT_STYLE_KEY, "chat"), **kwargs)
 
     def _token_id(self, token: str, name: str) -> int:
         token_id = self.tokenizer.token_to_id(token)
@@ -144,6 +156,10 @@ class ChatFormat:
 
     def prompt_text(self, prompt: str, context: Sequence[tuple[str, str]] = ()) -> str:
         """The prompt up to where the model starts answering."""
+        if self.prompt_style == "sid_sequence":
+            if context:
+                raise ValueError("the 'sid_sequence' prompt style has no chat turns (replay examples need 'chat')")
+            return (self.bos_token or "") + prompt
         messages = self._messages(prompt, context)
         if self.chat_template is not None:
             return self._render(messages, add_generation_prompt=True)
@@ -177,7 +193,7 @@ class ChatFormat:
         return [self._assemble(p, r, e) for p, r, e in zip(prompts, responses, examples)]
 
     def _assemble(self, prompt: list[int], response: list[int], example: Example) -> Encoded | None:
-        if not response or response[-1] not in self.stop_ids:
+        if self.prompt_style == "chat" and (not response or response[-1] not in self.stop_ids):
             response = response + [self.eos_id]
         total = len(prompt) + len(response)
         if total > self.max_length:

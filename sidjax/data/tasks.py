@@ -7,6 +7,13 @@ per item id as `item_sids`, built from the SID array by `sid_strings`.
 Item-level tasks (1, 2, 7) belong to the train mixture only; sequence tasks read
 the samples of the split they are built for, so valid/test examples never leak
 into training. Tasks 7, 8 and stage-2 reasoning read the teacher corpus.
+
+Prompt styles: "chat" is the papers' instruction wording; "sid_sequence" (a
+model trained from scratch on SIDs alone) writes a history as its SIDs back to
+back, so the next item is simply the sequence's continuation. Only that style
+has the `sidseq` task: a user's whole train sequence with the loss on every
+item after the first (the same next-item targets as task 5's windows, each
+prefix encoded once instead of once per window).
 """
 from __future__ import annotations
 
@@ -32,8 +39,11 @@ SIDHIS2SID = "sidhis2sid"  # 5, the main task
 TITLEHIS2SID = "titlehis2sid"  # 6
 ITEM_ENRICH = "item_enrich"  # 7
 USER_NARRATIVE = "user_narrative"  # 8
+SIDSEQ = "sidseq"  # sid_sequence style: a user's train sequence, loss on every next item
 # Stage-2 reasoning activation.
 REASONING = "reasoning"
+
+PROMPT_STYLES = ("chat", "sid_sequence")
 
 TASKS = (
     TITLE2SID,
@@ -44,6 +54,7 @@ TASKS = (
     TITLEHIS2SID,
     ITEM_ENRICH,
     USER_NARRATIVE,
+    SIDSEQ,
     REASONING,
 )
 ITEM_TASKS = (TITLE2SID, SID2TITLE, ITEM_ENRICH)
@@ -52,6 +63,8 @@ STAGE_TASKS = {
     "sft": (TITLE2SID, SID2TITLE, SIDHIS2TITLE, TITLEHIS2TITLE, SIDHIS2SID, TITLEHIS2SID, ITEM_ENRICH, USER_NARRATIVE),
     "reason_sft": (REASONING,),
 }
+SEQUENCE_ONLY_TASKS = (SIDSEQ,)
+CHAT_ONLY_TASKS = (REASONING,)
 REPLAY = "replay"
 
 THINK_OPEN = "<think>"
@@ -83,8 +96,10 @@ def _quoted(titles: Sequence[str]) -> str:
 # ---------------------------------------------------------------- prompts
 
 
-def sid_history_prompt(history_sids: Sequence[str]) -> str:
+def sid_history_prompt(history_sids: Sequence[str], style: str = "chat") -> str:
     """Task 5 (SID history -> next SID): the prompt SFT, eval and RL all share."""
+    if style == "sid_sequence":
+        return "".join(history_sids)
     return (
         f"The user has interacted with items {', '.join(history_sids)} in chronological order. "
         "Can you predict the next possible item that the user may expect?"
@@ -245,7 +260,8 @@ def _user_records(split_name: str, split: Split, corpus: Corpus) -> list[UserTex
     return [rec for _, rec in records]
 
 
-def _sample_example(task: str, history: list[int], target: int, item_sids: Sequence[str], titles: Sequence[str], rec: UserText | None) -> Example:
+def _sample_example(task: str, history: list[int], target: int, item_sids: Sequence[str], titles: Sequence[str],
+                    rec: UserText | None, style: str) -> Example:
     h_sids = [item_sids[h] for h in history]
     h_titles = [titles[h] for h in history]
     if task == SIDHIS2TITLE:
@@ -253,7 +269,7 @@ def _sample_example(task: str, history: list[int], target: int, item_sids: Seque
     if task == TITLEHIS2TITLE:
         return Example(task, titlehis2title_prompt(h_titles), titles[target])
     if task == SIDHIS2SID:
-        return Example(task, sid_history_prompt(h_sids), item_sids[target])
+        return Example(task, sid_history_prompt(h_sids, style), item_sids[target])
     if task == TITLEHIS2SID:
         return Example(task, titlehis2sid_prompt(h_titles), item_sids[target])
     if task == USER_NARRATIVE:
@@ -261,15 +277,52 @@ def _sample_example(task: str, history: list[int], target: int, item_sids: Seque
     return Example(task, reasoning_prompt(h_sids), reasoning_target(rec.reasoning, item_sids[target]))
 
 
-def _split_examples(task: str, dataset: RecDataset, item_sids: Sequence[str], split_name: str, corpus: Corpus | None) -> list[Example]:
+def _sequence_examples(split: Split, item_sids: Sequence[str]) -> list[Example]:
+    """SIDSEQ: each user's samples folded into as few sequences as cover every target once.
+
+    A sample whose history + target is another sample's history is a prefix of it; a
+    sample no other extends, whose every prefix is a sample of its own, becomes one
+    sequence from the user's first item (the loss then covers all those targets). What
+    is left (windows that slid once histories hit their length cap) stays history ->
+    target, so no target is counted twice and none is lost.
+    """
+    rows = range(len(split))
+    histories = [tuple(split.history[r, : split.history_len[r]].tolist()) for r in rows]
+    users = split.users.tolist()
+    targets = split.target.tolist()
+    row_of = {(users[r], histories[r] + (targets[r],)): r for r in rows}
+    extended = {(users[r], histories[r]) for r in rows}
+    covered = [False] * len(split)
+    out: list[Example] = []
+    for r in rows:
+        sequence = histories[r] + (targets[r],)
+        if (users[r], sequence) in extended:
+            continue
+        chain = [row_of.get((users[r], sequence[: k + 1])) for k in range(1, len(sequence))]
+        if all(c is not None and not covered[c] for c in chain):  # a shared prefix is covered once
+            for c in chain:
+                covered[c] = True
+            out.append(Example(SIDSEQ, item_sids[sequence[0]], "".join(item_sids[i] for i in sequence[1:])))
+    for r in rows:
+        if not covered[r]:
+            prompt = sid_history_prompt([item_sids[i] for i in histories[r]], "sid_sequence")
+            out.append(Example(SIDSEQ, prompt, item_sids[targets[r]]))
+    return out
+
+
+def _split_examples(task: str, dataset: RecDataset, item_sids: Sequence[str], split_name: str, corpus: Corpus | None,
+                    style: str) -> list[Example]:
     split = dataset.splits[split_name]
+    if task == SIDSEQ:
+        return _sequence_examples(split, item_sids)
     titles = dataset.titles()
     if task in (USER_NARRATIVE, REASONING):
         rows = [(rec.index, rec) for rec in _user_records(split_name, split, corpus)]
     else:
         rows = [(i, None) for i in range(len(split))]
     return [
-        _sample_example(task, split.history[i, : split.history_len[i]].tolist(), int(split.target[i]), item_sids, titles, rec)
+        _sample_example(task, split.history[i, : split.history_len[i]].tolist(), int(split.target[i]), item_sids, titles,
+                        rec, style)
         for i, rec in rows
     ]
 
@@ -283,6 +336,7 @@ def task_examples(
     cap: int = -1,
     corpus: Corpus | None = None,
     rng: np.random.Generator | None = None,
+    style: str = "chat",
 ) -> list[Example]:
     """All (or `cap` seeded-random, in order) examples of one task for one split.
 
@@ -290,6 +344,12 @@ def task_examples(
     """
     if task not in TASKS:
         raise ValueError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt style '{style}' is not one of {PROMPT_STYLES}")
+    if task in SEQUENCE_ONLY_TASKS and style != "sid_sequence":
+        raise ValueError(f"task '{task}' needs the 'sid_sequence' prompt style (config model.prompt_style)")
+    if task in CHAT_ONLY_TASKS and style == "sid_sequence":
+        raise ValueError(f"task '{task}' needs the 'chat' prompt style: a SID-sequence model has no reasoning prompt")
     if len(item_sids) != dataset.num_items:
         raise ValueError(f"item_sids has {len(item_sids)} entries but the dataset has {dataset.num_items} items")
     if task in CORPUS_TASKS and corpus is None:
@@ -297,7 +357,7 @@ def task_examples(
     if task in ITEM_TASKS:
         examples = _item_examples(task, dataset, item_sids, corpus) if split == "train" else []
     else:
-        examples = _split_examples(task, dataset, item_sids, split, corpus)
+        examples = _split_examples(task, dataset, item_sids, split, corpus, style)
     rng = rng if rng is not None else np.random.default_rng(0)
     return [examples[i] for i in _subset(len(examples), cap, rng)]
 
@@ -308,6 +368,7 @@ def build_mixture(
     item_sids: Sequence[str],
     split: str,
     corpus: Corpus | None = None,
+    style: str = "chat",
 ) -> list[Example]:
     """Every enabled task's examples for `split` (+ replay on train), shuffled with the mixture seed."""
     if mixture.needs_corpus() and corpus is None:
@@ -316,7 +377,8 @@ def build_mixture(
     out: list[Example] = []
     for k, task in enumerate(mixture.enabled()):
         rng = np.random.default_rng([mixture.seed, k])
-        out.extend(task_examples(task, dataset, item_sids, split, cap=mixture.caps[task], corpus=corpus, rng=rng))
+        out.extend(task_examples(task, dataset, item_sids, split, cap=mixture.caps[task], corpus=corpus, rng=rng,
+                                 style=style))
     if mixture.replay_path and split == "train":
         replay = load_replay(mixture.replay_path)
         rng = np.random.default_rng([mixture.seed, len(TASKS)])

@@ -92,13 +92,16 @@ class Recommender:
         """Token ids of the next-SID prompt (direct) or the reasoning prompt for each history of item ids."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
-        build = sid_history_prompt if mode == "direct" else reasoning_prompt
+        style = self.format.prompt_style
+        if mode == "reasoning" and style != "chat":
+            raise ValueError(f"reasoning mode needs the 'chat' prompt style; this model was trained with '{style}'")
         texts = []
         for h, history in enumerate(histories):
             bad = [i for i in history if not 0 <= i < len(self._item_sids)]
             if bad or not history:
                 raise ValueError(f"history {h}: item ids must be 0..{len(self._item_sids) - 1} and non-empty, got {list(history)}")
-            texts.append(build([self._item_sids[i] for i in history]))
+            sids = [self._item_sids[i] for i in history]
+            texts.append(sid_history_prompt(sids, style) if mode == "direct" else reasoning_prompt(sids))
         return self.format.prompt_ids(texts)
 
     def _place(self, array: np.ndarray) -> jax.Array:

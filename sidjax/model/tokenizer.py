@@ -12,6 +12,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from sidjax.data.dataset import Item
+from sidjax.data.formatting import PROMPT_STYLE_KEY
 
 PAD_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "<|im_end|>"
@@ -46,7 +47,13 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> 
     return tokenizer
 
 
-def tokenizer_config() -> dict[str, Any]:
-    """The tokenizer_config.json of a scratch tokenizer (what ChatFormat and HF export read)."""
+def tokenizer_config(prompt_style: str = "chat") -> dict[str, Any]:
+    """The tokenizer_config.json of a scratch tokenizer (what ChatFormat and HF export read).
+
+    "chat": ChatML turns; "sid_sequence": no template, prompts are the SID text as is.
+    """
+    if prompt_style == "sid_sequence":
+        return {"eos_token": EOS_TOKEN, "pad_token": PAD_TOKEN, PROMPT_STYLE_KEY: prompt_style,
+                "tokenizer_class": "PreTrainedTokenizerFast"}
     return {"eos_token": EOS_TOKEN, "pad_token": PAD_TOKEN, "chat_template": CHAT_TEMPLATE,
             "tokenizer_class": "PreTrainedTokenizerFast"}

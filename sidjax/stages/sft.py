@@ -133,8 +133,8 @@ def _data(ctx, c: ml_collections.ConfigDict, fmt: ChatFormat, sids: np.ndarray) 
 
         corpus = load_corpus(ctx.output_of("teacher"))
     item_sids = sid_strings(sids)
-    train_examples = build_mixture(mixture, ctx.dataset, item_sids, "train", corpus)
-    valid_examples = build_mixture(mixture, ctx.dataset, item_sids, "valid", corpus)
+    train_examples = build_mixture(mixture, ctx.dataset, item_sids, "train", corpus, fmt.prompt_style)
+    valid_examples = build_mixture(mixture, ctx.dataset, item_sids, "valid", corpus, fmt.prompt_style)
     train_encoded, train_dropped = encode_all(fmt, train_examples)
     valid_encoded, valid_dropped = encode_all(fmt, valid_examples)
     if len(train_encoded) < c.batch_size:
