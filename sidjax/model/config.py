@@ -58,6 +58,9 @@ class ModelConfig:
     max_position_embeddings: int = 4096
     initializer_range: float = 0.02
     remat: str = "none"  # what each layer keeps for backward: none (all) | dots (matmul outputs) | full (input)
+    # Training-time dropout on the embeddings and on both residual branches (models trained from scratch);
+    # only forward passes given a dropout key apply it (the SFT train step), never eval or decoding.
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         positive = ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
@@ -78,6 +81,8 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name} must be one of {DTYPES}, got '{getattr(self, name)}'")
         if self.remat not in REMAT:
             raise ValueError(f"ModelConfig.remat must be one of {REMAT}, got '{self.remat}'")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.rope_scaling.type not in ROPE_TYPES:
             raise ValueError(f"ModelConfig.rope_scaling.type must be one of {ROPE_TYPES}, "
                              f"got '{self.rope_scaling.type}'")
@@ -173,12 +178,18 @@ _PRESETS = {
                  intermediate_size=128, max_position_embeddings=512),
     "demo": dict(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, head_dim=64,
                  intermediate_size=768, max_position_embeddings=1024),
+    "small": dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=4, head_dim=32,
+                  intermediate_size=512, max_position_embeddings=512),
 }
 PRESETS = tuple(_PRESETS)
 
 
 def preset(name: str, vocab_size: int) -> ModelConfig:
-    """Small Qwen3-style configs for training from scratch: `tiny` (tests), `demo` (CPU demo, a few M params)."""
+    """Small Qwen3-style configs for training from scratch.
+
+    `tiny` (tests), `demo` (CPU demo, a few M params), `small` (results runs on the ~36k-sample Amazon
+    categories: SASRec/TIGER-sized, meant to be trained with `dropout`).
+    """
     if name not in _PRESETS:
         raise ValueError(f"unknown model preset '{name}' (known: {PRESETS})")
     return ModelConfig(vocab_size=vocab_size, rope_theta=1_000_000.0, qk_norm=True, tie_word_embeddings=True,

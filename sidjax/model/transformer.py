@@ -9,6 +9,10 @@ in lock-step for all rows at `index` (prefill writes T slots, each decode step o
 remembers which slots hold real tokens. A `prefix` cache (batch B) is read-only and shared
 by the B*R rows of the call (row i reads prefix row i // R): beam search prefills each
 prompt once and its beams only cache the tokens they generate.
+
+Dropout (`config.dropout`, on the embeddings and on each residual branch) runs only when a
+forward pass is given a `dropout_key`: the SFT train step passes one, everything else
+(eval, decoding, RL log-probs, reference models) does not and stays deterministic.
 """
 from __future__ import annotations
 
@@ -63,6 +67,17 @@ class RMSNorm(nnx.Module):
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         return y.astype(x.dtype) * self.scale[...].astype(x.dtype)
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout: zero each element with probability `rate` and scale the rest by 1 / (1 - rate).
+
+    The identity without a key or at rate 0, so deterministic passes hold no random-number ops.
+    """
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)).astype(x.dtype)
 
 
 def rope_tables(positions: jax.Array, config: ModelConfig) -> tuple[jax.Array, jax.Array]:
@@ -177,9 +192,16 @@ class Block(nnx.Module):
         self.mlp = MLP(config, rngs)
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array, cache_k: jax.Array | None,
-                 cache_v: jax.Array | None, offset: jax.Array, prefix: KVCache | None, index: int
-                 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
-        """One layer; with a cache its new keys/values go to layer `index`'s slots [offset, offset + T)."""
+                 cache_v: jax.Array | None, offset: jax.Array, prefix: KVCache | None, index: int,
+                 dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+        """One layer; with a cache its new keys/values go to layer `index`'s slots [offset, offset + T).
+
+        With a `dropout_key` both residual branches (attention output, MLP output) get dropout.
+        """
+        rate = self.attn.config.dropout
+        attn_key = mlp_key = None
+        if dropout_key is not None and rate > 0.0:
+            attn_key, mlp_key = jax.random.split(dropout_key)
         q, k, v = self.attn.project(self.input_norm(x), cos, sin)
         if cache_k is not None:
             cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), (index, 0, offset, 0, 0))
@@ -187,8 +209,9 @@ class Block(nnx.Module):
             k, v = cache_k[index].astype(q.dtype), cache_v[index].astype(q.dtype)
         shared = None if prefix is None else (prefix.k[index].astype(q.dtype), prefix.v[index].astype(q.dtype),
                                               prefix.mask)
-        x = x + self.attn.output(attend(q, k, v, mask, self.attn.config.attention_impl, shared))
-        x = x + self.mlp(self.post_attention_norm(x))
+        x = x + dropout(self.attn.output(attend(q, k, v, mask, self.attn.config.attention_impl, shared)), rate,
+                        attn_key)
+        x = x + dropout(self.mlp(self.post_attention_norm(x)), rate, mlp_key)
         return constrain(x, ("activation_batch", "activation_length", "activation_embed")), cache_k, cache_v
 
 
@@ -223,9 +246,12 @@ class CausalLM(nnx.Module):
                        mask=jnp.zeros((batch, max_len), bool), index=jnp.zeros((), jnp.int32))
 
     def hidden_states(self, tokens: jax.Array, positions: jax.Array, *, attention_mask: jax.Array | None = None,
-                      cache: KVCache | None = None, prefix: KVCache | None = None
-                      ) -> tuple[jax.Array, KVCache | None]:
-        """Final-norm hidden states [B, T, hidden] (compute dtype) and the updated cache."""
+                      cache: KVCache | None = None, prefix: KVCache | None = None,
+                      dropout_key: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+        """Final-norm hidden states [B, T, hidden] (compute dtype) and the updated cache.
+
+        `dropout_key` (training only) turns on `config.dropout`; without it the pass is deterministic.
+        """
         c = self.config
         b, t = tokens.shape
         if attention_mask is None:
@@ -234,6 +260,10 @@ class CausalLM(nnx.Module):
             raise ValueError(f"batch {b} is not a multiple of the prefix cache batch {prefix.batch}")
         table = constrain(self.embed[...], ("vocab", None))  # whole rows, like every fsdp weight at use
         x = jnp.take(table, tokens, axis=0).astype(c.compute_dtype)
+        layer_keys = [None] * c.num_layers
+        if dropout_key is not None and c.dropout > 0.0:
+            embed_key, *layer_keys = jax.random.split(dropout_key, c.num_layers + 1)
+            x = dropout(x, c.dropout, embed_key)
         x = constrain(x, ("activation_batch", "activation_length", "activation_embed"))
         cos, sin = rope_tables(positions, c)
         offset = jnp.zeros((), jnp.int32) if cache is None else cache.index
@@ -250,7 +280,7 @@ class CausalLM(nnx.Module):
         if REMAT_POLICIES[c.remat] is not None and cache is None:  # training: trade recompute for memory
             run = nnx.remat(Block.__call__, policy=REMAT_POLICIES[c.remat], static_argnums=(9,))
         for i, layer in enumerate(self.layers):
-            x, cache_k, cache_v = run(layer, x, cos, sin, mask, cache_k, cache_v, offset, prefix, i)
+            x, cache_k, cache_v = run(layer, x, cos, sin, mask, cache_k, cache_v, offset, prefix, i, layer_keys[i])
         new_cache = None
         if cache is not None:
             new_cache = KVCache(k=cache_k, v=cache_v, mask=key_valid, index=offset + t)
@@ -266,10 +296,10 @@ class CausalLM(nnx.Module):
         return jnp.einsum("...e,ev->...v", hidden, w, preferred_element_type=jnp.float32)
 
     def __call__(self, tokens: jax.Array, positions: jax.Array, *, attention_mask: jax.Array | None = None,
-                 cache: KVCache | None = None, prefix: KVCache | None = None
+                 cache: KVCache | None = None, prefix: KVCache | None = None, dropout_key: jax.Array | None = None
                  ) -> tuple[jax.Array, KVCache | None]:
         hidden, cache = self.hidden_states(tokens, positions, attention_mask=attention_mask, cache=cache,
-                                           prefix=prefix)
+                                           prefix=prefix, dropout_key=dropout_key)
         return self.logits(hidden), cache
 
 

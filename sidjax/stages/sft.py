@@ -190,7 +190,7 @@ def _run(ctx, c: ml_collections.ConfigDict) -> dict[str, Any]:
     with jax.set_mesh(mesh):  # the model's activation constraints apply while tracing the steps
         _, result = fit(state, data.train, data.valid, c=c, stage_dir=ctx.dir, steps_per_epoch=data.steps_per_epoch,
                         total_steps=total_steps, writer=ctx.writer, mesh=mesh, response_window=data.response_window,
-                        desc=ctx.spec)
+                        seed=config.seed, desc=ctx.spec)
     ckpt.finish_bundle(ctx.dir, result.best_step, valid_loss=result.best_valid_loss, source=start.source)
     return {
         "source": start.source,

@@ -81,14 +81,16 @@ def token_logprobs(
     *,
     chunk_size: int = 0,
     with_entropy: bool = False,
+    dropout_key: jax.Array | None = None,
 ) -> TokenScores:
     """Log-probability of each next token under a `CausalLM`: shape [B, T-1].
 
     Entry t scores `tokens[:, t+1]` given `tokens[:, :t+1]`; align masks with
     `next_token_mask`. Uses `model.hidden_states` + `model.logits` so only
-    `chunk_size` positions of logits exist at once.
+    `chunk_size` positions of logits exist at once. `dropout_key` (training
+    only) applies the model's dropout.
     """
-    hidden, _ = model.hidden_states(tokens, positions, attention_mask=attention_mask)
+    hidden, _ = model.hidden_states(tokens, positions, attention_mask=attention_mask, dropout_key=dropout_key)
     return hidden_token_logprobs(
         hidden[:, :-1], tokens[:, 1:], model.logits, chunk_size=chunk_size, with_entropy=with_entropy
     )

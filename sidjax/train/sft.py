@@ -50,21 +50,24 @@ class Preempted(RuntimeError):
 
 
 def loss_sums(
-    model: nnx.Module, batch: Batch, logits_chunk: int = 0, response_window: int = 0
+    model: nnx.Module, batch: Batch, logits_chunk: int = 0, response_window: int = 0,
+    dropout_key: Optional[jax.Array] = None,
 ) -> tuple[jax.Array, jax.Array]:
     """(summed next-token NLL over the response tokens, their number) of one batch.
 
     `response_window` > 0 computes logits only on that many positions around each
-    row's (contiguous) response instead of on every position.
+    row's (contiguous) response instead of on every position. `dropout_key` (train
+    step only) applies the model's dropout.
     """
     attention = batch["attention_mask"]
     tokens = batch["tokens"]
     learn = batch["loss_mask"] & attention & batch[EXAMPLE_MASK][:, None]
     if response_window <= 0:
         scores = losses.token_logprobs(model, tokens, positions_from_mask(attention), attention,
-                                       chunk_size=logits_chunk)
+                                       chunk_size=logits_chunk, dropout_key=dropout_key)
         return losses.masked_nll(scores.logprobs, losses.next_token_mask(learn))
-    hidden, _ = model.hidden_states(tokens, positions_from_mask(attention), attention_mask=attention)
+    hidden, _ = model.hidden_states(tokens, positions_from_mask(attention), attention_mask=attention,
+                                    dropout_key=dropout_key)
     hidden, targets, mask = losses.response_window(hidden, tokens, learn, response_window)
     scores = losses.hidden_token_logprobs(hidden, targets, model.logits, chunk_size=logits_chunk)
     return losses.masked_nll(scores.logprobs, mask)
@@ -79,25 +82,42 @@ def _micro_batches(batch: Batch, accum: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
-def _train_step(graphdef: nnx.GraphDef, wrt: Any, accum: int, logits_chunk: int, window: int, arrays: nnx.State,
-                batch: Batch):
+# Folded into the seed's key first, so dropout masks never reuse the keys nnx.Rngs(seed) initialised weights with.
+_DROPOUT_STREAM = 0x64726F70  # "drop"
+
+
+def dropout_key(seed: int, step: jax.Array) -> jax.Array:
+    """The dropout key of optimizer step `step`.
+
+    A function of (seed, step) only, so a resumed run redraws exactly the masks an uninterrupted one would.
+    """
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _DROPOUT_STREAM), step)
+
+
+def _train_step(graphdef: nnx.GraphDef, wrt: Any, accum: int, logits_chunk: int, window: int, seed: int,
+                arrays: nnx.State, batch: Batch):
     model, optimizer = nnx.merge(graphdef, arrays)
     model_def, params, rest = nnx.split(model, wrt, ...)
+    key = None
+    if model.config.dropout > 0.0:  # at 0 the step holds no random-number ops at all
+        key = dropout_key(seed, optimizer.step[...])
 
-    def loss(p, micro):
-        return loss_sums(nnx.merge(model_def, p, rest), micro, logits_chunk, window)
+    def loss(p, micro, micro_key):
+        return loss_sums(nnx.merge(model_def, p, rest), micro, logits_chunk, window, micro_key)
 
     grad_fn = jax.value_and_grad(loss, has_aux=True)
     if accum == 1:
-        (total, count), grads = grad_fn(params, batch)
+        (total, count), grads = grad_fn(params, batch, key)
     else:
 
-        def accumulate(carry, micro):
-            (t, n), g = grad_fn(params, micro)
+        def accumulate(carry, xs):
+            micro, index = xs
+            (t, n), g = grad_fn(params, micro, None if key is None else jax.random.fold_in(key, index))
             return jax.tree.map(jnp.add, carry, (t, n, g)), None
 
         zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params))
-        (total, count, grads), _ = jax.lax.scan(accumulate, zeros, _micro_batches(batch, accum))
+        micro_batches = (_micro_batches(batch, accum), jnp.arange(accum))
+        (total, count, grads), _ = jax.lax.scan(accumulate, zeros, micro_batches)
     denominator = jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g, p: (g / denominator).astype(p.dtype), grads, params)
     optimizer.update(model, grads)
@@ -133,15 +153,19 @@ def place_state(state: TrainState, mesh: Optional[jax.sharding.Mesh]) -> TrainSt
 
 # Module-level jits with the graph definition static: a second fit of the same model (a resumed run,
 # reason_sft after sft) reuses the compiled step.
-_jit_train_step = jax.jit(_train_step, static_argnums=(0, 1, 2, 3, 4), donate_argnums=5)
+_jit_train_step = jax.jit(_train_step, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=6)
 _jit_eval_step = jax.jit(_eval_step, static_argnums=(0, 1, 2))
 
 
 def make_train_step(
-    state: TrainState, *, grad_accum_steps: int = 1, logits_chunk: int = 0, response_window: int = 0
+    state: TrainState, *, grad_accum_steps: int = 1, logits_chunk: int = 0, response_window: int = 0,
+    seed: int = 0,
 ) -> Callable[[nnx.State, Batch], tuple[nnx.State, dict]]:
-    """`step(arrays, batch) -> (arrays, metrics)`, jitted, donating `arrays` and keeping their shardings."""
-    static = (state.graphdef, state.wrt, grad_accum_steps, logits_chunk, response_window)
+    """`step(arrays, batch) -> (arrays, metrics)`, jitted, donating `arrays` and keeping their shardings.
+
+    With `model.config.dropout` > 0 each step draws its masks from `dropout_key(seed, optimizer step)`.
+    """
+    static = (state.graphdef, state.wrt, grad_accum_steps, logits_chunk, response_window, seed)
     shardings = jax.tree.map(lambda x: x.sharding, state.arrays)
     mesh = next((s.mesh for s in jax.tree.leaves(shardings) if isinstance(s, NamedSharding)), None)
     if mesh is None:
@@ -238,6 +262,7 @@ def fit(
     writer: Optional[MetricsWriter] = None,
     mesh: Optional[jax.sharding.Mesh] = None,
     response_window: int = 0,
+    seed: int = 0,
     desc: str = "sft",
 ) -> tuple[TrainState, FitResult]:
     """Train `state` for `total_steps` on `train` (an endless or long enough MapDataset of batches).
@@ -246,13 +271,14 @@ def fit(
     iterator, loop state), evaluates on `valid` after every epoch and at the last
     step, keeps the best model (the last one without `valid`) in `stage_dir/best`,
     saves every `c.checkpoint_every` steps, at the end, and on SIGTERM (then
-    raises `Preempted`). `response_window`: see `loss_sums`.
+    raises `Preempted`). `response_window`: see `loss_sums`; `seed`: of the dropout masks
+    (`dropout_key`), when the model has dropout.
     """
     state = place_state(state, mesh)
     checkpoints = TrainCheckpoints(stage_dir, c.keep_checkpoints)
     best = BestModel(stage_dir)
     train_step = make_train_step(state, grad_accum_steps=c.grad_accum_steps, logits_chunk=c.logits_chunk,
-                                 response_window=response_window)
+                                 response_window=response_window, seed=seed)
     eval_step = make_eval_step(state, logits_chunk=c.logits_chunk, response_window=response_window)
     schedule = learning_rate_schedule(c, total_steps)
     iterator = iter(train)
