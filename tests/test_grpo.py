@@ -1,4 +1,5 @@
-"""GRPO: the loss against a plain-numpy reference, and a toy problem where the rewarded SID gains probability."""
+"""GRPO: the loss against a plain-numpy reference, prefix-shared scoring against full sequences, and a toy
+problem where the rewarded SID gains probability."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,9 +8,10 @@ from flax import nnx
 
 from sidjax.configs import base_config
 from sidjax.model.config import ModelConfig
-from sidjax.model.transformer import CausalLM
+from sidjax.model.transformer import CausalLM, positions_from_mask
 from sidjax.sid.codes import SidTrie
 from sidjax.train import grpo
+from sidjax.train.losses import TokenScores, token_logprobs
 from sidjax.decode.beam import TrieTables
 from sidjax.decode.sample import SamplingParams
 from sidjax.train.state import make_train_state
@@ -50,15 +52,89 @@ def test_kl_is_zero_against_itself_and_ratio_one_gives_advantage_weighted_loss()
     np.testing.assert_allclose(loss, -2.0)
 
 
-def test_assemble_rollout_masks_only_completion_tokens():
-    prompts = jnp.asarray([[0, 7, 8]])
-    prompt_mask = jnp.asarray([[False, True, True]])
-    completion = jnp.asarray([[4, 5, 0], [6, 0, 0]])
-    completion_mask = jnp.asarray([[True, True, False], [True, False, False]])
-    r = grpo.assemble_rollout(prompts, prompt_mask, completion, completion_mask)
-    np.testing.assert_array_equal(r.tokens, [[0, 7, 8, 4, 5, 0], [0, 7, 8, 6, 0, 0]])
-    # loss_mask[t] marks tokens[t + 1] as a completion token to learn.
-    np.testing.assert_array_equal(r.loss_mask, [[0, 0, 1, 1, 0], [0, 0, 1, 0, 0]])
+def full_sequence_score(model, rollout, chunk_size, with_entropy=False):
+    """The reference: every row is its prompt + completion run as one sequence (the prompt encoded G times)."""
+    group = rollout.completion.shape[0] // rollout.prompts.shape[0]
+    prompts = jnp.repeat(rollout.prompts, group, axis=0)
+    prompt_mask = jnp.repeat(rollout.prompt_mask, group, axis=0)
+    tokens = jnp.concatenate([prompts, rollout.completion], axis=1)
+    attention_mask = jnp.concatenate([prompt_mask, rollout.completion_mask], axis=1)
+    scores = token_logprobs(model, tokens, positions_from_mask(attention_mask), attention_mask,
+                            chunk_size=chunk_size, with_entropy=with_entropy)
+    first = prompts.shape[1] - 1  # log-prob entry t scores token t + 1: the completion starts at entry P - 1
+    return TokenScores(scores.logprobs[:, first:], None if scores.entropy is None else scores.entropy[:, first:])
+
+
+def parity_model(remat="none"):
+    config = ModelConfig(vocab_size=24, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+                         intermediate_size=64, qk_norm=True, attention_bias=True, tie_word_embeddings=False,
+                         remat=remat)
+    model = CausalLM(config, rngs=nnx.Rngs(3))
+    # Non-zero q/k/v biases, so padding positions would show if they leaked into real rows.
+    biases = [b for layer in model.layers for b in (layer.attn.q_bias, layer.attn.k_bias, layer.attn.v_bias)]
+    for i, bias in enumerate(biases):
+        bias[...] = 0.3 * jax.random.normal(jax.random.key(i), bias.shape)
+    return model
+
+
+def parity_rollout():
+    """3 prompts left-padded to 6 (6, 3 and 1 real tokens), 4 completions each right-padded to 4 (4..0 real)."""
+    rng = np.random.default_rng(0)
+    prompt_mask = np.arange(6)[None, :] >= np.asarray([[0], [3], [5]])
+    prompts = np.where(prompt_mask, rng.integers(1, 24, (3, 6)), 0)
+    lengths = np.asarray([4, 3, 1, 0, 2, 4, 1, 3, 0, 2, 4, 1])
+    completion_mask = np.arange(4)[None, :] < lengths[:, None]
+    completion = np.where(completion_mask, rng.integers(1, 24, (12, 4)), 0)
+    return grpo.Rollout(jnp.asarray(prompts, jnp.int32), jnp.asarray(prompt_mask), jnp.asarray(completion, jnp.int32),
+                        jnp.asarray(completion_mask))
+
+
+@pytest.mark.parametrize("chunk_size", [0, 3])
+def test_prefix_shared_score_equals_full_sequence_score(chunk_size):
+    model, rollout = parity_model(), parity_rollout()
+    got = grpo.score(model, rollout, chunk_size, with_entropy=True)
+    want = full_sequence_score(model, rollout, 0, with_entropy=True)
+    mask = np.asarray(rollout.completion_mask)
+    assert got.logprobs.shape == rollout.completion.shape
+    np.testing.assert_allclose(np.asarray(got.logprobs)[mask], np.asarray(want.logprobs)[mask], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got.entropy)[mask], np.asarray(want.entropy)[mask], atol=1e-5)
+
+
+def test_grpo_step_with_prefix_shared_scores_equals_full_sequence_scoring(monkeypatch):
+    section = base_config().grpo
+    section.unlock()
+    section.group_size = 4
+    section.updates_per_batch = 2  # old-policy log-probs too, and a second update with ratio != 1
+    section.kl_beta = 0.1
+    section.reward_weights = {"exact": 1.0, "prefix": 1.0}
+    section.learning_rate = 1e-2
+    section.adam_eps = 1.0  # updates proportional to the gradients, so parameters compare the numerics
+    settings = grpo.GrpoSettings.from_section(section, think_end_id=None)
+    fixed = parity_rollout()
+    inputs = grpo.StepInputs(fixed.prompts, fixed.prompt_mask, jnp.asarray(SIDS[[0, 1, 3]]), jax.random.key(0))
+    tables = TrieTables.from_trie(SidTrie.build(SIDS, (4, 4, 4)), OFFSETS)
+    sids = jnp.asarray(np.tile(SIDS + OFFSETS, (3, 1)), jnp.int32)
+    completion = jnp.concatenate([sids, jnp.zeros((12, 1), jnp.int32)], axis=1)
+
+    def rollout_fn(model, prompts, prompt_mask, tables, rng):
+        return jnp.where(fixed.completion_mask, completion, 0), fixed.completion_mask
+
+    def run():
+        state = make_train_state(parity_model(remat="full"), section, total_steps=10)
+        ref_params = jax.tree.map(lambda x: x + 0.01, state.model_arrays())  # a reference that differs: KL > 0
+        step = grpo.make_grpo_step(state.graphdef, state.wrt, rollout_fn, settings)
+        start = [np.asarray(x) for x in jax.tree.leaves(state.arrays[0])]
+        arrays, metrics = step(state.arrays, ref_params, inputs, tables)
+        return start, [np.asarray(x) for x in jax.tree.leaves(arrays[0])], jax.device_get(metrics)
+
+    start, shared, shared_metrics = run()
+    monkeypatch.setattr(grpo, "score", full_sequence_score)
+    _, full, full_metrics = run()
+    assert max(float(np.abs(a - b).max()) for a, b in zip(start, shared)) > 1e-4, "the step must move parameters"
+    assert shared_metrics["informative_groups"] > 0 and shared_metrics["kl"] > 0
+    for name in ("loss", "kl", "entropy", "clip_fraction"):
+        np.testing.assert_allclose(shared_metrics[name], full_metrics[name], atol=1e-5, err_msg=name)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(shared, full)) < 1e-5
 
 
 # Toy: text tokens 0..11, 3 SID levels of 4 codes at 12/16/20; four items; the target is item 1.
@@ -102,9 +178,9 @@ def test_rewarded_sid_gains_probability():
     def target_logprob(arrays):
         model = nnx.merge(state.graphdef, arrays)[0]
         completion, mask = catalogue_rollout(model, inputs.prompts, inputs.prompt_mask, None, None)
-        rollout = grpo.assemble_rollout(inputs.prompts, inputs.prompt_mask, completion, mask)
+        rollout = grpo.Rollout(inputs.prompts, inputs.prompt_mask, completion, mask)
         lp = grpo.score(model, rollout, 0).logprobs
-        per_completion = (lp * rollout.loss_mask).sum(axis=1).reshape(2, 4)
+        per_completion = (lp * rollout.completion_mask).sum(axis=1).reshape(2, 4)
         return np.asarray(per_completion[:, TARGET])
 
     arrays = state.arrays

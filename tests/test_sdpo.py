@@ -10,7 +10,7 @@ from sidjax.configs import base_config
 from sidjax.model.config import ModelConfig
 from sidjax.model.transformer import CausalLM
 from sidjax.train import sdpo
-from sidjax.train.grpo import assemble_rollout, score
+from sidjax.train.grpo import Rollout, score
 from sidjax.train.state import make_train_state
 
 
@@ -60,8 +60,8 @@ def test_sdpo_step_raises_the_chosen_sid_over_negatives():
 
     def logprobs(arrays):
         model = nnx.merge(state.graphdef, arrays)[0]
-        rollout = assemble_rollout(batch.prompts, batch.prompt_mask, responses[0], batch.response_mask[0])
-        return np.asarray((score(model, rollout, 0).logprobs * rollout.loss_mask).sum(1))
+        rollout = Rollout(batch.prompts, batch.prompt_mask, responses[0], batch.response_mask[0])
+        return np.asarray((score(model, rollout, 0).logprobs * rollout.completion_mask).sum(1))
 
     arrays = state.arrays
     before = logprobs(arrays)

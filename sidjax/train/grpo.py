@@ -4,6 +4,7 @@ One step = rollout (G completions per prompt: sampled reasoning + SID, or the to
 constrained beams) -> in-graph rewards -> group-relative advantages -> reference
 and old log-probs (computed once per batch in the same program) -> one or more
 clipped-ratio policy updates with a k3 KL penalty to the frozen reference model.
+Every log-prob pass encodes each prompt once and shares it across its G completions.
 Nothing leaves the device inside a step; the host only reads the metrics after it.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from flax import nnx
 
 from sidjax.model.transformer import positions_from_mask
 from sidjax.train.advantages import compute_advantages
-from sidjax.train.losses import next_token_mask, token_logprobs
+from sidjax.train.losses import TokenScores, hidden_token_logprobs
 from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.sample import SamplingParams, generate
 from sidjax.train.rewards import REWARD_COMPONENTS, compute_rewards
@@ -66,34 +67,39 @@ class GrpoSettings:
 
 
 class Rollout(NamedTuple):
-    """Prompt (left-padded) + completion (right-padded) rows, N = B * G."""
+    """B prompts and their G completions each: row b * G + g of the completions belongs to prompt b."""
 
-    tokens: jax.Array  # int32[N, P + T]
-    attention_mask: jax.Array  # bool[N, P + T]
-    loss_mask: jax.Array  # bool[N, P + T - 1], aligned with token_logprobs: True on completion tokens
-    completion: jax.Array  # int32[N, T]
-    completion_mask: jax.Array  # bool[N, T]
-
-
-def assemble_rollout(
-    prompts: jax.Array, prompt_mask: jax.Array, completion: jax.Array, completion_mask: jax.Array
-) -> Rollout:
-    """Rows of prompt + completion; prompts [B, P] are repeated G = N / B times (row b * G + g)."""
-    group = completion.shape[0] // prompts.shape[0]
-    prompts = jnp.repeat(prompts, group, axis=0)
-    prompt_mask = jnp.repeat(prompt_mask, group, axis=0)
-    completion_mask = completion_mask.astype(bool)
-    tokens = jnp.concatenate([prompts, completion.astype(prompts.dtype)], axis=1)
-    attention_mask = jnp.concatenate([prompt_mask.astype(bool), completion_mask], axis=1)
-    learn = jnp.concatenate([jnp.zeros_like(prompt_mask, bool), completion_mask], axis=1)
-    return Rollout(tokens, attention_mask, next_token_mask(learn), completion, completion_mask)
+    prompts: jax.Array  # int32[B, P], left-padded
+    prompt_mask: jax.Array  # bool[B, P]
+    completion: jax.Array  # int32[N, T], N = B * G, right-padded
+    completion_mask: jax.Array  # bool[N, T]: the completion tokens to learn
 
 
-def score(model: nnx.Module, rollout: Rollout, chunk_size: int, with_entropy: bool = False):
-    """Per-token log-probs (and entropies) of the rollout's tokens under `model`."""
-    positions = positions_from_mask(rollout.attention_mask)
-    return token_logprobs(
-        model, rollout.tokens, positions, rollout.attention_mask, chunk_size=chunk_size, with_entropy=with_entropy
+def score(model: nnx.Module, rollout: Rollout, chunk_size: int, with_entropy: bool = False) -> TokenScores:
+    """Per-token log-probs (and entropies) [N, T] of the completion tokens under `model`.
+
+    Each prompt is encoded once, not once per completion: like beam search, the B prompts are
+    prefilled into a KV cache that the N = B * G completion rows read as a shared `prefix`, and
+    the prompt's last hidden state predicts the first token of each of its completions. Gradients
+    flow through the prompt's keys and values, so this is the full-sequence score, only cheaper.
+    """
+    prompts, prompt_mask = rollout.prompts, rollout.prompt_mask.astype(bool)
+    batch, prompt_len = prompts.shape
+    group = rollout.completion.shape[0] // batch
+    prompt_hidden, prefix = model.hidden_states(
+        prompts, positions_from_mask(prompt_mask), attention_mask=prompt_mask,
+        cache=model.init_cache(batch, prompt_len),
+    )
+    next_position = jnp.repeat(prompt_mask.sum(axis=1).astype(jnp.int32), group)  # [N]
+    positions = next_position[:, None] + jnp.arange(rollout.completion.shape[1])[None, :]
+    hidden, _ = model.hidden_states(
+        rollout.completion, positions, attention_mask=rollout.completion_mask.astype(bool), prefix=prefix
+    )
+    # Hidden state t predicts completion token t: the prompt's last state, then the completion's own.
+    first = jnp.repeat(prompt_hidden[:, -1:], group, axis=0)
+    hidden = jnp.concatenate([first, hidden[:, :-1]], axis=1)
+    return hidden_token_logprobs(
+        hidden, rollout.completion, model.logits, chunk_size=chunk_size, with_entropy=with_entropy
     )
 
 
@@ -130,7 +136,7 @@ def policy_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The clipped importance-ratio objective plus beta * k3 KL, aggregated over completion tokens.
 
-    logprobs/old/ref: f32[N, T']; advantages: f32[N] (one per completion, broadcast over its tokens).
+    logprobs/old/ref: f32[N, T]; advantages: f32[N] (one per completion, broadcast over its tokens).
     """
     ratio = jnp.exp(logprobs - old_logprobs)
     adv = advantages[:, None]
@@ -195,11 +201,11 @@ def _update(graphdef, wrt, arrays, rollout, old_lp, ref_lp, advantages, settings
         scores = score(model, rollout, settings.logits_chunk, with_entropy=True)
         old = jax.lax.stop_gradient(scores.logprobs) if old_lp is None else old_lp
         loss, metrics = policy_loss(
-            scores.logprobs, old, ref_lp, advantages, rollout.loss_mask,
+            scores.logprobs, old, ref_lp, advantages, rollout.completion_mask,
             clip_eps_low=settings.clip_eps_low, clip_eps_high=settings.clip_eps_high,
             kl_beta=settings.kl_beta, aggregation=settings.aggregation,
         )
-        metrics["entropy"] = aggregate(jax.lax.stop_gradient(scores.entropy), rollout.loss_mask, "token_mean")
+        metrics["entropy"] = aggregate(jax.lax.stop_gradient(scores.entropy), rollout.completion_mask, "token_mean")
         return loss, metrics
 
     (loss, metrics), grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True)(model)
@@ -264,7 +270,7 @@ def make_grpo_step(
     def step(arrays: nnx.State, ref_params: nnx.State, inputs: StepInputs, tables: TrieTables):
         model = nnx.merge(graphdef, arrays)[0]
         completion, completion_mask = rollout_fn(model, inputs.prompts, inputs.prompt_mask, tables, inputs.rng)
-        rollout = assemble_rollout(inputs.prompts, inputs.prompt_mask, completion, completion_mask)
+        rollout = Rollout(inputs.prompts, inputs.prompt_mask, completion, completion_mask)
         targets = jnp.repeat(inputs.target_codes, settings.group_size, axis=0)
         rewards = compute_rewards(
             rollout.completion, rollout.completion_mask, targets, tables=tables,

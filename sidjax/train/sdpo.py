@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from sidjax.train.grpo import Rollout, assemble_rollout, score
+from sidjax.train.grpo import Rollout, score
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +42,10 @@ def sdpo_loss(chosen: jax.Array, rejected: jax.Array, beta: float) -> tuple[jax.
 
 
 def sequence_logratio(model: nnx.Module, ref_model: nnx.Module, rollout: Rollout, chunk_size: int) -> jax.Array:
-    """f32[N]: sum over response tokens of log pi - log pi_ref."""
+    """f32[N]: sum over response tokens of log pi - log pi_ref (each prompt encoded once for its 1 + M responses)."""
     logprobs = score(model, rollout, chunk_size).logprobs
     ref = jax.lax.stop_gradient(score(ref_model, rollout, chunk_size).logprobs)
-    return jnp.sum((logprobs - ref) * rollout.loss_mask, axis=1)
+    return jnp.sum((logprobs - ref) * rollout.completion_mask, axis=1)
 
 
 class PreferenceBatch(NamedTuple):
@@ -64,7 +64,7 @@ def make_sdpo_step(
         model, optimizer = nnx.merge(graphdef, arrays)
         ref_model = nnx.merge(nnx.graphdef(model), ref_params)
         b, group, t = batch.responses.shape
-        rollout = assemble_rollout(
+        rollout = Rollout(
             batch.prompts, batch.prompt_mask, batch.responses.reshape(b * group, t),
             batch.response_mask.reshape(b * group, t),
         )
