@@ -2,8 +2,9 @@
 
 Sources: `scratch` (BPE trained on the item text + a preset Qwen3-style config), `hf` (a
 local transformers directory) and `gguf` (a llama.cpp file; default the SmolLM2 wheel's).
-Pretrained vocabularies get the SID blocks appended and their embedding resized with mean
-init; rows from `first_new_row` on are the ones a frozen-LM run trains.
+Pretrained vocabularies get the SID blocks (and `<think>` / `</think>` where missing) appended
+and their embedding resized with mean init; rows from `first_new_row` on are the ones a
+frozen-LM run trains.
 """
 from __future__ import annotations
 
@@ -46,13 +47,14 @@ def build_model(config: ml_collections.ConfigDict, dataset: RecDataset, level_si
         tokenizer = bpe.train_bpe(bpe.item_texts(dataset.items), c.bpe_vocab_size, c.bpe_min_frequency)
         offsets = vocab.add_sid_tokens(tokenizer, level_sizes)
         num_tokens = tokenizer.get_vocab_size(with_added_tokens=True)
-        model_config = preset(c.preset, vocab.padded_size(num_tokens, c.vocab_multiple)).replace(**overrides)
+        model_config = preset(c.preset, vocab.padded_size(num_tokens, c.vocab_multiple)).replace(
+            dropout=c.dropout, **overrides)
 
         def factory() -> CausalLM:
             return CausalLM(model_config, rngs=nnx.Rngs(config.seed))
 
         model = factory() if mesh is None else create_sharded(factory, mesh)
-        built = BuiltModel(model, tokenizer, offsets, bpe.tokenizer_config(), first_new_row=0)
+        built = BuiltModel(model, tokenizer, offsets, bpe.tokenizer_config(c.prompt_style), first_new_row=0)
     else:
         if c.source == "hf":
             model = hf.load_model(c.path, mesh, **overrides)
@@ -73,7 +75,10 @@ def _with_sid_rows(model: CausalLM, tokenizer: tokenizers.Tokenizer, tok_config:
     """Append the SID blocks to a pretrained tokenizer and grow the model's vocabulary to match."""
     had_sids = tokenizer.token_to_id(vocab.vocabulary(level_sizes)[0][0]) is not None
     offsets = vocab.add_sid_tokens(tokenizer, level_sizes)
-    first_new_row = int(offsets[0])  # SID blocks follow the pretrained vocabulary
+    first_new_row = int(offsets[0])  # SID blocks (then any missing think tokens) follow the pretrained vocabulary
+    # Reasoning mode stops thinking at `</think>`: it must be one token, as in Qwen3 (SmolLM2, Qwen2.5 lack it).
+    tokenizer.add_tokens([tokenizers.AddedToken(t, normalized=False) for t in bpe.THINK_TOKENS
+                          if tokenizer.token_to_id(t) is None])
     num_tokens = tokenizer.get_vocab_size(with_added_tokens=True)
     if had_sids and model.config.vocab_size >= num_tokens:  # e.g. an exported sidjax model: keep its SID rows
         return BuiltModel(model, tokenizer, offsets, tok_config, first_new_row)

@@ -1,7 +1,9 @@
 """Stage `eval`: HR@K / NDCG@K of a model bundle on `config.eval.splits`, per-sample JSONL and a metrics table.
 
 The model is `config.eval.checkpoint` when set (a model stage dir or a run dir),
-else the output of the latest model stage listed before this one.
+else the output of the latest model stage listed before this one. An entry tagged with a
+mode (`eval:direct`, `eval:reasoning`) searches in that mode whatever `eval.mode` says, so
+one run can evaluate the same model both ways.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import ml_collections
 
 from sidjax.api import find_bundle, recommender_from_bundle
 from sidjax.data.dataset import RecDataset
-from sidjax.eval.evaluate import SearchSettings, evaluate_split
+from sidjax.eval.evaluate import MODES, SearchSettings, evaluate_split
 from sidjax.eval.metrics import format_table
 from sidjax.parallel.mesh import make_mesh
 from sidjax.train import checkpoint as ckpt
@@ -52,12 +54,16 @@ def evaluate_bundle(model_dir: Path, config: ml_collections.ConfigDict, dataset:
 
 
 def run(ctx) -> dict[str, Any]:
-    if ctx.config.eval.checkpoint:
-        model_dir = find_bundle(ctx.config.eval.checkpoint)
+    config = ctx.config
+    if ctx.tag in MODES:
+        config = config.copy_and_resolve_references()
+        config.eval.mode = ctx.tag
+    if config.eval.checkpoint:
+        model_dir = find_bundle(config.eval.checkpoint)
     else:
         source = ctx.latest_model_stage()
         if source is None:
             raise ValueError(f"stage '{ctx.spec}' needs an earlier model stage in config.stages "
                              "or config key 'eval.checkpoint'")
         model_dir = ctx.output_of(source)
-    return evaluate_bundle(model_dir, ctx.config, ctx.dataset, ctx.dir, ctx.writer)
+    return evaluate_bundle(model_dir, config, ctx.dataset, ctx.dir, ctx.writer)
