@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 
 from sidjax.configs import ConfigError, base_config, validate
@@ -49,3 +51,21 @@ def test_section_value_rules_run():
     config.data.source = "recbole"
     with pytest.raises(ConfigError, match=r"'data\.path'"):
         validate(config)
+
+
+def test_model_dropout_is_a_probability_for_scratch_models_only():
+    config = base_config()
+    config.model.dropout = 0.1
+    validate(config)
+    config.model.dropout = 1.0
+    with pytest.raises(ConfigError, match=r"'model\.dropout': must be in \[0, 1\)"):
+        validate(config)
+    config.model.dropout = 0.1
+    config.model.source = "gguf"
+    with pytest.raises(ConfigError, match=r"'model\.dropout': is for models trained from scratch"):
+        validate(config)
+
+
+@pytest.mark.parametrize("name", ["demo", "industrial_scratch", "industrial_smollm2", "industrial_qwen3_1p7b", "tpu_qwen25_7b_v5p64"])
+def test_shipped_experiment_configs_validate(name):
+    validate(importlib.import_module(f"experiments.configs.{name}").get_config())
