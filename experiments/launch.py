@@ -1,6 +1,8 @@
 """What every experiments/ app does first: the shared flags, joining the job, a validated config."""
+import logging as std_logging
+
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from sidjax.configs import ConfigError, validate
@@ -11,10 +13,21 @@ WORKDIR = flags.DEFINE_string("workdir", None, "The run directory: every stage's
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+# Libraries whose INFO lines drown a run's own log (orbax writes ~20 per checkpoint save); their
+# warnings and errors still show.
+_CHATTY_LIBRARIES = ("/orbax/", "/jax/_src/xla_bridge.py")
+
+
+class _LibraryInfoFilter(std_logging.Filter):
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or not any(lib in record.pathname for lib in _CHATTY_LIBRARIES)
+
+
 def start(argv: list[str]) -> ml_collections.ConfigDict:
     """Join the multi-process job (if any) and return the validated config; a bad config is a usage error."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(_LibraryInfoFilter())
     distributed.initialize_from_flags()
     config = _CONFIG.value
     try:

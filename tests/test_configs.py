@@ -69,3 +69,23 @@ def test_model_dropout_is_a_probability_for_scratch_models_only():
 @pytest.mark.parametrize("name", ["demo", "industrial_scratch", "industrial_smollm2", "industrial_qwen3_1p7b", "tpu_qwen25_7b_v5p64"])
 def test_shipped_experiment_configs_validate(name):
     validate(importlib.import_module(f"experiments.configs.{name}").get_config())
+
+
+def test_model_shape_changes_the_scratch_preset_and_is_validated():
+    from sidjax.configs.model import scratch_config
+
+    config = base_config()
+    config.model.preset = "small"
+    config.model.shape.hidden_size = 192
+    config.model.shape.head_dim = 48
+    config.model.dropout = 0.2
+    validate(config)
+    model = scratch_config(config.model, vocab_size=256)
+    assert (model.hidden_size, model.head_dim, model.num_layers, model.dropout) == (192, 48, 4, 0.2)
+    config.model.shape.num_kv_heads = 3
+    with pytest.raises(ConfigError, match=r"'model\.shape': .*multiple of num_kv_heads"):
+        validate(config)
+    config.model.shape.num_kv_heads = 0
+    config.model.source = "gguf"
+    with pytest.raises(ConfigError, match=r"'model\.shape\.hidden_size': shapes a model trained from scratch"):
+        validate(config)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sidjax.stages.rl import batch_rows, mean_metrics
+from sidjax.stages.rl import batch_rows, mean_metrics, prompt_rows
 
 
 def test_mean_metrics_averages_every_logged_step():
@@ -20,3 +20,12 @@ def test_batch_rows_cover_each_prompt_once_per_epoch_and_repeat_on_resume():
     epoch = np.concatenate([batch_rows(step, 4, 12, seed=0) for step in range(3)])
     assert sorted(epoch.tolist()) == list(range(12))
     np.testing.assert_array_equal(batch_rows(4, 4, 12, seed=0), batch_rows(4, 4, 12, seed=0))
+
+
+def test_prompt_rows_keep_the_most_recent_samples_then_a_seeded_subset():
+    np.testing.assert_array_equal(prompt_rows(10, 0, 0, seed=0), np.arange(10))
+    np.testing.assert_array_equal(prompt_rows(10, 4, 0, seed=0), [6, 7, 8, 9])
+    subset = prompt_rows(10, 6, 3, seed=1)
+    assert len(subset) == 3 and set(subset.tolist()) <= {4, 5, 6, 7, 8, 9} and list(subset) == sorted(subset)
+    np.testing.assert_array_equal(subset, prompt_rows(10, 6, 3, seed=1))
+    np.testing.assert_array_equal(prompt_rows(10, 20, 0, seed=0), np.arange(10))

@@ -51,3 +51,10 @@ def test_launcher_rejects_an_unknown_stage(tmp_path):
     assert result.returncode != 0
     assert "evall" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_launcher_keeps_its_own_log_and_drops_library_info_lines(tmp_path):
+    result = _launch(tmp_path / "run", "--config.stages=('data',)")
+    assert result.returncode == 0, result.stderr
+    assert "stage data: done" in result.stderr and "users: 7694" in result.stderr
+    assert "Unable to initialize backend" not in result.stderr  # jax's INFO line about a missing TPU

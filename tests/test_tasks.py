@@ -224,3 +224,24 @@ def test_prompt_styles_keep_their_own_tasks():
         tasks.task_examples(tasks.SIDSEQ, dataset, sids, "train")
     with pytest.raises(ValueError, match="needs the 'chat' prompt style"):
         tasks.task_examples(tasks.REASONING, dataset, sids, "train", corpus=tiny_corpus(dataset, sids), style="sid_sequence")
+
+
+def test_recent_train_samples_limit_the_sequence_tasks_to_the_latest_train_rows():
+    dataset, sids = tiny_dataset(), tiny_item_sids()
+    section = tasks.mixture_knobs("sft")
+    section.recent_train_samples = 2  # train rows 3 and 4: (2, [5, 6, 7], 0) and (3, [4], 5)
+    mixture = tasks.TaskMixture.from_section(section)
+    corpus = tiny_corpus(dataset, sids)
+    train = tasks.build_mixture(mixture, dataset, sids, "train", corpus)
+    counts = tasks.task_counts(train)
+    for task in ("sidhis2title", "sidhis2sid", "titlehis2sid", "user_narrative"):
+        assert counts[task] == 2, task
+    assert counts["title2sid"] == counts["item_enrich"] == 8  # item tasks keep every item
+    assert {e.target for e in train if e.task == "sidhis2sid"} == {sids[0], sids[5]}
+    valid = tasks.build_mixture(mixture, dataset, sids, "valid", corpus)
+    assert tasks.task_counts(valid)["sidhis2sid"] == 2  # valid is never cut
+    sequences = tasks.task_examples(tasks.SIDSEQ, dataset, sids, "train", style="sid_sequence", recent=2)
+    assert sorted(e.target for e in sequences) == sorted([sids[0], sids[5]])
+    section.recent_train_samples = -1
+    with pytest.raises(Exception, match="recent_train_samples"):
+        tasks.validate_mixture(section, "sft")

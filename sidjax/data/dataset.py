@@ -34,6 +34,13 @@ class Split:
     def histories(self) -> list[list[int]]:
         return [row[:n].tolist() for row, n in zip(self.history, self.history_len)]
 
+    def latest(self, n: int) -> "Split":
+        """The last `n` samples (all when n <= 0 or n >= len): splits are kept in target-time order."""
+        if n <= 0 or n >= len(self):
+            return self
+        return Split(users=self.users[-n:], history=self.history[-n:], history_len=self.history_len[-n:],
+                     target=self.target[-n:])
+
     @classmethod
     def from_rows(cls, rows: Sequence[tuple[int, Sequence[int], int]], max_history: int) -> "Split":
         n = len(rows)

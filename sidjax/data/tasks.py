@@ -169,21 +169,25 @@ class TaskMixture:
 
     `caps[task]`: -1 = all samples, 0 = task off, n = at most n (a seeded random subset).
     `replay_path`: optional JSONL of general-instruction chats mixed in (train only).
+    `recent_train_samples`: > 0 makes the sequence tasks read only the train split's N most
+    recent samples (a fine-tune on the period closest to valid/test); item tasks are unaffected.
     """
 
     caps: Mapping[str, int]
     seed: int = 0
     replay_path: str = ""
     replay_max_samples: int = -1
+    recent_train_samples: int = 0
 
     @classmethod
     def from_section(cls, section: ml_collections.ConfigDict) -> "TaskMixture":
-        """Read `<stage>.tasks.<task>`, `task_seed`, `replay_path`, `replay_max_samples`."""
+        """Read `<stage>.tasks.<task>`, `task_seed`, `replay_path`, `replay_max_samples`, `recent_train_samples`."""
         return cls(
             caps={name: int(section.tasks[name]) for name in TASKS},
             seed=int(section.task_seed),
             replay_path=str(section.replay_path),
             replay_max_samples=int(section.replay_max_samples),
+            recent_train_samples=int(section.recent_train_samples),
         )
 
     def enabled(self) -> tuple[str, ...]:
@@ -200,6 +204,8 @@ def mixture_knobs(stage: str) -> ml_collections.ConfigDict:
     c.task_seed = 0
     c.replay_path = ""  # local JSONL, one {"messages": [{"role", "content"}, ...]} per line
     c.replay_max_samples = -1
+    # 0: sequence tasks read every train sample; N: only the N most recent (splits are in target-time order).
+    c.recent_train_samples = 0
     return c
 
 
@@ -215,6 +221,7 @@ def validate_mixture(section: ml_collections.ConfigDict, name: str) -> None:
         "every task is off (0) and there is no replay_path: nothing to train on",
     )
     require(section.replay_max_samples >= -1, f"{name}.replay_max_samples", "must be -1 (all) or >= 0")
+    require(section.recent_train_samples >= 0, f"{name}.recent_train_samples", "must be >= 0 (0 = all)")
     if section.replay_path:
         require(Path(section.replay_path).is_file(), f"{name}.replay_path", f"no such file: {section.replay_path}")
 
@@ -311,15 +318,16 @@ def _sequence_examples(split: Split, item_sids: Sequence[str]) -> list[Example]:
 
 
 def _split_examples(task: str, dataset: RecDataset, item_sids: Sequence[str], split_name: str, corpus: Corpus | None,
-                    style: str) -> list[Example]:
+                    style: str, recent: int = 0) -> list[Example]:
     split = dataset.splits[split_name]
+    first = len(split) - recent if 0 < recent < len(split) else 0  # the rows read: first..end
     if task == SIDSEQ:
-        return _sequence_examples(split, item_sids)
+        return _sequence_examples(split.latest(recent), item_sids)
     titles = dataset.titles()
     if task in (USER_NARRATIVE, REASONING):
-        rows = [(rec.index, rec) for rec in _user_records(split_name, split, corpus)]
+        rows = [(rec.index, rec) for rec in _user_records(split_name, split, corpus) if rec.index >= first]
     else:
-        rows = [(i, None) for i in range(len(split))]
+        rows = [(i, None) for i in range(first, len(split))]
     return [
         _sample_example(task, split.history[i, : split.history_len[i]].tolist(), int(split.target[i]), item_sids, titles,
                         rec, style)
@@ -337,10 +345,12 @@ def task_examples(
     corpus: Corpus | None = None,
     rng: np.random.Generator | None = None,
     style: str = "chat",
+    recent: int = 0,
 ) -> list[Example]:
     """All (or `cap` seeded-random, in order) examples of one task for one split.
 
-    Item tasks (1, 2, 7) exist for the train split only; the others read that split's samples.
+    Item tasks (1, 2, 7) exist for the train split only; the others read that split's samples
+    (its `recent` latest ones when > 0).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
@@ -357,7 +367,7 @@ def task_examples(
     if task in ITEM_TASKS:
         examples = _item_examples(task, dataset, item_sids, corpus) if split == "train" else []
     else:
-        examples = _split_examples(task, dataset, item_sids, split, corpus, style)
+        examples = _split_examples(task, dataset, item_sids, split, corpus, style, recent)
     rng = rng if rng is not None else np.random.default_rng(0)
     return [examples[i] for i in _subset(len(examples), cap, rng)]
 
@@ -377,8 +387,9 @@ def build_mixture(
     out: list[Example] = []
     for k, task in enumerate(mixture.enabled()):
         rng = np.random.default_rng([mixture.seed, k])
+        recent = mixture.recent_train_samples if split == "train" else 0
         out.extend(task_examples(task, dataset, item_sids, split, cap=mixture.caps[task], corpus=corpus, rng=rng,
-                                 style=style))
+                                 style=style, recent=recent))
     if mixture.replay_path and split == "train":
         replay = load_replay(mixture.replay_path)
         rng = np.random.default_rng([mixture.seed, len(TASKS)])

@@ -18,9 +18,9 @@ import tokenizers
 from absl import logging
 from flax import nnx
 
+from sidjax.configs.model import scratch_config
 from sidjax.data.dataset import RecDataset
 from sidjax.model import gguf, hf, tokenizer as bpe, vocab
-from sidjax.model.config import preset
 from sidjax.model.transformer import CausalLM
 from sidjax.parallel.mesh import create_sharded, shard_model
 
@@ -47,8 +47,7 @@ def build_model(config: ml_collections.ConfigDict, dataset: RecDataset, level_si
         tokenizer = bpe.train_bpe(bpe.item_texts(dataset.items), c.bpe_vocab_size, c.bpe_min_frequency)
         offsets = vocab.add_sid_tokens(tokenizer, level_sizes)
         num_tokens = tokenizer.get_vocab_size(with_added_tokens=True)
-        model_config = preset(c.preset, vocab.padded_size(num_tokens, c.vocab_multiple)).replace(
-            dropout=c.dropout, **overrides)
+        model_config = scratch_config(c, vocab.padded_size(num_tokens, c.vocab_multiple)).replace(**overrides)
 
         def factory() -> CausalLM:
             return CausalLM(model_config, rngs=nnx.Rngs(config.seed))

@@ -45,11 +45,12 @@ class Prompts:
 
 
 def build_prompts(ctx: StageContext, rec: Recommender, c: ml_collections.ConfigDict, mode: str) -> Prompts:
-    """Next-item prompts (the eval's direct or reasoning wording) of `c.split`, tokenized and left-padded."""
+    """Next-item prompts (the eval's direct or reasoning wording) of `c.split`, tokenized and left-padded.
+
+    Splits hold their samples in target-time order, so `c.recent_samples` keeps the split's last rows.
+    """
     split = ctx.dataset.splits[c.split]
-    rows = np.arange(len(split))
-    if c.max_samples and c.max_samples < len(rows):
-        rows = np.sort(np.random.default_rng(ctx.config.seed).choice(rows, c.max_samples, replace=False))
+    rows = prompt_rows(len(split), c.recent_samples, c.max_samples, ctx.config.seed)
     ids = rec.prompt_ids([split.history[i, : split.history_len[i]].tolist() for i in rows], mode)
     longest = max(len(p) for p in ids)
     if longest > c.prompt_length:
@@ -62,6 +63,16 @@ def build_prompts(ctx: StageContext, rec: Recommender, c: ml_collections.ConfigD
         tokens[i, c.prompt_length - len(p):] = p
         mask[i, c.prompt_length - len(p):] = True
     return Prompts(tokens, mask, split.target[rows].astype(np.int32))
+
+
+def prompt_rows(num_samples: int, recent: int, max_samples: int, seed: int) -> np.ndarray:
+    """Rows of a time-ordered split to prompt with: its last `recent` (0: all), then a seeded subset of them."""
+    rows = np.arange(num_samples)
+    if recent:
+        rows = rows[-recent:]
+    if max_samples and max_samples < len(rows):
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_samples, replace=False))
+    return rows
 
 
 def batch_rows(step: int, batch_size: int, num_prompts: int, seed: int) -> np.ndarray:

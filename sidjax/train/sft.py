@@ -319,10 +319,13 @@ def fit(
                     last_log, pending = now, []
                 last = step == total_steps
                 if evaluating and (step % steps_per_epoch == 0 or last):
+                    jax.block_until_ready(arrays)
+                    evaluated_at = time.perf_counter()
                     valid_loss = evaluate(eval_step, arrays[0], valid, mesh=mesh, max_batches=c.max_eval_batches)
                     checkpoints.wait()
                     _end_of_epoch(loop, step, valid_loss, c.patience, best, arrays, writer)
-                    last_log = time.perf_counter()
+                    # Steps still pending ran before the evaluation: keep them in the window, minus its time.
+                    last_log += time.perf_counter() - evaluated_at
                 if last and loop.best_step is None:  # nothing was evaluated: the last model is the output
                     loop.best_step = step
                     checkpoints.wait()
