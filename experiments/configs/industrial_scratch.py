@@ -1,6 +1,6 @@
 """Results from scratch on a 2-core CPU: Industrial_and_Scientific, papers' split and SIDs, <= 60 minutes.
 
-A small decoder (`small` preset: 4 layers, width 128) learns SID sequences alone
+A small decoder (4 layers, width 192, 2.6M parameters) learns SID sequences alone
 (`model.prompt_style = "sid_sequence"`: a history is its SIDs back to back, the next
 item its continuation; the `sidseq` task puts the loss on every next item of a user's
 train sequence). Early stopping on the valid loss picks the SFT model; GRPO with
@@ -18,10 +18,15 @@ def get_config():
     config.stages = ("data", "sids", "sft", "eval:sft", "grpo", "eval", "baselines")
 
     config.sids.source = "paper"
+    # The `small` preset (4 layers) widened to 192: on valid, width 192 beat 128 and 256 (NDCG@10 .1114 vs
+    # .1068 / .1053, each with the dropout that suited it: 0.3 / 0.25 / 0.35).
     config.model.preset = "small"
+    config.model.shape.hidden_size = 192
+    config.model.shape.head_dim = 48
+    config.model.shape.intermediate_size = 768
     config.model.prompt_style = "sid_sequence"
     config.model.bpe_vocab_size = 512  # the smallest text vocabulary: a SID-sequence model never reads text
-    config.model.dropout = 0.1
+    config.model.dropout = 0.3
 
     for task in config.sft.tasks.keys():
         config.sft.tasks[task] = 0
@@ -29,20 +34,24 @@ def get_config():
     config.sft.length_buckets = (9, 15, 24, 33)  # 93% of the padded tokens are real
     config.sft.batch_size = 64
     config.sft.eval_batch_size = 256
-    config.sft.epochs = 25
+    config.sft.epochs = 20  # the cosine decay ends where the valid loss bottoms out
     config.sft.learning_rate = 3e-3
     config.sft.warmup_steps = 100
     config.sft.weight_decay = 0.1
-    config.sft.patience = 5
+    config.sft.patience = 4
     config.sft.checkpoint_every = 1000
     config.sft.log_every = 50
 
-    # MiniOneRec's GRPO: the top-16 constrained beams as the group, exact-hit reward plus the rank penalty.
-    config.grpo.steps = 100
+    # MiniOneRec's GRPO: the top-16 constrained beams as the group, exact-hit reward plus the rank penalty,
+    # on the 8,000 most recent train samples (the period next to valid/test; on valid this beat prompts
+    # from the whole train split), with a KL weight that keeps HR@10 while NDCG@10 rises.
+    config.grpo.steps = 300
     config.grpo.batch_size = 32
     config.grpo.group_size = 16
+    config.grpo.recent_samples = 8000
     config.grpo.prompt_length = 32  # 10 history items x 3 SID tokens
     config.grpo.learning_rate = 1e-4
+    config.grpo.kl_beta = 0.04
     config.grpo.reward_weights.prefix = 0.0
     config.grpo.reward_weights.exact = 1.0
     config.grpo.reward_weights.rank = 1.0
