@@ -1,6 +1,7 @@
 """The CPU demo: the shipped Industrial_and_Scientific data end to end, in minutes on 2 cores.
 
-data → papers' SIDs → offline teacher corpus → alignment SFT → reasoning SFT → GRPO → eval.
+data → papers' SIDs → offline teacher corpus → alignment SFT → reasoning SFT → GRPO, with an eval
+after each model stage.
 A tiny model trained from scratch with its own BPE tokenizer; every stage is cut short so
 the whole run stays in minutes. It shows the pipeline working, not the papers' numbers
 (see experiments/configs/industrial_scratch.py for a results run).
@@ -13,7 +14,9 @@ SFT_TASKS = ("sidhis2sid", "title2sid", "sid2title")
 def get_config():
     config = base_config()
     config.name = "demo"
-    config.stages = ("data", "sids", "teacher", "sft", "eval:sft", "reason_sft", "grpo", "eval")
+    # Each eval:<tag> measures the model of the stage before it, so every stage's effect shows (GRPO: before
+    # and after on valid and test).
+    config.stages = ("data", "sids", "teacher", "sft", "eval:sft", "reason_sft", "eval:reason_sft", "grpo", "eval")
 
     config.sids.source = "paper"
     config.model.preset = "tiny"
@@ -40,6 +43,6 @@ def get_config():
     config.grpo.group_size = 8
     config.grpo.reward_weights.rank = 1.0
 
-    config.eval.splits = ("test",)
+    config.eval.splits = ("valid", "test")
     config.eval.beams = 20
     return config
