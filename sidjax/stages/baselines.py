@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import jax
-from absl import logging
 
 from sidjax.baselines import popularity, sasrec
 from sidjax.eval.metrics import format_table
@@ -38,9 +37,7 @@ def run(ctx) -> dict[str, Any]:
                              "epochs": best.epochs, "trials": trials, "seconds": round(time.time() - start, 1)}
     tables = [f"{method} / {split} ({int(r[split]['users'])} samples):\n{format_table(r[split], c.topk)}"
               for method, r in results.items() for split in c.splits]
-    report = "\n".join(tables)
-    logging.info("baselines:\n%s", report)
-    print(report, flush=True)
+    print("\n".join(tables), flush=True)
     if jax.process_index() == 0:
         (ctx.dir / METRICS_FILE).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return results

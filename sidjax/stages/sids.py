@@ -186,8 +186,9 @@ def run(ctx) -> dict[str, Any]:
     (ctx.dir / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
     ctx.writer.write(0, _flat_stats(report["final"]), prefix="sids/")
     final = report["final"]
+    policy = "the papers' Sinkhorn output, kept" if "note" in report else c.collision
     logging.info("sids (%s, collisions: %s): %d items, %d distinct SIDs, %d items still share a SID; usage %s",
-                 c.source, c.collision, final["items"], final["unique_sids"], final["items_sharing_a_sid"],
+                 c.source, policy, final["items"], final["unique_sids"], final["items_sharing_a_sid"],
                  final["usage"])
     return {"source": c.source, "levels": final["levels"], "level_sizes": final["level_sizes"],
             "unique_sids": final["unique_sids"], "items_sharing_a_sid": final["items_sharing_a_sid"],
