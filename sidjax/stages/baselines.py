@@ -37,7 +37,7 @@ def run(ctx) -> dict[str, Any]:
                              "epochs": best.epochs, "trials": trials, "seconds": round(time.time() - start, 1)}
     tables = [f"{method} / {split} ({int(r[split]['users'])} samples):\n{format_table(r[split], c.topk)}"
               for method, r in results.items() for split in c.splits]
-    print("\n".join(tables), flush=True)
     if jax.process_index() == 0:
+        print("\n".join(tables), flush=True)
         (ctx.dir / METRICS_FILE).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return results

@@ -47,8 +47,8 @@ def evaluate_bundle(model_dir: Path, config: ml_collections.ConfigDict, dataset:
                       f"{format_table(metrics, c.topk)}")
         if writer is not None:
             writer.write(bundle.step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
-    print("\n".join(tables), flush=True)
     if jax.process_index() == 0:
+        print("\n".join(tables), flush=True)
         (out_dir / METRICS_FILE).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return results
 

@@ -169,11 +169,13 @@ def run(ctx) -> dict[str, Any]:
         report.update(extra)
     level_sizes = [c.codebook_size] * c.levels
     report["quantized"] = codes.sid_statistics(sids, level_sizes)
+    policy = c.collision
     if c.collision == "sinkhorn" and residuals is not None:
         sids = codes.sinkhorn_reassign(sids, residuals, codebook, epsilon=c.sinkhorn_epsilon,
                                        iters=c.sinkhorn_iters)
     elif c.collision == "sinkhorn":
         report["note"] = "source 'paper': the shipped SIDs are already the papers' Sinkhorn output; kept as is"
+        policy = "the papers' Sinkhorn output, kept"
     elif c.collision == "append":
         sids = codes.append_disambiguation_level(sids)
         level_sizes.append(int(sids[:, -1].max()) + 1)
@@ -186,7 +188,6 @@ def run(ctx) -> dict[str, Any]:
     (ctx.dir / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
     ctx.writer.write(0, _flat_stats(report["final"]), prefix="sids/")
     final = report["final"]
-    policy = "the papers' Sinkhorn output, kept" if "note" in report else c.collision
     logging.info("sids (%s, collisions: %s): %d items, %d distinct SIDs, %d items still share a SID; usage %s",
                  c.source, policy, final["items"], final["unique_sids"], final["items_sharing_a_sid"],
                  final["usage"])
