@@ -119,3 +119,17 @@ def test_bad_settings_raise():
         _params(temperature=-1.0)
     with pytest.raises(ValueError, match="empty"):
         pad_prompts([[1], []], bucket=4, pad_id=PAD)
+
+
+def test_sampling_draws_only_allowed_tokens_across_blocks():
+    """Few allowed tokens spread over the CDF's blocks (first, block edges, last): their frequencies, nothing else."""
+    vocab, draws = 1000, 30000
+    allowed = np.asarray([0, 31, 32, 500, 999])
+    probs = np.asarray([0.1, 0.2, 0.3, 0.15, 0.25])
+    logits = np.full((vocab,), -np.inf, np.float32)
+    logits[allowed] = np.log(probs)
+    params = _params(temperature=1.0, top_k=0, top_p=1.0)
+    tokens = jax.jit(lambda k: sample_logits(jnp.broadcast_to(logits, (draws, vocab)), k, params))(jax.random.key(1))
+    freq = np.bincount(np.asarray(tokens), minlength=vocab) / draws
+    assert set(np.flatnonzero(freq)) == set(allowed)
+    np.testing.assert_allclose(freq[allowed], probs, atol=0.01)
