@@ -23,8 +23,10 @@ beams, policy + reference scoring and the update), eval direct ~3 users/s, eval 
 a trained model closes its thought after ~90 tokens). With the step counts below: sft 400
 steps ≈ 87 min, reason_sft 100 ≈ 25 min, grpo 40 ≈ 21 min, eval:sft and eval:direct on 1,000
 users ≈ 6 min each, eval:reasoning ≤ 33 min, compiles, valid losses and checkpoints ≈ 10 min:
-about 3 hours on 2 cores alone (much longer under `nice` beside other jobs). Peak RSS ≈ 12.4
-GiB (sft and grpo steps; XLA on CPU holds about twice the memory plan's 5.7 GiB).
+about 3 hours on 2 cores alone (much longer under `nice` beside other jobs). Peak RSS 13.6
+GiB in a shortened run of every stage (`/usr/bin/time -v`; XLA on CPU holds about twice the
+memory plan's 5.8 GiB). That run (200 / 50 / 10 steps, 200 users; README, Results) showed that
+0.6 epoch of SFT is too little: the model ranks the same items first for every user.
 
     nice -n 19 python -m experiments.train --config=experiments/configs/industrial_smollm2.py \
         --workdir=runs/industrial_smollm2
