@@ -114,7 +114,7 @@ def _inverse_cdf_sample(logits: jax.Array, rng: jax.Array) -> jax.Array:
     Tokens of zero probability (filtered to -inf) are never drawn.
     """
     rows, vocab = logits.shape
-    block = max(1, math.isqrt(vocab - 1) + 1)
+    block = math.isqrt(vocab - 1) + 1  # ceil(sqrt(V))
     n_blocks = -(-vocab // block)
     probs = jnp.pad(jax.nn.softmax(logits, axis=-1), ((0, 0), (0, n_blocks * block - vocab)))
     blocks = probs.reshape(rows, n_blocks, block)
@@ -122,7 +122,8 @@ def _inverse_cdf_sample(logits: jax.Array, rng: jax.Array) -> jax.Array:
     u = (1.0 - jax.random.uniform(rng, (rows, 1))) * block_cdf[:, -1:]  # in (0, total]
     chosen = jnp.minimum(jnp.sum(block_cdf < u, axis=-1), n_blocks - 1)
     # Mass before the chosen block: the same numbers the choice compared, so the remainder is > 0.
-    before = jnp.where(chosen > 0, jnp.take_along_axis(block_cdf, (chosen - 1)[:, None], axis=-1)[:, 0], 0.0)
+    edges = jnp.pad(block_cdf, ((0, 0), (1, 0)))
+    before = jnp.take_along_axis(edges, chosen[:, None], axis=-1)[:, 0]
     inner = jnp.take_along_axis(blocks, chosen[:, None, None], axis=1)[:, 0]  # [rows, block]
     inner_cdf = jnp.cumsum(inner, axis=-1)
     index = jnp.sum(inner_cdf < (u[:, 0] - before)[:, None], axis=-1)
