@@ -2,7 +2,8 @@
 
 The model is `--config.eval.checkpoint` (a model stage dir or a run dir) or, when
 empty, the last finished model stage of `--workdir`; results go to
-`<workdir>/eval_<stage>/` (metrics.json, <split>.jsonl).
+`<workdir>/eval_<stage>/` (metrics.json, <split>.jsonl). With `--config.eval.ensemble`
+the members are those stage entries of `--workdir`, results in `<workdir>/eval_ensemble/`.
 """
 from pathlib import Path
 
@@ -11,14 +12,19 @@ from absl import app, logging
 from experiments.launch import WORKDIR, start
 from sidjax.api import find_bundle
 from sidjax.data.sources import load_dataset
+from sidjax.stages import stage_dirname
 from sidjax.stages.eval import evaluate_bundle
 
 
 def main(argv) -> None:
     config = start(argv)
     workdir = Path(WORKDIR.value)
-    model_dir = find_bundle(config.eval.checkpoint or workdir)
-    out_dir = workdir / f"eval_{model_dir.name}"
+    if config.eval.ensemble:
+        model_dir = [find_bundle(workdir / stage_dirname(entry)) for entry in config.eval.ensemble]
+        out_dir = workdir / "eval_ensemble"
+    else:
+        model_dir = find_bundle(config.eval.checkpoint or workdir)
+        out_dir = workdir / f"eval_{model_dir.name}"
     logging.info("evaluating %s -> %s", model_dir, out_dir)
     evaluate_bundle(model_dir, config, load_dataset(config.data), out_dir)
 

@@ -137,7 +137,9 @@ def result_rows(run: Run) -> list[Row]:
         if stage.metrics is None:
             continue
         if stage.name == "eval":
-            model = Path(str(stage.metrics.get("model", "?"))).name
+            model = stage.metrics.get("model", "?")
+            models = model if isinstance(model, list) else [model]  # an ensemble names its members
+            model = " + ".join(Path(str(m)).name for m in models)
             what = f"{stage.spec} ({model}, {stage.metrics.get('mode', 'direct')})"
             rows += [Row(run.label, what, s, stage.metrics[s], stage.seconds) for s in SPLITS if s in stage.metrics]
         elif stage.name == "baselines":

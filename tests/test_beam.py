@@ -81,6 +81,30 @@ def test_top_beams_equal_exhaustive_reference(model, normalize):
         np.testing.assert_array_equal(np.asarray(result.codes)[i], trie.leaf_sids[order])
 
 
+@pytest.mark.parametrize("normalize", ["vocab", "level"])
+def test_ensemble_scores_are_the_members_mean(model, normalize):
+    other = CausalLM(preset("tiny", VOCAB), rngs=nnx.Rngs(2))
+    trie = _trie(40, seed=3)
+    rows, tokens, mask = _prompts([6, 4], seed=4)
+    result = beam_search((model, other), tokens, mask, TrieTables.from_trie(trie, OFFSETS), num_beams=16,
+                         normalize=normalize)
+    for i, prompt in enumerate(rows):
+        reference = (_exhaustive(model, prompt, trie, normalize) + _exhaustive(other, prompt, trie, normalize)) / 2
+        order = np.argsort(-reference, kind="stable")[:16]
+        np.testing.assert_array_equal(np.asarray(result.leaves)[i], order)
+        np.testing.assert_allclose(np.asarray(result.scores)[i], reference[order], atol=1e-4, rtol=1e-4)
+    single = beam_search(model, tokens, mask, TrieTables.from_trie(trie, OFFSETS), num_beams=16, normalize=normalize)
+    assert not np.array_equal(np.asarray(single.leaves), np.asarray(result.leaves))
+
+
+def test_ensemble_members_must_share_a_vocabulary(model):
+    trie = _trie(10, seed=1)
+    _, tokens, mask = _prompts([3])
+    bigger = CausalLM(preset("tiny", VOCAB + 8), rngs=nnx.Rngs(3))
+    with pytest.raises(ValueError, match="vocab sizes"):
+        beam_search((model, bigger), tokens, mask, TrieTables.from_trie(trie, OFFSETS), num_beams=2)
+
+
 def test_more_beams_than_sids_returns_every_sid_once(model):
     trie = _trie(5, seed=7)
     rows, tokens, mask = _prompts([4, 6], seed=1)

@@ -89,3 +89,33 @@ def test_model_shape_changes_the_scratch_preset_and_is_validated():
     config.model.source = "gguf"
     with pytest.raises(ConfigError, match=r"'model\.shape\.hidden_size': shapes a model trained from scratch"):
         validate(config)
+
+
+def test_eval_ensemble_names_model_stages_before_a_direct_eval():
+    config = base_config()
+    config.stages = ("data", "sids", "sft", "eval:sft", "sft:b", "eval", "eval:reasoning")
+    config.eval.ensemble = ("sft", "sft:b")
+    with pytest.raises(ConfigError, match=r"'eval\.ensemble'.*eval:reasoning.*direct mode only"):
+        validate(config)
+    config.stages = config.stages[:-1]
+    validate(config)
+    for bad, message in [(("sft",), "two or more"), (("sft", "eval:sft"), "not a model stage"),
+                         (("sft", "grpo:b"), "not a model stage")]:
+        config.eval.ensemble = bad
+        with pytest.raises(ConfigError, match=message):
+            validate(config)
+
+
+def test_tagged_model_stages_are_lineages_with_their_own_seed(tmp_path):
+    from sidjax.stages import StageContext
+
+    config = base_config()
+    config.seed = 10
+    config.stages = ("data", "sft", "sft:b", "grpo", "eval:sft", "grpo:b", "sft:c", "eval")
+    context = {spec: StageContext(config, tmp_path, spec) for spec in config.stages}
+    assert {spec: c.latest_model_stage() for spec, c in context.items()} == {
+        "data": None, "sft": None, "sft:b": None, "grpo": "sft", "eval:sft": "grpo", "grpo:b": "sft:b",
+        "sft:c": None, "eval": "sft:c"}
+    assert {spec: c.config.seed for spec, c in context.items()} == {
+        "data": 10, "sft": 10, "sft:b": 11, "grpo": 10, "eval:sft": 10, "grpo:b": 11, "sft:c": 12, "eval": 10}
+    assert config.seed == 10

@@ -144,6 +144,52 @@ def test_sharded_eval_on_8_devices_equals_one_device():
     assert "SHARDED_OK" in proc.stdout
 
 
+def _save_bundle(stage, rec, model, sids, config, step):
+    from sidjax.train import checkpoint as ckpt
+
+    ckpt.save_bundle(stage, model_config=model.config, tokenizer=rec.format.tokenizer, sids=sids,
+                     level_offsets=np.asarray(rec.tables.level_offsets), config=config,
+                     tokenizer_config=tokenizer_config())
+    best = ckpt.BestModel(stage)
+    best.save(step, nnx.state(model))
+    best.wait()
+    best.close()
+    ckpt.finish_bundle(stage, step)
+
+
+def test_ensemble_of_saved_bundles_searches_the_members_mean(setup, tmp_path):
+    from sidjax.configs import base_config
+    from sidjax.decode.beam import beam_search
+    from sidjax.decode.sample import pad_prompts
+    from sidjax.stages.eval import evaluate_bundle
+
+    dataset, rec = setup
+    config = base_config()
+    config.eval.beams, config.eval.topk, config.eval.batch_size, config.eval.max_users = 6, (1, 6), 2, 4
+    other = CausalLM(rec.model.config, rngs=nnx.Rngs(5))
+    _save_bundle(tmp_path / "a", rec, rec.model, rec.sids, config, step=3)
+    _save_bundle(tmp_path / "b", rec, other, rec.sids, config, step=4)
+    results = evaluate_bundle([tmp_path / "a", tmp_path / "b"], config, dataset, tmp_path / "eval")
+    assert results["step"] == [3, 4] and results["test"]["users"] == 4
+
+    histories = dataset.splits["test"].histories()[:4]
+    tokens, mask = pad_prompts(rec.prompt_ids(histories), bucket=32, pad_id=rec.format.eos_id)
+    mean = beam_search((rec.model, other), tokens, mask, rec.tables, num_beams=6)
+    records = [json.loads(line) for line in (tmp_path / "eval" / "test.jsonl").read_text().splitlines()]
+    expected = [[rec.items(int(leaf)) for leaf in row] for row in np.asarray(mean.leaves)]
+    assert [[beam["items"] for beam in r["recommendations"]] for r in records] == expected
+
+    shuffled = np.roll(rec.sids, 1, axis=0)
+    _save_bundle(tmp_path / "c", rec, other, shuffled, config, step=4)
+    with pytest.raises(ValueError, match="ensemble members must share"):
+        evaluate_bundle([tmp_path / "a", tmp_path / "c"], config, dataset, tmp_path / "eval_c")
+    ensemble = Recommender((rec.model, other), rec.format, rec.sids, np.asarray(rec.tables.level_offsets),
+                           LEVEL_SIZES)
+    think = SamplingParams(max_new_tokens=4, temperature=0.0, top_k=0, top_p=1.0, stop_tokens=(), num_samples=1)
+    with pytest.raises(ValueError, match="direct mode only"):
+        ensemble.recommend([[1, 2]], SearchSettings(beams=2, mode="reasoning", think=think))
+
+
 def test_saved_bundle_loads_and_evaluates(setup, tmp_path):
     import sidjax
     from sidjax.configs import base_config
@@ -153,14 +199,7 @@ def test_saved_bundle_loads_and_evaluates(setup, tmp_path):
     dataset, rec = setup
     stage = tmp_path / "sft"
     config = base_config()
-    ckpt.save_bundle(stage, model_config=rec.model.config, tokenizer=rec.format.tokenizer, sids=rec.sids,
-                     level_offsets=np.asarray(rec.tables.level_offsets), config=config,
-                     tokenizer_config=tokenizer_config())
-    best = ckpt.BestModel(stage)
-    best.save(7, nnx.state(rec.model))
-    best.wait()
-    best.close()
-    ckpt.finish_bundle(stage, 7)
+    _save_bundle(stage, rec, rec.model, rec.sids, config, step=7)
 
     loaded = sidjax.load(stage)
     assert loaded.step == 7 and loaded.level_sizes == LEVEL_SIZES

@@ -24,6 +24,10 @@ def section() -> ml_collections.ConfigDict:
     c.think_top_k = 0  # 0: off
     c.think_top_p = 1.0  # 1.0: off
     c.checkpoint = ""  # "": the latest model stage before eval; else a model stage dir or a run dir
+    # Model stage entries of this run searched as one ensemble (e.g. ("grpo", "grpo:b"), each tagged
+    # entry a model of its own lineage; see sidjax.stages) by the eval entries listed after all of
+    # them (earlier ones, e.g. `eval:sft`, evaluate one model as above); () = off. Direct mode only.
+    c.ensemble = ()
     c.step = -1  # -1: the stage's output model (best/); N: its train checkpoint of step N
     c.write_samples = True  # per-user JSONL with history, top items, reasoning and hit rank
     c.seed = 0  # sampling seed for reasoning mode
@@ -41,8 +45,30 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(c.normalize in NORMALIZATIONS, f"{name}.normalize", f"'{c.normalize}' is not one of {NORMALIZATIONS}")
     require(c.prompt_bucket >= 1, f"{name}.prompt_bucket", "must be >= 1")
     require(c.mode in MODES, f"{name}.mode", f"'{c.mode}' is not one of {MODES}")
+    _validate_ensemble(c, config, name)
     require(c.step >= -1, f"{name}.step", "must be -1 (the stage's output model) or a checkpoint step")
     require(c.max_think_tokens >= 1, f"{name}.max_think_tokens", "must be >= 1")
     require(c.think_temperature >= 0, f"{name}.think_temperature", "must be >= 0 (0 = greedy)")
     require(c.think_top_k >= 0, f"{name}.think_top_k", "must be >= 0 (0 = off)")
     require(0 < c.think_top_p <= 1, f"{name}.think_top_p", "must be in (0, 1]")
+
+
+def _validate_ensemble(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
+    from sidjax.stages import MODEL_STAGES, parse_stage
+
+    members = tuple(c.ensemble)
+    if not members:
+        return
+    stages = tuple(config.stages)
+    require(len(members) >= 2 and len(set(members)) == len(members), f"{name}.ensemble",
+            f"needs two or more distinct model stage entries, got {members}")
+    for member in members:
+        require(member in stages and parse_stage(member)[0] in MODEL_STAGES, f"{name}.ensemble",
+                f"'{member}' is not a model stage entry of config.stages {stages}")
+    require(not c.checkpoint, f"{name}.ensemble", "set either it or eval.checkpoint, not both")
+    last = max(stages.index(m) for m in members)
+    for spec in stages[last + 1:]:
+        stage, tag = parse_stage(spec)
+        mode = tag if tag in MODES else c.mode
+        require(stage != "eval" or mode == "direct", f"{name}.ensemble",
+                f"stage '{spec}' would search the ensemble in {mode} mode; an ensemble searches in direct mode only")

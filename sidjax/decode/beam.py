@@ -85,14 +85,22 @@ def _take_rows(cache: KVCache, rows: jax.Array) -> KVCache:
                    mask=jnp.take(cache.mask, rows, axis=0), index=cache.index)
 
 
-def _search(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, tables: TrieTables,
+def _mean_level_logprobs(models: tuple[CausalLM, ...], hiddens: list[jax.Array], tables: TrieTables, level: int,
+                         normalize: str) -> jax.Array:
+    """The members' mean log p(code | ...): a beam's score is then the mean of the members' SID scores."""
+    total = sum(_level_logprobs(m, h, tables, level, normalize) for m, h in zip(models, hiddens))
+    return total / len(models)
+
+
+def _search(models: tuple[CausalLM, ...], tokens: jax.Array, attention_mask: jax.Array, tables: TrieTables,
             num_beams: int, normalize: str) -> BeamResult:
     b, t = tokens.shape
     r = num_beams
     num_levels = tables.num_levels
     positions = positions_from_mask(attention_mask)
-    hidden, prefix = model.hidden_states(tokens, positions, attention_mask=attention_mask,
-                                         cache=model.init_cache(b, t))
+    prefilled = [m.hidden_states(tokens, positions, attention_mask=attention_mask, cache=m.init_cache(b, t))
+                 for m in models]
+    prefixes = [prefix for _, prefix in prefilled]
     next_position = attention_mask.sum(axis=-1).astype(jnp.int32)  # [B]
 
     # Level 0: every beam starts at the root; candidates are the root's children, padded to >= R.
@@ -101,7 +109,7 @@ def _search(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, table
     pad = max(r - root_codes.shape[0], 0)
     root_codes = jnp.pad(root_codes, (0, pad), constant_values=-1)
     root_next = jnp.pad(root_next, (0, pad), constant_values=-1)
-    logp = _level_logprobs(model, hidden[:, -1], tables, 0, normalize)  # [B, K0]
+    logp = _mean_level_logprobs(models, [h[:, -1] for h, _ in prefilled], tables, 0, normalize)  # [B, K0]
     ok = root_codes >= 0
     cand = jnp.where(ok, logp[:, jnp.maximum(root_codes, 0)], -jnp.inf)  # [B, C0]
     scores, pick = jax.lax.top_k(cand, r)  # [B, R]
@@ -109,13 +117,15 @@ def _search(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, table
     codes = root_codes[pick][..., None]  # [B, R, 1]
     node = root_next[pick]
 
-    cache = model.init_cache(b * r, max(num_levels - 1, 1))
+    caches = [m.init_cache(b * r, max(num_levels - 1, 1)) for m in models]
     for level in range(1, num_levels):
         prev = tables.level_offsets[level - 1] + jnp.maximum(codes[..., -1], 0)
         step_tokens = prev.reshape(b * r, 1)
         step_positions = jnp.repeat(next_position + (level - 1), r)[:, None]
-        hidden, cache = model.hidden_states(step_tokens, step_positions, cache=cache, prefix=prefix)
-        logp = _level_logprobs(model, hidden[:, 0], tables, level, normalize).reshape(b, r, -1)
+        stepped = [m.hidden_states(step_tokens, step_positions, cache=cache, prefix=prefix)
+                   for m, cache, prefix in zip(models, caches, prefixes)]
+        caches = [cache for _, cache in stepped]
+        logp = _mean_level_logprobs(models, [h[:, 0] for h, _ in stepped], tables, level, normalize).reshape(b, r, -1)
         safe_node = jnp.maximum(node, 0)
         child_codes = tables.codes[level][safe_node]  # [B, R, B_l]
         child_next = tables.next_node[level][safe_node]
@@ -130,7 +140,8 @@ def _search(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, table
         node = jnp.take_along_axis(child_next.reshape(b, -1), pick, axis=1)
         codes = jnp.concatenate([jnp.take_along_axis(codes, parent[..., None], axis=1), new_code[..., None]], axis=-1)
         if level < num_levels - 1:
-            cache = _take_rows(cache, (jnp.arange(b)[:, None] * r + parent).reshape(-1))
+            rows = (jnp.arange(b)[:, None] * r + parent).reshape(-1)
+            caches = [_take_rows(cache, rows) for cache in caches]
 
     scores = jnp.where(valid, scores, -jnp.inf)
     return BeamResult(codes=jnp.where(valid[..., None], codes, -1), leaves=jnp.where(valid, node, -1),
@@ -142,13 +153,15 @@ def _search_jit(graphdef, state, tokens, attention_mask, tables, *, num_beams, n
     return _search(nnx.merge(graphdef, state), tokens, attention_mask, tables, num_beams, normalize)
 
 
-def beam_search(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, tables: TrieTables, *,
-                num_beams: int, normalize: str = "vocab") -> BeamResult:
+def beam_search(model: CausalLM | Sequence[CausalLM], tokens: jax.Array, attention_mask: jax.Array,
+                tables: TrieTables, *, num_beams: int, normalize: str = "vocab") -> BeamResult:
     """Top-`num_beams` distinct real SIDs after each left-padded prompt (tokens/mask [B, T]), best first.
 
     normalize: "vocab" scores tokens by the log-softmax over the whole vocabulary (the
     papers' scores; transformers' `generate` ranks the same), "level" by the log-softmax
     over the level's code block only (no vocabulary-wide logits).
+    `model` may be an ensemble (several models over the same tokens): each SID then scores the
+    mean of the members' log-probabilities, one search over all of them.
     """
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got '{normalize}'")
@@ -156,5 +169,11 @@ def beam_search(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, t
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if tokens.shape != attention_mask.shape or tokens.ndim != 2:
         raise ValueError(f"tokens {tokens.shape} and attention_mask {attention_mask.shape} must both be [B, T]")
-    graphdef, state = nnx.split(model)
+    models = (model,) if isinstance(model, CausalLM) else tuple(model)
+    if not models:
+        raise ValueError("beam_search needs at least one model")
+    vocab = {m.config.vocab_size for m in models}
+    if len(vocab) != 1:
+        raise ValueError(f"ensemble members must share one vocabulary, got vocab sizes {sorted(vocab)}")
+    graphdef, state = nnx.split(models)
     return _search_jit(graphdef, state, tokens, attention_mask, tables, num_beams=num_beams, normalize=normalize)

@@ -70,9 +70,9 @@ class SearchSettings:
 
 
 class Recommender:
-    """A trained model that recommends SIDs (and items) for item-id histories."""
+    """A trained model (or an ensemble of models over the same tokens) that recommends SIDs for histories."""
 
-    def __init__(self, model: CausalLM, fmt: ChatFormat, sids: np.ndarray, level_offsets: Sequence[int],
+    def __init__(self, model: CausalLM | tuple[CausalLM, ...], fmt: ChatFormat, sids: np.ndarray, level_offsets: Sequence[int],
                  level_sizes: Sequence[int] | None = None, mesh: jax.sharding.Mesh | None = None):
         self.model = model
         self.format = fmt
@@ -128,6 +128,8 @@ class Recommender:
         if settings.mode == "reasoning":
             if settings.think is None:
                 raise ValueError("reasoning mode needs SearchSettings.think (the generation settings)")
+            if not isinstance(self.model, CausalLM):
+                raise ValueError("reasoning mode thinks with one model; an ensemble searches in direct mode only")
             if self.think_close_id is None:
                 raise ValueError(f"reasoning mode: '{THINK_CLOSE}' is not a token of the model's tokenizer")
             prompts, reasoning = _think(self, prompts, settings, pad_id, batch_index)

@@ -5,6 +5,11 @@ A stage is `run(ctx: StageContext) -> dict` in its own module. A stage entry in
 can run several times; each entry owns `workdir/<entry with : -> _>/`. A stage
 that finished wrote `DONE.json` there and is skipped on the next launch unless
 its entry is in `config.redo`.
+
+A model stage's tag names its lineage: `sft:b` starts a model of its own (with seed
+`config.seed + k` for the k-th tagged lineage in `config.stages`), and `grpo:b`
+continues from it, while untagged model stages continue from untagged ones. So
+one config can train several models, e.g. the members of an `eval.ensemble`.
 """
 from __future__ import annotations
 
@@ -47,6 +52,16 @@ def parse_stage(spec: str) -> tuple[str, str]:
     return name, tag
 
 
+def lineage_tags(stages) -> list[str]:
+    """The tags of tagged model stages, in order of first appearance: one lineage (model) each."""
+    tags = []
+    for spec in stages:
+        name, tag = parse_stage(spec)
+        if name in MODEL_STAGES and tag and tag not in tags:
+            tags.append(tag)
+    return tags
+
+
 def stage_dirname(spec: str) -> str:
     return spec.replace(":", "_")
 
@@ -62,10 +77,14 @@ class StageContext:
     """What a stage sees: the config, its own directory, the data, earlier stages' outputs."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: Path, spec: str):
-        self.config = config
         self.workdir = workdir
         self.spec = spec
         self.name, self.tag = parse_stage(spec)
+        lineages = lineage_tags(config.stages)
+        if self.name in MODEL_STAGES and self.tag:
+            config = config.copy_and_resolve_references()
+            config.seed = config.seed + 1 + lineages.index(self.tag)
+        self.config = config
         self.dir = workdir / stage_dirname(spec)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._writer: MetricsWriter | None = None
@@ -90,10 +109,12 @@ class StageContext:
         return d
 
     def latest_model_stage(self) -> str | None:
-        """The last model-producing stage listed before this one, if any."""
+        """The last model stage listed before this one (of this lineage, for a model stage), if any."""
         stages = list(self.config.stages)
         before = stages[: stages.index(self.spec)]
         models = [s for s in before if parse_stage(s)[0] in MODEL_STAGES]
+        if self.name in MODEL_STAGES:
+            models = [s for s in models if parse_stage(s)[1] == self.tag]
         return models[-1] if models else None
 
     def close(self) -> None:

@@ -1,7 +1,9 @@
 """Stage `eval`: HR@K / NDCG@K of a model bundle on `config.eval.splits`, per-sample JSONL and a metrics table.
 
 The model is `config.eval.checkpoint` when set (a model stage dir or a run dir),
-else the output of the latest model stage listed before this one. An entry tagged with a
+else the output of the latest model stage listed before this one, or, with
+`config.eval.ensemble`, the outputs of those model stage entries searched as one
+ensemble (each SID scores the mean of the members' log-probabilities). An entry tagged with a
 mode (`eval:direct`, `eval:reasoning`) searches in that mode whatever `eval.mode` says, so
 one run can evaluate the same model both ways.
 """
@@ -9,14 +11,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import ml_collections
+import numpy as np
 
 from sidjax.api import find_bundle, recommender_from_bundle
 from sidjax.data.dataset import RecDataset
-from sidjax.eval.evaluate import MODES, SearchSettings, evaluate_split
+from sidjax.eval.evaluate import MODES, Recommender, SearchSettings, evaluate_split
 from sidjax.eval.metrics import format_table
 from sidjax.parallel.mesh import make_mesh
 from sidjax.train import checkpoint as ckpt
@@ -25,16 +28,32 @@ from sidjax.utils.metrics import MetricsWriter
 METRICS_FILE = "metrics.json"
 
 
-def evaluate_bundle(model_dir: Path, config: ml_collections.ConfigDict, dataset: RecDataset, out_dir: Path,
-                    writer: MetricsWriter | None = None) -> dict[str, Any]:
-    """Evaluate the bundle in `model_dir` on every split of `config.eval`; writes into `out_dir`."""
+def _ensemble(bundles: list[ckpt.Bundle], mesh) -> Recommender:
+    """One Recommender over several bundles: they must read and write the same tokens."""
+    first = bundles[0]
+    for other in bundles[1:]:
+        same = (np.array_equal(other.sids, first.sids) and np.array_equal(other.level_offsets, first.level_offsets)
+                and other.tokenizer.to_str() == first.tokenizer.to_str())
+        if not same:
+            raise ValueError(f"config key 'eval.ensemble': {other.directory} has other SIDs, token layout or "
+                             f"tokenizer than {first.directory}; ensemble members must share them")
+    rec, _, _ = recommender_from_bundle(first, mesh)
+    return Recommender(tuple(b.model for b in bundles), rec.format, first.sids, first.level_offsets,
+                       rec.trie.level_sizes, mesh=mesh)
+
+
+def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.ConfigDict, dataset: RecDataset,
+                    out_dir: Path, writer: MetricsWriter | None = None) -> dict[str, Any]:
+    """Evaluate the bundle in `model_dir` (or the ensemble of several) on every split of `config.eval`."""
     c = config.eval
     mesh = make_mesh(config.mesh)
-    bundle = ckpt.load_bundle(model_dir, step=None if c.step < 0 else c.step, mesh=mesh)
-    rec, _, _ = recommender_from_bundle(bundle, mesh)
+    dirs = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(d) for d in model_dir]
+    bundles = [ckpt.load_bundle(d, step=None if c.step < 0 else c.step, mesh=mesh) for d in dirs]
+    rec = recommender_from_bundle(bundles[0], mesh)[0] if len(bundles) == 1 else _ensemble(bundles, mesh)
     settings = SearchSettings.from_config(c)
-    results: dict[str, Any] = {"model": str(model_dir), "step": bundle.step, "mode": c.mode, "beams": c.beams,
-                               "normalize": c.normalize}
+    step = bundles[0].step if len(bundles) == 1 else [b.step for b in bundles]
+    results: dict[str, Any] = {"model": str(dirs[0]) if len(dirs) == 1 else [str(d) for d in dirs], "step": step,
+                               "mode": c.mode, "beams": c.beams, "normalize": c.normalize}
     tables = []
     if jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -46,11 +65,18 @@ def evaluate_bundle(model_dir: Path, config: ml_collections.ConfigDict, dataset:
         tables.append(f"{split} ({int(metrics['users'])} samples, {c.beams} beams, {c.mode}):\n"
                       f"{format_table(metrics, c.topk)}")
         if writer is not None:
-            writer.write(bundle.step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
+            writer.write(bundles[0].step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
     if jax.process_index() == 0:
         print("\n".join(tables), flush=True)
         (out_dir / METRICS_FILE).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return results
+
+
+def _ensemble_applies(config: ml_collections.ConfigDict, spec: str) -> bool:
+    """`eval.ensemble` is what the eval entries after all its members search."""
+    stages = list(config.stages)
+    members = list(config.eval.ensemble)
+    return bool(members) and stages.index(spec) > max(stages.index(m) for m in members)
 
 
 def run(ctx) -> dict[str, Any]:
@@ -58,7 +84,9 @@ def run(ctx) -> dict[str, Any]:
     if ctx.tag in MODES:
         config = config.copy_and_resolve_references()
         config.eval.mode = ctx.tag
-    if config.eval.checkpoint:
+    if _ensemble_applies(config, ctx.spec):
+        model_dir = [ctx.output_of(entry) for entry in config.eval.ensemble]
+    elif config.eval.checkpoint:
         model_dir = find_bundle(config.eval.checkpoint)
     else:
         source = ctx.latest_model_stage()
