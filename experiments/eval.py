@@ -3,7 +3,7 @@
 The model is `--config.eval.checkpoint` (a model stage dir or a run dir) or, when
 empty, the last finished model stage of `--workdir`; results go to
 `<workdir>/eval_<stage>/` (metrics.json, <split>.jsonl). With `--config.eval.ensemble`
-the members are those stage entries of `--workdir`, results in `<workdir>/eval_ensemble/`.
+the members are those stage entries of `--workdir`, results in `<workdir>/eval_<a>+<b>.../`.
 """
 from pathlib import Path
 
@@ -21,7 +21,7 @@ def main(argv) -> None:
     workdir = Path(WORKDIR.value)
     if config.eval.ensemble:
         model_dir = [find_bundle(workdir / stage_dirname(entry)) for entry in config.eval.ensemble]
-        out_dir = workdir / "eval_ensemble"
+        out_dir = workdir / ("eval_" + "+".join(d.name for d in model_dir))  # not a stage entry's dir
     else:
         model_dir = find_bundle(config.eval.checkpoint or workdir)
         out_dir = workdir / f"eval_{model_dir.name}"
