@@ -72,8 +72,9 @@ class SearchSettings:
 class Recommender:
     """A trained model (or an ensemble of models over the same tokens) that recommends SIDs for histories."""
 
-    def __init__(self, model: CausalLM | tuple[CausalLM, ...], fmt: ChatFormat, sids: np.ndarray, level_offsets: Sequence[int],
-                 level_sizes: Sequence[int] | None = None, mesh: jax.sharding.Mesh | None = None):
+    def __init__(self, model: CausalLM | tuple[CausalLM, ...], fmt: ChatFormat, sids: np.ndarray,
+                 level_offsets: Sequence[int], level_sizes: Sequence[int] | None = None,
+                 mesh: jax.sharding.Mesh | None = None):
         self.model = model
         self.format = fmt
         self.sids = np.asarray(sids, np.int32)

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from sidjax.api import find_bundle, recommender_from_bundle
+from sidjax.api import chat_format, find_bundle, level_sizes_of, recommender_from_bundle
 from sidjax.data.dataset import RecDataset
 from sidjax.eval.evaluate import MODES, Recommender, SearchSettings, evaluate_split
 from sidjax.eval.metrics import format_table
@@ -37,9 +37,8 @@ def _ensemble(bundles: list[ckpt.Bundle], mesh) -> Recommender:
         if not same:
             raise ValueError(f"config key 'eval.ensemble': {other.directory} has other SIDs, token layout or "
                              f"tokenizer than {first.directory}; ensemble members must share them")
-    rec, _, _ = recommender_from_bundle(first, mesh)
-    return Recommender(tuple(b.model for b in bundles), rec.format, first.sids, first.level_offsets,
-                       rec.trie.level_sizes, mesh=mesh)
+    return Recommender(tuple(b.model for b in bundles), chat_format(first), first.sids, first.level_offsets,
+                       level_sizes_of(first.tokenizer, first.level_offsets), mesh=mesh)
 
 
 def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.ConfigDict, dataset: RecDataset,
