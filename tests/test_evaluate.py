@@ -194,7 +194,6 @@ def test_saved_bundle_loads_and_evaluates(setup, tmp_path):
     import sidjax
     from sidjax.configs import base_config
     from sidjax.stages.eval import evaluate_bundle
-    from sidjax.train import checkpoint as ckpt
 
     dataset, rec = setup
     stage = tmp_path / "sft"

@@ -80,10 +80,9 @@ class StageContext:
         self.workdir = workdir
         self.spec = spec
         self.name, self.tag = parse_stage(spec)
-        lineages = lineage_tags(config.stages)
         if self.name in MODEL_STAGES and self.tag:
             config = config.copy_and_resolve_references()
-            config.seed = config.seed + 1 + lineages.index(self.tag)
+            config.seed = config.seed + 1 + lineage_tags(config.stages).index(self.tag)
         self.config = config
         self.dir = workdir / stage_dirname(spec)
         self.dir.mkdir(parents=True, exist_ok=True)

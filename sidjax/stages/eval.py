@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from sidjax.api import chat_format, find_bundle, level_sizes_of, recommender_from_bundle
+from sidjax.api import find_bundle, recommender_from_bundle
 from sidjax.data.dataset import RecDataset
 from sidjax.eval.evaluate import MODES, Recommender, SearchSettings, evaluate_split
 from sidjax.eval.metrics import format_table
@@ -28,8 +28,8 @@ from sidjax.utils.metrics import MetricsWriter
 METRICS_FILE = "metrics.json"
 
 
-def _ensemble(bundles: list[ckpt.Bundle], mesh) -> Recommender:
-    """One Recommender over several bundles: they must read and write the same tokens."""
+def _recommender(bundles: list[ckpt.Bundle], mesh) -> Recommender:
+    """One bundle's Recommender, or one over several that read and write the same tokens (an ensemble)."""
     first = bundles[0]
     for other in bundles[1:]:
         same = (np.array_equal(other.sids, first.sids) and np.array_equal(other.level_offsets, first.level_offsets)
@@ -37,8 +37,8 @@ def _ensemble(bundles: list[ckpt.Bundle], mesh) -> Recommender:
         if not same:
             raise ValueError(f"config key 'eval.ensemble': {other.directory} has other SIDs, token layout or "
                              f"tokenizer than {first.directory}; ensemble members must share them")
-    return Recommender(tuple(b.model for b in bundles), chat_format(first), first.sids, first.level_offsets,
-                       level_sizes_of(first.tokenizer, first.level_offsets), mesh=mesh)
+    models = None if len(bundles) == 1 else tuple(b.model for b in bundles)
+    return recommender_from_bundle(first, mesh, models=models)[0]
 
 
 def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.ConfigDict, dataset: RecDataset,
@@ -48,7 +48,7 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
     mesh = make_mesh(config.mesh)
     dirs = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(d) for d in model_dir]
     bundles = [ckpt.load_bundle(d, step=None if c.step < 0 else c.step, mesh=mesh) for d in dirs]
-    rec = recommender_from_bundle(bundles[0], mesh)[0] if len(bundles) == 1 else _ensemble(bundles, mesh)
+    rec = _recommender(bundles, mesh)
     settings = SearchSettings.from_config(c)
     step = bundles[0].step if len(bundles) == 1 else [b.step for b in bundles]
     results: dict[str, Any] = {"model": str(dirs[0]) if len(dirs) == 1 else [str(d) for d in dirs], "step": step,
