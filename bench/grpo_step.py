@@ -52,8 +52,8 @@ def sidjax_side(model, args, prompts, targets, tables):
     section.mode = "reasoning"
     section.rollout = "sample"
     settings = grpo.GrpoSettings.from_section(section, think_end_id=THINK_END)
-    params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, top_k=0, top_p=1.0, stop_tokens=(),
-                            num_samples=args.group)
+    params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                            stop_tokens=(), num_samples=args.group)
     mask = jnp.ones(prompts.shape, bool)
 
     def rollout_only(model_arrays, rng):

@@ -52,14 +52,15 @@ class Loaded:
         return self._dataset
 
     def recommend(self, history: Sequence[int], *, beams: int = 10, mode: str = "direct",
-                  normalize: str = "vocab", max_think_tokens: int = 256) -> list[dict[str, Any]]:
+                  normalize: str = "vocab", max_think_tokens: int = 256,
+                  repetition_penalty: float = 1.0) -> list[dict[str, Any]]:
         """Top-`beams` next items for one history of item ids, best first (greedy thinking in reasoning mode)."""
         think = None
         if mode == "reasoning":
             from sidjax.decode.sample import SamplingParams
 
             think = SamplingParams(max_new_tokens=max_think_tokens, temperature=0.0, top_k=0, top_p=1.0,
-                                   stop_tokens=(), num_samples=1)
+                                   repetition_penalty=repetition_penalty, stop_tokens=(), num_samples=1)
         out = self.recommender.recommend([list(history)], SearchSettings(beams=beams, normalize=normalize, mode=mode,
                                                                          think=think))
         titles = self.dataset.titles()

@@ -81,7 +81,8 @@ def test_reasoning_mode_continues_the_search_after_the_thought(setup):
     from sidjax.decode.sample import generate, pad_prompts
 
     dataset, rec = setup
-    think = SamplingParams(max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, stop_tokens=(), num_samples=1)
+    think = SamplingParams(max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                           stop_tokens=(), num_samples=1)
     histories = [[1, 2], [3]]
     out = rec.recommend(histories, SearchSettings(beams=4, mode="reasoning", think=think))
     prompts = rec.prompt_ids(histories, "reasoning")
@@ -89,7 +90,8 @@ def test_reasoning_mode_continues_the_search_after_the_thought(setup):
     tokens, mask = pad_prompts(prompts, bucket=32, pad_id=rec.format.eos_id)
     stops = (rec.think_close_id, *rec.format.stop_ids)
     thought = generate(rec.model, jnp.asarray(tokens), jnp.asarray(mask), SamplingParams(
-        max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, stop_tokens=stops, num_samples=1),
+        max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, stop_tokens=stops,
+        num_samples=1),
         rng=jax.random.key(0), pad_id=rec.format.eos_id)
     continued = []
     for i, prompt in enumerate(prompts):
@@ -185,7 +187,8 @@ def test_ensemble_of_saved_bundles_searches_the_members_mean(setup, tmp_path):
         evaluate_bundle([tmp_path / "a", tmp_path / "c"], config, dataset, tmp_path / "eval_c")
     ensemble = Recommender((rec.model, other), rec.format, rec.sids, np.asarray(rec.tables.level_offsets),
                            LEVEL_SIZES)
-    think = SamplingParams(max_new_tokens=4, temperature=0.0, top_k=0, top_p=1.0, stop_tokens=(), num_samples=1)
+    think = SamplingParams(max_new_tokens=4, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                           stop_tokens=(), num_samples=1)
     with pytest.raises(ValueError, match="direct mode only"):
         ensemble.recommend([[1, 2]], SearchSettings(beams=2, mode="reasoning", think=think))
 

@@ -1,11 +1,14 @@
-"""Sampler: greedy and log-probs equal a step-by-step full forward; the filtered distributions equal numpy's."""
+"""Sampler: greedy and log-probs equal a step-by-step full forward; the filtered distributions equal numpy's;
+the repetition penalty equals transformers'."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+from transformers import RepetitionPenaltyLogitsProcessor
 from flax import nnx
 
-from sidjax.decode.sample import SamplingParams, generate, pad_prompts, sample_logits
+from sidjax.decode.sample import SamplingParams, generate, pad_prompts, penalize_repeats, sample_logits
 from sidjax.model.config import preset
 from sidjax.model.transformer import CausalLM
 
@@ -25,15 +28,21 @@ def model():
 
 
 def _params(**changes):
-    values = dict(max_new_tokens=6, temperature=0.0, top_k=0, top_p=1.0, stop_tokens=(), num_samples=1)
+    values = dict(max_new_tokens=6, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, stop_tokens=(),
+                  num_samples=1)
     values.update(changes)
     return SamplingParams(**values)
 
 
+def _teacher_forced_logits(model, prompt, continuation):
+    """Logits [steps, V] of one unpadded full forward pass over prompt + continuation."""
+    logits = np.asarray(_forward(model, jnp.asarray([list(prompt) + list(continuation)])), np.float64)[0]
+    return logits[len(prompt) - 1: -1]
+
+
 def _teacher_forced(model, prompt, continuation):
     """Log-probs [steps, V] of one unpadded full forward pass over prompt + continuation."""
-    logits = np.asarray(_forward(model, jnp.asarray([list(prompt) + list(continuation)])), np.float64)[0]
-    steps = logits[len(prompt) - 1: -1]
+    steps = _teacher_forced_logits(model, prompt, continuation)
     steps = steps - steps.max(-1, keepdims=True)
     return steps - np.log(np.exp(steps).sum(-1, keepdims=True))
 
@@ -117,6 +126,8 @@ def test_bad_settings_raise():
         _params(top_p=0.0)
     with pytest.raises(ValueError, match="temperature"):
         _params(temperature=-1.0)
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        _params(repetition_penalty=0.0)
     with pytest.raises(ValueError, match="empty"):
         pad_prompts([[1], []], bucket=4, pad_id=PAD)
 
@@ -133,3 +144,40 @@ def test_sampling_draws_only_allowed_tokens_across_blocks():
     freq = np.bincount(np.asarray(tokens), minlength=vocab) / draws
     assert set(np.flatnonzero(freq)) == set(allowed)
     np.testing.assert_allclose(freq[allowed], probs, atol=0.01)
+
+
+def _hf_penalized(logits, ids, penalty):
+    processor = RepetitionPenaltyLogitsProcessor(penalty)
+    return processor(torch.as_tensor([ids]), torch.as_tensor(logits[None], dtype=torch.float32)).numpy()[0]
+
+
+def test_repetition_penalty_matches_transformers():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, VOCAB)).astype(np.float32)
+    ids = [[3, 3, 7, 12, 49], [0, 25]]
+    seen = np.zeros((2, VOCAB), bool)
+    for row, row_ids in enumerate(ids):
+        seen[row, row_ids] = True
+    ours = np.asarray(penalize_repeats(jnp.asarray(logits), jnp.asarray(seen), 1.7))
+    for row, row_ids in enumerate(ids):
+        np.testing.assert_allclose(ours[row], _hf_penalized(logits[row], row_ids, 1.7), rtol=1e-6)
+
+
+def test_greedy_with_repetition_penalty_matches_transformers_step_by_step(model):
+    """Each token is the argmax of transformers' penalized scores over prompt + tokens so far (padding not seen);
+    the log-probs stay the model's own."""
+    penalty = 3.0
+    tokens, mask = pad_prompts(PROMPTS, bucket=8, pad_id=PAD)
+    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(repetition_penalty=penalty, max_new_tokens=8),
+                   rng=jax.random.key(0), pad_id=PAD)
+    plain = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(max_new_tokens=8),
+                     rng=jax.random.key(0), pad_id=PAD)
+    assert not np.array_equal(out.tokens, plain.tokens)  # the penalty changes what a tiny model repeats
+    for i, prompt in enumerate(PROMPTS):
+        row = np.asarray(out.tokens)[i, 0].tolist()
+        logits = _teacher_forced_logits(model, prompt, row).astype(np.float32)
+        for step in range(len(row)):
+            expected = _hf_penalized(logits[step], list(prompt) + row[:step], penalty).argmax()
+            assert row[step] == expected, (i, step)
+        logp = _teacher_forced(model, prompt, row)
+        np.testing.assert_allclose(np.asarray(out.logprobs)[i, 0], logp[np.arange(8), row], atol=1e-4)

@@ -23,6 +23,7 @@ def section() -> ml_collections.ConfigDict:
     c.think_temperature = 0.0  # 0: greedy reasoning
     c.think_top_k = 0  # 0: off
     c.think_top_p = 1.0  # 1.0: off
+    c.think_repetition_penalty = 1.0  # 1.0: off; > 1 discourages tokens already in the prompt or the reasoning
     c.checkpoint = ""  # "": the latest model stage before eval; else a model stage dir or a run dir
     # Model stage entries of this run searched as one ensemble (e.g. ("grpo", "grpo:b"), each tagged
     # entry a model of its own lineage; see sidjax.stages) by the eval entries listed after all of
@@ -51,6 +52,7 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(c.think_temperature >= 0, f"{name}.think_temperature", "must be >= 0 (0 = greedy)")
     require(c.think_top_k >= 0, f"{name}.think_top_k", "must be >= 0 (0 = off)")
     require(0 < c.think_top_p <= 1, f"{name}.think_top_p", "must be in (0, 1]")
+    require(c.think_repetition_penalty > 0, f"{name}.think_repetition_penalty", "must be > 0 (1.0 = off)")
 
 
 def _validate_ensemble(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:

@@ -4,7 +4,7 @@ The API the RL rollouts and reasoning-mode evaluation build on:
 
     tokens, mask = pad_prompts(prompt_ids, bucket=32, pad_id=tok.pad_id)
     params = SamplingParams(max_new_tokens=256, temperature=1.0, top_k=0, top_p=1.0,
-                            stop_tokens=(eos_id,), num_samples=8)
+                            repetition_penalty=1.0, stop_tokens=(eos_id,), num_samples=8)
     out = generate(model, tokens, mask, params, rng=jax.random.key(0), pad_id=tok.pad_id)
     out.tokens [N, n, max_new_tokens], out.logprobs, out.lengths [N, n]
 
@@ -37,6 +37,9 @@ class SamplingParams:
     temperature: float  # 0.0: greedy (argmax); else logits / temperature
     top_k: int  # 0: off; else keep the k most likely tokens
     top_p: float  # 1.0: off; else keep the smallest set of tokens with probability >= top_p
+    # 1.0: off; else transformers' repetition penalty: the logit of every token already in the prompt or
+    # the continuation is divided by it (if positive) or multiplied by it (if negative) before sampling.
+    repetition_penalty: float
     stop_tokens: tuple[int, ...]  # a row ends after generating any of these (it is kept in the output)
     num_samples: int  # rows per prompt (an RL group); 1 for plain generation
 
@@ -46,6 +49,7 @@ class SamplingParams:
             "temperature": self.temperature >= 0,
             "top_k": self.top_k >= 0,
             "top_p": 0 < self.top_p <= 1,
+            "repetition_penalty": self.repetition_penalty > 0,
             "num_samples": self.num_samples >= 1,
         }
         for name, ok in checks.items():
@@ -105,6 +109,18 @@ def sample_logits(logits: jax.Array, rng: jax.Array, params: SamplingParams) -> 
     return _inverse_cdf_sample(logits, rng)
 
 
+def penalize_repeats(logits: jax.Array, seen: jax.Array, penalty: float) -> jax.Array:
+    """Logits [M, V] with those of `seen` tokens (bool [M, V]) pushed down by `penalty` (> 1 discourages)."""
+    return jnp.where(seen, jnp.where(logits > 0, logits / penalty, logits * penalty), logits)
+
+
+def _seen_tokens(tokens: jax.Array, attention_mask: jax.Array, vocab: int) -> jax.Array:
+    """bool [N, V]: which tokens each left-padded prompt row contains (padding excluded)."""
+    rows = jnp.arange(tokens.shape[0])[:, None]
+    seen = jnp.zeros((tokens.shape[0], vocab + 1), bool).at[rows, jnp.where(attention_mask, tokens, vocab)].set(True)
+    return seen[:, :vocab]
+
+
 def _inverse_cdf_sample(logits: jax.Array, rng: jax.Array) -> jax.Array:
     """An exact categorical draw per row from one uniform number, by inverting the CDF in two levels.
 
@@ -142,35 +158,42 @@ def _generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng
     first_logits = jnp.repeat(model.logits(hidden[:, -1]), n, axis=0)  # [rows, V]
     start = jnp.repeat(attention_mask.sum(axis=-1).astype(jnp.int32), n)  # position of generated token 0
     stop = jnp.asarray(params.stop_tokens or (-1,), jnp.int32)
+    penalize = params.repetition_penalty != 1.0
+    # Tokens seen so far per row (only tracked when penalized): a [rows, 1] dummy otherwise.
+    seen = (jnp.repeat(_seen_tokens(tokens, attention_mask, first_logits.shape[-1]), n, axis=0) if penalize
+            else jnp.zeros((rows, 1), bool))
 
-    def pick(logits, step, done):
-        token = sample_logits(logits, jax.random.fold_in(rng, step), params)
+    def pick(logits, step, done, seen):
+        shaped = penalize_repeats(logits, seen, params.repetition_penalty) if penalize else logits
+        token = sample_logits(shaped, jax.random.fold_in(rng, step), params)
         logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=-1)[:, 0]
+        if penalize:
+            seen = seen.at[jnp.arange(rows), token].set(True)
         token = jnp.where(done, pad_id, token)
         logp = jnp.where(done, 0.0, logp)
-        return token, logp, done | jnp.isin(token, stop)
+        return token, logp, done | jnp.isin(token, stop), seen
 
-    token, logp, done = pick(first_logits, 0, jnp.zeros((rows,), bool))
+    token, logp, done, seen = pick(first_logits, 0, jnp.zeros((rows,), bool), seen)
     out_tokens = jnp.full((rows, steps), pad_id, jnp.int32).at[:, 0].set(token)
     out_logp = jnp.zeros((rows, steps), jnp.float32).at[:, 0].set(logp)
     lengths = jnp.ones((rows,), jnp.int32)
     cache = model.init_cache(rows, steps)
 
     def cond(carry):
-        step, _, _, _, _, done, _ = carry
+        step, _, _, _, _, done, _, _ = carry
         return (step < steps) & ~jnp.all(done)
 
     def body(carry):
-        step, token, cache, out_tokens, out_logp, done, lengths = carry
+        step, token, cache, out_tokens, out_logp, done, lengths, seen = carry
         hidden, cache = model.hidden_states(token[:, None], (start + step - 1)[:, None], cache=cache, prefix=prefix)
-        new_token, logp, new_done = pick(model.logits(hidden[:, 0]), step, done)
+        new_token, logp, new_done, seen = pick(model.logits(hidden[:, 0]), step, done, seen)
         out_tokens = out_tokens.at[:, step].set(new_token)
         out_logp = out_logp.at[:, step].set(logp)
         lengths = lengths + (~done).astype(jnp.int32)
-        return step + 1, new_token, cache, out_tokens, out_logp, new_done, lengths
+        return step + 1, new_token, cache, out_tokens, out_logp, new_done, lengths, seen
 
-    carry = (jnp.ones((), jnp.int32), token, cache, out_tokens, out_logp, done, lengths)
-    _, _, _, out_tokens, out_logp, done, lengths = jax.lax.while_loop(cond, body, carry)
+    carry = (jnp.ones((), jnp.int32), token, cache, out_tokens, out_logp, done, lengths, seen)
+    _, _, _, out_tokens, out_logp, done, lengths, _ = jax.lax.while_loop(cond, body, carry)
     shape = (n_prompts, n)
     return Generation(tokens=out_tokens.reshape(*shape, steps), logprobs=out_logp.reshape(*shape, steps),
                       lengths=lengths.reshape(shape), stopped=done.reshape(shape))

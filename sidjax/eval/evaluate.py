@@ -64,7 +64,8 @@ class SearchSettings:
         think = None
         if c.mode == "reasoning":
             think = SamplingParams(max_new_tokens=c.max_think_tokens, temperature=c.think_temperature,
-                                   top_k=c.think_top_k, top_p=c.think_top_p, stop_tokens=(), num_samples=1)
+                                   top_k=c.think_top_k, top_p=c.think_top_p,
+                                   repetition_penalty=c.think_repetition_penalty, stop_tokens=(), num_samples=1)
         return cls(beams=c.beams, normalize=c.normalize, mode=c.mode, prompt_bucket=c.prompt_bucket, think=think,
                    seed=c.seed)
 
