@@ -2,8 +2,9 @@
 
 The model is `--config.eval.checkpoint` (a model stage dir or a run dir) or, when
 empty, the last finished model stage of `--workdir`; results go to
-`<workdir>/eval_<stage>/` (metrics.json, <split>.jsonl). With `--config.eval.ensemble`
-the members are those stage entries of `--workdir`, results in `<workdir>/eval_<a>+<b>.../`.
+`<workdir>/evals/<stage>/` (metrics.json, <split>.jsonl), beside the stages' own directories and
+never inside one. With `--config.eval.ensemble` the members are those stage entries of
+`--workdir`, results in `<workdir>/evals/<a>+<b>.../`.
 """
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from experiments.launch import WORKDIR, start
 from sidjax.api import find_bundle
 from sidjax.data.sources import load_dataset
 from sidjax.stages import stage_dirname
-from sidjax.stages.eval import evaluate_bundle
+from sidjax.stages.eval import evaluate_bundle, standalone_dir
 
 
 def main(argv) -> None:
@@ -21,10 +22,10 @@ def main(argv) -> None:
     workdir = Path(WORKDIR.value)
     if config.eval.ensemble:
         model_dir = [find_bundle(workdir / stage_dirname(entry)) for entry in config.eval.ensemble]
-        out_dir = workdir / ("eval_" + "+".join(d.name for d in model_dir))  # not a stage entry's dir
+        out_dir = standalone_dir(workdir, model_dir)
     else:
         model_dir = find_bundle(config.eval.checkpoint or workdir)
-        out_dir = workdir / f"eval_{model_dir.name}"
+        out_dir = standalone_dir(workdir, [model_dir])
     logging.info("evaluating %s -> %s", model_dir, out_dir)
     evaluate_bundle(model_dir, config, load_dataset(config.data), out_dir)
 

@@ -3,8 +3,8 @@
     python -m experiments.report --workdir=RUN1 [--workdir=RUN2 ...] [--out=DIR]
 
 Each workdir is one run (one configuration or ablation). Every stage directory
-in it is read: `DONE.json` (wall time), `metrics.json` of `eval*` stages
-(HR@K / NDCG@K per split) and of `baselines` (per method and split), and
+in it is read: `DONE.json` (wall time), `metrics.json` of `eval*` stages and of
+experiments.eval's `evals/*` (HR@K / NDCG@K per split) and of `baselines` (per method and split), and
 `metrics.jsonl` (training curves; GRPO reward and response length). The papers'
 numbers on the same test split are printed beside ours. Output: `report.md` and
 PNGs in `--out` (default: `<first workdir>/report`).
@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from absl import app, flags, logging  # noqa: E402
 
 from sidjax.stages import DONE, STAGES  # noqa: E402
+from sidjax.stages.eval import STANDALONE_DIR  # noqa: E402
 
 KS = (1, 3, 5, 10)
 SPLITS = ("valid", "test")
@@ -106,8 +107,17 @@ def _is_stage_dir(d: Path) -> bool:
     return d.is_dir() and any((d / f).exists() for f in STAGE_FILES)
 
 
+def _stage(d: Path, spec: str, name: str) -> Stage:
+    done = _read_json(d / DONE) if (d / DONE).exists() else None
+    return Stage(
+        spec=spec, name=name, dir=d, seconds=done["seconds"] if done else None,
+        metrics=_read_json(d / "metrics.json") if (d / "metrics.json").exists() else None,
+        curves=_read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").exists() else [],
+    )
+
+
 def load_run(workdir: Path, label: str) -> Run:
-    """Read every stage directory of a run, in config order, then any others (e.g. experiments.eval's)."""
+    """Read every stage directory of a run, in config order, then any others, then experiments.eval's."""
     if not workdir.is_dir():
         raise ReportError(f"--workdir {workdir}: no such directory")
     config_path = workdir / "config.json"
@@ -115,16 +125,12 @@ def load_run(workdir: Path, label: str) -> Run:
     listed = [str(s).replace(":", "_") for s in config.get("stages", ())]
     found = sorted(d.name for d in workdir.iterdir() if _is_stage_dir(d))
     specs = dict(zip(listed, config.get("stages", ())))
-    stages = []
-    for dirname in [d for d in listed if d in found] + [d for d in found if d not in listed]:
-        d = workdir / dirname
-        done = _read_json(d / DONE) if (d / DONE).exists() else None
-        stages.append(Stage(
-            spec=specs.get(dirname, dirname), name=stage_name(dirname), dir=d,
-            seconds=done["seconds"] if done else None,
-            metrics=_read_json(d / "metrics.json") if (d / "metrics.json").exists() else None,
-            curves=_read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").exists() else [],
-        ))
+    stages = [_stage(workdir / d, specs.get(d, d), stage_name(d))
+              for d in [d for d in listed if d in found] + [d for d in found if d not in listed]]
+    standalone = workdir / STANDALONE_DIR
+    if standalone.is_dir():
+        stages += [_stage(d, f"{STANDALONE_DIR}/{d.name}", "eval")
+                   for d in sorted(standalone.iterdir(), key=lambda d: d.name) if _is_stage_dir(d)]
     if not stages:
         raise ReportError(f"--workdir {workdir}: no stage directory (one holding {' / '.join(STAGE_FILES)}) in it")
     return Run(label=label, workdir=workdir, config_name=config.get("name", ""), stages=stages)

@@ -44,8 +44,8 @@ def _run(root, name, with_rl):
             "sasrec": {"valid": _metrics(0.15, 0.1134), "test": _metrics(0.1412, 0.1011), "dropout": 0.3,
                        "seconds": 280.5, "trials": []}})
         # An evaluation run later by experiments.eval, outside config.stages.
-        _write(run / "eval_sft" / "metrics.json", {"model": str(run / "sft"), "mode": "reasoning",
-                                                   "test": _metrics(0.1302, 0.0905)})
+        _write(run / "evals" / "sft" / "metrics.json", {"model": str(run / "sft"), "mode": "reasoning",
+                                                        "test": _metrics(0.1302, 0.0905)})
         _write(run / "eval_ensemble" / "metrics.json", {"model": [str(run / "grpo"), str(run / "grpo_b")],
                                                         "mode": "direct", "test": _metrics(0.1702, 0.1205)})
     return run
@@ -66,7 +66,7 @@ def test_report_has_every_stage_baseline_and_paper_row_and_plots(tmp_path):
     cells = row("full", "eval:after_grpo (grpo, direct)", "test")
     assert cells[3:] == ["0.0500", "0.0800", "0.1000", "0.1587", "0.0500", "0.0700", "0.0800", "0.1168", "120"]
     assert row("full", "eval:after_grpo (grpo, direct)", "valid")[6] == "0.1601"
-    assert row("full", "eval_sft (sft, reasoning)", "test")[10] == "0.0905"
+    assert row("full", "evals/sft (sft, reasoning)", "test")[10] == "0.0905"
     assert row("full", "eval_ensemble (grpo + grpo_b, direct)", "test")[6] == "0.1702"
     assert row("full", "sasrec (baseline)", "test")[6:] == ["0.1412", "0.0500", "0.0700", "0.0800", "0.1011", "280"]
     assert row("full", "popularity (baseline)", "valid")[6] == "0.0540"

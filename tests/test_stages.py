@@ -58,3 +58,17 @@ def test_launcher_keeps_its_own_log_and_drops_library_info_lines(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "stage data: done" in result.stderr and "users: 7694" in result.stderr
     assert "Unable to initialize backend" not in result.stderr  # jax's INFO line about a missing TPU
+
+
+def test_standalone_evaluations_never_land_in_a_stage_entry_dir(tmp_path):
+    from sidjax.stages import STAGES, stage_dirname
+    from sidjax.stages.eval import standalone_dir
+
+    entries = ("sft", "eval:sft", "grpo", "eval:grpo", "grpo:b", "eval:grpo+grpo_b", "eval")
+    outputs = [standalone_dir(tmp_path, [tmp_path / "sft"]), standalone_dir(tmp_path, [tmp_path / "grpo"]),
+               standalone_dir(tmp_path, [tmp_path / "grpo", tmp_path / "grpo_b"])]
+    assert [o.relative_to(tmp_path).as_posix() for o in outputs] == ["evals/sft", "evals/grpo", "evals/grpo+grpo_b"]
+    top = outputs[0].parent.name
+    assert not any(top == name or top.startswith(name + "_") for name in STAGES)
+    stage_dirs = {tmp_path / stage_dirname(e) for e in entries}
+    assert not stage_dirs & (set(outputs) | {o.parent for o in outputs})

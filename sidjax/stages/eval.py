@@ -26,6 +26,14 @@ from sidjax.train import checkpoint as ckpt
 from sidjax.utils.metrics import MetricsWriter
 
 METRICS_FILE = "metrics.json"
+# experiments.eval writes <workdir>/evals/<model stage dir, or members joined by '+'>/: no stage entry's
+# directory (`<stage>` or `<stage>_<tag>`) lies in it, so a later evaluation never overwrites a stage's results.
+STANDALONE_DIR = "evals"
+
+
+def standalone_dir(workdir: Path, model_dirs: Sequence[Path]) -> Path:
+    """Where experiments.eval writes the evaluation of one model stage dir, or of an ensemble's members."""
+    return Path(workdir) / STANDALONE_DIR / "+".join(Path(d).name for d in model_dirs)
 
 
 def _recommender(bundles: list[ckpt.Bundle], mesh) -> Recommender:
