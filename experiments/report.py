@@ -130,7 +130,7 @@ def load_run(workdir: Path, label: str) -> Run:
     standalone = workdir / STANDALONE_DIR
     if standalone.is_dir():
         stages += [_stage(d, f"{STANDALONE_DIR}/{d.name}", "eval")
-                   for d in sorted(standalone.iterdir(), key=lambda d: d.name) if _is_stage_dir(d)]
+                   for d in sorted(standalone.iterdir()) if _is_stage_dir(d)]
     if not stages:
         raise ReportError(f"--workdir {workdir}: no stage directory (one holding {' / '.join(STAGE_FILES)}) in it")
     return Run(label=label, workdir=workdir, config_name=config.get("name", ""), stages=stages)
