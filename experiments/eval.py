@@ -4,7 +4,8 @@ The model is `--config.eval.checkpoint` (a model stage dir or a run dir) or, whe
 empty, the last finished model stage of `--workdir`; results go to
 `<workdir>/evals/<stage>/` (metrics.json, <split>.jsonl), beside the stages' own directories and
 never inside one. With `--config.eval.ensemble` the members are those stage entries of
-`--workdir`, results in `<workdir>/evals/<a>+<b>.../`.
+`--workdir`, results in `<workdir>/evals/<a>+<b>.../`; with `--config.eval.rescore` (a `sasrec` entry
+of `--workdir`) its SASRec re-scores the beams, results in `<workdir>/evals/<model(s)>@<sasrec dir>/`.
 """
 from pathlib import Path
 
@@ -22,12 +23,12 @@ def main(argv) -> None:
     workdir = Path(WORKDIR.value)
     if config.eval.ensemble:
         model_dir = [find_bundle(workdir / stage_dirname(entry)) for entry in config.eval.ensemble]
-        out_dir = standalone_dir(workdir, model_dir)
     else:
         model_dir = find_bundle(config.eval.checkpoint or workdir)
-        out_dir = standalone_dir(workdir, [model_dir])
+    rescore_dir = workdir / stage_dirname(config.eval.rescore) if config.eval.rescore else None
+    out_dir = standalone_dir(workdir, model_dir if isinstance(model_dir, list) else [model_dir], rescore_dir)
     logging.info("evaluating %s -> %s", model_dir, out_dir)
-    evaluate_bundle(model_dir, config, load_dataset(config.data), out_dir)
+    evaluate_bundle(model_dir, config, load_dataset(config.data), out_dir, rescore_dir=rescore_dir)
 
 
 if __name__ == "__main__":

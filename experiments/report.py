@@ -146,6 +146,9 @@ def result_rows(run: Run) -> list[Row]:
             model = stage.metrics.get("model", "?")
             models = model if isinstance(model, list) else [model]  # an ensemble names its members
             model = " + ".join(Path(str(m)).name for m in models)
+            rescore = stage.metrics.get("rescore")
+            if rescore:
+                model += f", re-scored by {Path(str(rescore['model'])).name} x {rescore['weight']}"
             what = f"{stage.spec} ({model}, {stage.metrics.get('mode', 'direct')})"
             rows += [Row(run.label, what, s, stage.metrics[s], stage.seconds) for s in SPLITS if s in stage.metrics]
         elif stage.name == "baselines":

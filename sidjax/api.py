@@ -126,16 +126,18 @@ def find_bundle(path: str | os.PathLike) -> Path:
     return d / stage_dirname(finished[-1])
 
 
-def recommender_from_bundle(bundle: ckpt.Bundle, mesh=None, models: tuple | None = None
+def recommender_from_bundle(bundle: ckpt.Bundle, mesh=None, models: tuple | None = None, rescorer=None
                             ) -> tuple[Recommender, ChatFormat, tuple[int, ...]]:
     """The bundle's Recommender (trie, token layout, chat format), its ChatFormat and SID level sizes.
 
     `models`: an ensemble over the bundle's tokens to search instead of the bundle's own model.
+    `rescorer`: a `sidjax.eval.rescore.DenseRescorer` that re-scores the found beams.
     """
     fmt = chat_format(bundle)
     sizes = level_sizes_of(bundle.tokenizer, bundle.level_offsets)
     model = bundle.model if models is None else models
-    return Recommender(model, fmt, bundle.sids, bundle.level_offsets, sizes, mesh=mesh), fmt, sizes
+    recommender = Recommender(model, fmt, bundle.sids, bundle.level_offsets, sizes, mesh=mesh, rescorer=rescorer)
+    return recommender, fmt, sizes
 
 
 def load(workdir_or_checkpoint: str | os.PathLike, *, step: int | None = None, mesh=None) -> Loaded:

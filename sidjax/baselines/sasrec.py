@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import jax
@@ -21,8 +24,11 @@ from flax import nnx
 
 from sidjax.baselines import item_metrics
 from sidjax.data.dataset import Split
+from sidjax.train.checkpoint import BEST, BestModel, restore_model_arrays
 from sidjax.utils.metrics import MetricsWriter
 from sidjax.utils.progress import progress
+
+MODEL_CONFIG = "sasrec_config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,3 +220,40 @@ def tune(train: Split, valid: Split, num_items: int, c: ml_collections.ConfigDic
                c.select_metric: f.valid[c.select_metric]} for f in fits]
     best = max(fits, key=lambda f: f.valid[c.select_metric])
     return best, trials
+
+
+def save(model: SasRec, directory: str | os.PathLike, step: int) -> None:
+    """The model's shape (`sasrec_config.json`) and parameters (Orbax, `best/<step>/model`), for `load`.
+
+    Every process calls it (Orbax saves collectively); the parameters go as host arrays, which
+    the primary process writes.
+    """
+    directory = Path(directory)
+    if jax.process_index() == 0:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MODEL_CONFIG).write_text(json.dumps(dataclasses.asdict(model.config), indent=2),
+                                              encoding="utf-8")
+    best = BestModel(directory)
+    try:
+        best.save(step, jax.tree.map(np.asarray, nnx.state(model)))
+        best.wait()
+    finally:
+        best.close()
+
+
+def load(directory: str | os.PathLike) -> SasRec:
+    """The SASRec that `save` wrote to `directory` (a `sasrec` stage's directory)."""
+    directory = Path(directory)
+    config_path = directory / MODEL_CONFIG
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path}: no SASRec model here (the `sasrec` stage writes it)")
+    model = SasRec(SasRecConfig(**json.loads(config_path.read_text(encoding="utf-8"))), rngs=nnx.Rngs(params=0))
+    best = BestModel(directory)
+    try:
+        step = best.latest_step()
+    finally:
+        best.close()
+    if step is None:
+        raise FileNotFoundError(f"{directory / BEST}: no saved SASRec parameters")
+    nnx.update(model, restore_model_arrays(directory / BEST, step, nnx.state(model)))
+    return model

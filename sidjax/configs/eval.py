@@ -29,6 +29,11 @@ def section() -> ml_collections.ConfigDict:
     # entry a model of its own lineage; see sidjax.stages) by the eval entries listed after all of
     # them (earlier ones, e.g. `eval:sft`, evaluate one model as above); () = off. Direct mode only.
     c.ensemble = ()
+    # A `sasrec` stage entry of this run whose SASRec re-scores the beams found (each SID's score plus
+    # rescore_weight x log of the SASRec probability of its items; sidjax.eval.rescore), in the eval
+    # entries listed after it; "" = off.
+    c.rescore = ""
+    c.rescore_weight = 0.5
     c.step = -1  # -1: the stage's output model (best/); N: its train checkpoint of step N
     c.write_samples = True  # per-user JSONL with history, top items, reasoning and hit rank
     c.seed = 0  # sampling seed for reasoning mode
@@ -47,6 +52,7 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(c.prompt_bucket >= 1, f"{name}.prompt_bucket", "must be >= 1")
     require(c.mode in MODES, f"{name}.mode", f"'{c.mode}' is not one of {MODES}")
     _validate_ensemble(c, config, name)
+    _validate_rescore(c, config, name)
     require(c.step >= -1, f"{name}.step", "must be -1 (the stage's output model) or a checkpoint step")
     require(c.max_think_tokens >= 1, f"{name}.max_think_tokens", "must be >= 1")
     require(c.think_temperature >= 0, f"{name}.think_temperature", "must be >= 0 (0 = greedy)")
@@ -74,3 +80,14 @@ def _validate_ensemble(c: ml_collections.ConfigDict, config: ml_collections.Conf
         mode = tag if tag in MODES else c.mode
         require(stage != "eval" or mode == "direct", f"{name}.ensemble",
                 f"stage '{spec}' would search the ensemble in {mode} mode; an ensemble searches in direct mode only")
+
+
+def _validate_rescore(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
+    from sidjax.stages import parse_stage
+
+    require(c.rescore_weight > 0, f"{name}.rescore_weight", f"must be > 0, got {c.rescore_weight}")
+    if not c.rescore:
+        return
+    stages = tuple(config.stages)
+    require(c.rescore in stages and parse_stage(c.rescore)[0] == "sasrec", f"{name}.rescore",
+            f"'{c.rescore}' is not a sasrec stage entry of config.stages {stages}")

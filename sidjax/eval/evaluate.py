@@ -2,7 +2,8 @@
 
 `Recommender` bundles what a recommendation needs (model, chat format, SIDs,
 trie, token layout) and turns histories into the shared next-SID prompt
-(`sidjax.data.tasks`), then runs the constrained beam search; in reasoning mode
+(`sidjax.data.tasks`), then runs the constrained beam search (its beams optionally re-scored by a dense item model,
+`sidjax.eval.rescore`); in reasoning mode
 the model first thinks (`sidjax.decode.sample.generate`, greedy or sampled, up to
 a token budget, until `</think>`) and the search continues from that text. `evaluate_split` feeds a
 split through it in fixed-size global batches laid out over the mesh's
@@ -29,6 +30,7 @@ from sidjax.data.tasks import THINK_CLOSE, reasoning_prompt, reasoning_target, s
 from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.sample import SamplingParams, generate, pad_prompts
 from sidjax.eval.metrics import hit_ranks, ranking_metrics
+from sidjax.eval.rescore import DenseRescorer
 from sidjax.model.transformer import CausalLM
 from sidjax.parallel.rules import logical_spec
 from sidjax.sid.codes import SidTrie
@@ -43,7 +45,7 @@ class Recommendations:
 
     leaves: np.ndarray  # int32 [n, R] rows of `trie.leaf_sids` / `trie.leaf_items`, -1 where not valid
     codes: np.ndarray  # int32 [n, R, L]
-    scores: np.ndarray  # float32 [n, R] sum of SID token log-probs
+    scores: np.ndarray  # float32 [n, R] sum of SID token log-probs (+ the dense model's, re-scored)
     valid: np.ndarray  # bool [n, R]
     reasoning: list[str] | None  # the generated thinking per history (reasoning mode)
 
@@ -75,8 +77,9 @@ class Recommender:
 
     def __init__(self, model: CausalLM | tuple[CausalLM, ...], fmt: ChatFormat, sids: np.ndarray,
                  level_offsets: Sequence[int], level_sizes: Sequence[int] | None = None,
-                 mesh: jax.sharding.Mesh | None = None):
+                 mesh: jax.sharding.Mesh | None = None, rescorer: DenseRescorer | None = None):
         self.model = model
+        self.rescorer = rescorer  # re-scores the search's beams with a dense item model (eval.rescore)
         self.format = fmt
         self.sids = np.asarray(sids, np.int32)
         self.trie = SidTrie.build(self.sids, level_sizes)
@@ -139,6 +142,8 @@ class Recommender:
         result = beam_search(self.model, self._place(tokens), self._place(mask), self.tables,
                              num_beams=settings.beams, normalize=settings.normalize)
         result = self._gather(result)
+        if self.rescorer is not None:
+            result = self.rescorer.rescore(histories, result, self.trie.leaf_items)
         return Recommendations(leaves=result.leaves, codes=result.codes, scores=result.scores, valid=result.valid,
                                reasoning=reasoning)
 

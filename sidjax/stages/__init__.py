@@ -38,6 +38,7 @@ STAGES: dict[str, str] = {
     "grpo": "sidjax.stages.rl:run_grpo",
     "sdpo": "sidjax.stages.rl:run_sdpo",
     "eval": "sidjax.stages.eval:run",
+    "sasrec": "sidjax.stages.baselines:run_sasrec",
     "baselines": "sidjax.stages.baselines:run",
 }
 

@@ -3,7 +3,9 @@
 The model is `config.eval.checkpoint` when set (a model stage dir or a run dir),
 else the output of the latest model stage listed before this one, or, with
 `config.eval.ensemble`, the outputs of those model stage entries searched as one
-ensemble (each SID scores the mean of the members' log-probabilities). An entry tagged with a
+ensemble (each SID scores the mean of the members' log-probabilities). With `config.eval.rescore`,
+the eval entries after that `sasrec` entry re-score the beams with its SASRec
+(`sidjax.eval.rescore`). An entry tagged with a
 mode (`eval:direct`, `eval:reasoning`) searches in that mode whatever `eval.mode` says, so
 one run can evaluate the same model both ways.
 """
@@ -21,22 +23,25 @@ from sidjax.api import find_bundle, recommender_from_bundle
 from sidjax.data.dataset import RecDataset
 from sidjax.eval.evaluate import MODES, Recommender, SearchSettings, evaluate_split
 from sidjax.eval.metrics import format_table
+from sidjax.eval.rescore import DenseRescorer
 from sidjax.parallel.mesh import make_mesh
 from sidjax.train import checkpoint as ckpt
 from sidjax.utils.metrics import MetricsWriter
 
 METRICS_FILE = "metrics.json"
-# experiments.eval writes <workdir>/evals/<model stage dir, or members joined by '+'>/: no stage entry's
-# directory (`<stage>` or `<stage>_<tag>`) lies in it, so a later evaluation never overwrites a stage's results.
+# experiments.eval writes <workdir>/evals/<model stage dir, or members joined by '+'>[@<rescorer dir>]/: no
+# stage entry's directory (`<stage>` or `<stage>_<tag>`) lies in it, so a later evaluation never overwrites a
+# stage's results.
 STANDALONE_DIR = "evals"
 
 
-def standalone_dir(workdir: Path, model_dirs: Sequence[Path]) -> Path:
+def standalone_dir(workdir: Path, model_dirs: Sequence[Path], rescore_dir: Path | None = None) -> Path:
     """Where experiments.eval writes the evaluation of one model stage dir, or of an ensemble's members."""
-    return Path(workdir) / STANDALONE_DIR / "+".join(Path(d).name for d in model_dirs)
+    name = "+".join(Path(d).name for d in model_dirs)
+    return Path(workdir) / STANDALONE_DIR / (name if rescore_dir is None else f"{name}@{Path(rescore_dir).name}")
 
 
-def _recommender(bundles: list[ckpt.Bundle], mesh) -> Recommender:
+def _recommender(bundles: list[ckpt.Bundle], mesh, rescorer: DenseRescorer | None) -> Recommender:
     """One bundle's Recommender, or one over several that read and write the same tokens (an ensemble)."""
     first = bundles[0]
     for other in bundles[1:]:
@@ -46,21 +51,28 @@ def _recommender(bundles: list[ckpt.Bundle], mesh) -> Recommender:
             raise ValueError(f"config key 'eval.ensemble': {other.directory} has other SIDs, token layout or "
                              f"tokenizer than {first.directory}; ensemble members must share them")
     models = None if len(bundles) == 1 else tuple(b.model for b in bundles)
-    return recommender_from_bundle(first, mesh, models=models)[0]
+    return recommender_from_bundle(first, mesh, models=models, rescorer=rescorer)[0]
 
 
 def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.ConfigDict, dataset: RecDataset,
-                    out_dir: Path, writer: MetricsWriter | None = None) -> dict[str, Any]:
-    """Evaluate the bundle in `model_dir` (or the ensemble of several) on every split of `config.eval`."""
+                    out_dir: Path, writer: MetricsWriter | None = None, rescore_dir: Path | None = None
+                    ) -> dict[str, Any]:
+    """Evaluate the bundle in `model_dir` (or the ensemble of several) on every split of `config.eval`.
+
+    `rescore_dir`: a `sasrec` stage's directory whose model re-scores the beams (`config.eval.rescore_weight`).
+    """
     c = config.eval
     mesh = make_mesh(config.mesh)
     dirs = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(d) for d in model_dir]
     bundles = [ckpt.load_bundle(d, step=None if c.step < 0 else c.step, mesh=mesh) for d in dirs]
-    rec = _recommender(bundles, mesh)
+    rescorer = None if rescore_dir is None else DenseRescorer.load(rescore_dir, c.rescore_weight)
+    rec = _recommender(bundles, mesh, rescorer)
     settings = SearchSettings.from_config(c)
     step = bundles[0].step if len(bundles) == 1 else [b.step for b in bundles]
     results: dict[str, Any] = {"model": str(dirs[0]) if len(dirs) == 1 else [str(d) for d in dirs], "step": step,
                                "mode": c.mode, "beams": c.beams, "normalize": c.normalize}
+    if rescore_dir is not None:
+        results["rescore"] = {"model": str(rescore_dir), "weight": c.rescore_weight}
     tables = []
     if jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,11 +91,10 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
     return results
 
 
-def _ensemble_applies(config: ml_collections.ConfigDict, spec: str) -> bool:
-    """`eval.ensemble` is what the eval entries after all its members search."""
+def _listed_after(config: ml_collections.ConfigDict, spec: str, entries: Sequence[str]) -> bool:
+    """Whether `spec` comes after all of `entries` (none: False) in config.stages."""
     stages = list(config.stages)
-    members = list(config.eval.ensemble)
-    return bool(members) and stages.index(spec) > max(stages.index(m) for m in members)
+    return bool(entries) and stages.index(spec) > max(stages.index(e) for e in entries)
 
 
 def run(ctx) -> dict[str, Any]:
@@ -91,7 +102,7 @@ def run(ctx) -> dict[str, Any]:
     if ctx.tag in MODES:
         config = config.copy_and_resolve_references()
         config.eval.mode = ctx.tag
-    if _ensemble_applies(config, ctx.spec):
+    if _listed_after(config, ctx.spec, config.eval.ensemble):
         model_dir = [ctx.output_of(entry) for entry in config.eval.ensemble]
     elif config.eval.checkpoint:
         model_dir = find_bundle(config.eval.checkpoint)
@@ -101,4 +112,6 @@ def run(ctx) -> dict[str, Any]:
             raise ValueError(f"stage '{ctx.spec}' needs an earlier model stage in config.stages "
                              "or config key 'eval.checkpoint'")
         model_dir = ctx.output_of(source)
-    return evaluate_bundle(model_dir, config, ctx.dataset, ctx.dir, ctx.writer)
+    rescore = config.eval.rescore
+    rescore_dir = ctx.output_of(rescore) if rescore and _listed_after(config, ctx.spec, [rescore]) else None
+    return evaluate_bundle(model_dir, config, ctx.dataset, ctx.dir, ctx.writer, rescore_dir)
