@@ -106,6 +106,19 @@ def test_eval_ensemble_names_model_stages_before_a_direct_eval():
             validate(config)
 
 
+def test_eval_rescore_names_a_sasrec_stage_and_a_positive_weight():
+    config = base_config()
+    config.stages = ("data", "sids", "sft", "sasrec", "eval")
+    config.eval.rescore = "sasrec"
+    validate(config)
+    config.eval.rescore = "sft"
+    with pytest.raises(ConfigError, match=r"'eval\.rescore': 'sft' is not a sasrec stage entry"):
+        validate(config)
+    config.eval.rescore, config.eval.rescore_weight = "sasrec", 0.0
+    with pytest.raises(ConfigError, match=r"'eval\.rescore_weight': must be > 0"):
+        validate(config)
+
+
 def test_tagged_model_stages_are_lineages_with_their_own_seed(tmp_path):
     from sidjax.stages import StageContext
 

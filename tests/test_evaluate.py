@@ -218,3 +218,39 @@ def test_saved_bundle_loads_and_evaluates(setup, tmp_path):
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["test"] == results["test"] and saved["step"] == 7
     assert saved["test"]["users"] == 3 and len((tmp_path / "eval" / "test.jsonl").read_text().splitlines()) == 3
+
+
+def test_rescored_evaluation_reranks_the_same_beams_by_the_saved_sasrec(setup, tmp_path):
+    from sidjax.baselines import sasrec
+    from sidjax.configs import base_config
+    from sidjax.eval.rescore import DenseRescorer
+    from sidjax.stages.eval import evaluate_bundle
+
+    dataset, rec = setup
+    config = base_config()
+    config.eval.beams, config.eval.topk, config.eval.batch_size, config.eval.max_users = 6, (1, 6), 2, 4
+    config.eval.rescore_weight = 3.0
+    _save_bundle(tmp_path / "sft", rec, rec.model, rec.sids, config, step=3)
+    dense = sasrec.SasRec(sasrec.SasRecConfig(num_items=NUM_ITEMS, max_len=10, dim=8, layers=1, heads=1),
+                          rngs=nnx.Rngs(params=1))
+    sasrec.save(dense, tmp_path / "sasrec", step=1)
+    results = evaluate_bundle(tmp_path / "sft", config, dataset, tmp_path / "eval", rescore_dir=tmp_path / "sasrec")
+    assert results["rescore"] == {"model": str(tmp_path / "sasrec"), "weight": 3.0}
+
+    histories = dataset.splits["test"].histories()[:4]
+    plain = rec.recommend(histories, SearchSettings(beams=6))
+    dense_sid = DenseRescorer(dense, 3.0).sid_log_probs(histories, rec.trie.leaf_items[plain.leaves])
+    records = [json.loads(line) for line in (tmp_path / "eval" / "test.jsonl").read_text().splitlines()]
+    reordered = 0
+    for row, record in enumerate(records):
+        fused = plain.scores[row] + 3.0 * dense_sid[row]
+        order = np.argsort(-fused, kind="stable")
+        assert [b["items"] for b in record["recommendations"]] == [rec.items(int(plain.leaves[row, b])) for b in order]
+        np.testing.assert_allclose([b["score"] for b in record["recommendations"]], fused[order], rtol=1e-5)
+        reordered += int(not np.array_equal(order, np.arange(6)))
+    assert reordered > 0, "weight 3 should reorder some user's beams"
+    other = sasrec.SasRec(sasrec.SasRecConfig(num_items=NUM_ITEMS + 1, max_len=10, dim=8, layers=1, heads=1),
+                          rngs=nnx.Rngs(params=1))
+    with pytest.raises(ValueError, match="trained on 25 items, the SID table has 24"):
+        Recommender(rec.model, rec.format, rec.sids, np.asarray(rec.tables.level_offsets), LEVEL_SIZES,
+                    rescorer=DenseRescorer(other, 1.0))

@@ -77,3 +77,14 @@ def test_tune_learns_next_item_rule_and_is_deterministic():
 def test_fit_rejects_a_train_split_smaller_than_a_batch():
     with pytest.raises(ValueError, match="fewer than one batch"):
         sasrec.fit(_next_item_split(8, 0), _next_item_split(8, 1), NUM_ITEMS, _settings(batch_size=32), 0.0, (1,), 8)
+
+
+def test_saved_model_reloads_with_the_same_scores(tmp_path):
+    model = _model(dropout=0.3)
+    sasrec.save(model, tmp_path / "sasrec", step=7)
+    loaded = sasrec.load(tmp_path / "sasrec")
+    assert loaded.config == model.config
+    history, lengths = np.array([[3, 5, 1, -1], [7, -1, -1, -1]], np.int32), np.array([3, 1], np.int32)
+    np.testing.assert_array_equal(np.asarray(loaded(history, lengths)), np.asarray(model(history, lengths)))
+    with pytest.raises(FileNotFoundError, match="sasrec_config.json"):
+        sasrec.load(tmp_path / "elsewhere")

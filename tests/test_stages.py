@@ -72,3 +72,25 @@ def test_standalone_evaluations_never_land_in_a_stage_entry_dir(tmp_path):
     assert not any(top == name or top.startswith(name + "_") for name in STAGES)
     stage_dirs = {tmp_path / stage_dirname(e) for e in entries}
     assert not stage_dirs & (set(outputs) | {o.parent for o in outputs})
+
+
+def test_baselines_score_the_sasrec_stage_model_instead_of_training_another(tmp_path):
+    from sidjax.baselines import sasrec
+
+    config = _data_config()
+    config.stages = ("data", "sasrec", "baselines")
+    s = config.baselines.sasrec
+    s.dim, s.layers, s.max_epochs, s.patience, s.dropouts = 8, 1, 2, 1, (0.0,)
+    summaries = run_pipeline(config, tmp_path)
+    fit, scored = summaries["sasrec"], summaries["baselines"]["sasrec"]
+    assert scored["from_stage"] == "sasrec" and scored["valid"] == fit["valid"]
+    assert scored["best_epoch"] == fit["best_epoch"] and scored["trials"] == fit["trials"]
+    # The saved model is the one that was tuned: it scores valid as the fit recorded.
+    from sidjax.data.sources import load_dataset
+
+    dataset = load_dataset(config.data)
+    reloaded = sasrec.load(tmp_path / "sasrec")
+    c = config.baselines
+    assert sasrec.evaluate(reloaded, dataset.splits["valid"], c.topk, c.eval_batch_size) == fit["valid"]
+    assert sasrec.evaluate(reloaded, dataset.splits["test"], c.topk, c.eval_batch_size) == scored["test"]
+    assert not (tmp_path / "baselines" / "metrics.jsonl").exists(), "no second SASRec was trained"

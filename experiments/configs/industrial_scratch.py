@@ -6,12 +6,13 @@ item its continuation; the `sidseq` task puts the loss on every next item of a u
 train sequence). Early stopping on the valid loss picks the SFT model; GRPO with
 constrained-beam rollouts and MiniOneRec's rank-aware reward then sharpens the
 ranking; eval is the constrained beam search over the SID trie on valid and test.
-Three such models (lineages `sft`/`grpo`, `sft:b`/`grpo:b`, `sft:c`/`grpo:c`, seeds 0, 1, 2)
-are searched as one ensemble (`eval.ensemble`: each SID scores the mean of their
-log-probabilities); `eval:sft` and `eval:grpo` measure the first model alone.
+Two such models (lineages `sft`/`grpo` and `sft:b`/`grpo:b`, seeds 0 and 1) are searched as one
+ensemble (`eval.ensemble`: each SID scores the mean of their log-probabilities), and a SASRec over
+item ids (stage `sasrec`) re-scores the SIDs found (`eval.rescore`); `eval:sft` and `eval:grpo`
+measure the first model alone.
 
-Wall time: 51 min 21 s on the machine of commit 19e4067's run; on a 2-core machine about 25% slower
-(2.45 GHz EPYC, AVX2) the 20-epoch SFT alone takes 1,064 s per model, about 75 minutes for the run.
+Wall time: 45 min 13 s on a 2-core 2.45 GHz EPYC (AVX2), the slower of the machines measured (the
+earlier three-model config took 51 min 21 s on the faster one and about 75 minutes on this one).
 
     python -m experiments.train --config=experiments/configs/industrial_scratch.py --workdir=runs/industrial_scratch
 """

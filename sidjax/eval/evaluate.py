@@ -82,6 +82,9 @@ class Recommender:
         self.rescorer = rescorer  # re-scores the search's beams with a dense item model (eval.rescore)
         self.format = fmt
         self.sids = np.asarray(sids, np.int32)
+        if rescorer is not None and rescorer.num_items != len(self.sids):
+            raise ValueError(f"the dense re-scorer was trained on {rescorer.num_items} items, the SID table has "
+                             f"{len(self.sids)}: they come from other datasets")
         self.trie = SidTrie.build(self.sids, level_sizes)
         self.tables = TrieTables.from_trie(self.trie, level_offsets)
         self.mesh = mesh
