@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,9 @@ import numpy as np
 from flax import nnx
 
 from sidjax.baselines import sasrec
+
+if TYPE_CHECKING:
+    from sidjax.eval.evaluate import Recommendations
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")
@@ -68,8 +71,9 @@ class DenseRescorer:
         history, lengths = self._histories(histories)
         return np.asarray(_sid_log_probs(self._graphdef, self._params, history, lengths, leaf_items))
 
-    def rescore(self, histories: Sequence[Sequence[int]], result, leaf_items: np.ndarray):
-        """`result` (evaluate.Recommendations, beams of the SIDs `leaf_items` rows) re-scored, best first.
+    def rescore(self, histories: Sequence[Sequence[int]], result: "Recommendations", leaf_items: np.ndarray
+                ) -> "Recommendations":
+        """`result` (beams whose leaves are rows of `leaf_items`) re-scored, best first.
 
         Invalid beams keep their score and go last.
         """
