@@ -19,6 +19,17 @@ class Item:
     categories: str = ""
 
 
+def pad_histories(histories: Sequence[Sequence[int]], max_history: int) -> tuple[np.ndarray, np.ndarray]:
+    """The most recent `max_history` items of each history, -1 padded at the end: int32 [n, H], lengths int32 [n]."""
+    padded = np.full((len(histories), max_history), -1, dtype=np.int32)
+    lengths = np.zeros(len(histories), dtype=np.int32)
+    for i, hist in enumerate(histories):
+        hist = list(hist)[-max_history:]
+        padded[i, : len(hist)] = hist
+        lengths[i] = len(hist)
+    return padded, lengths
+
+
 @dataclasses.dataclass(frozen=True)
 class Split:
     """Samples (user, history <= H, target); `history[i, :history_len[i]]` is time-ordered, -1 pads."""
@@ -43,13 +54,7 @@ class Split:
 
     @classmethod
     def from_rows(cls, rows: Sequence[tuple[int, Sequence[int], int]], max_history: int) -> "Split":
-        n = len(rows)
-        history = np.full((n, max_history), -1, dtype=np.int32)
-        lengths = np.zeros(n, dtype=np.int32)
-        for i, (_, hist, _) in enumerate(rows):
-            hist = list(hist)[-max_history:]
-            history[i, : len(hist)] = hist
-            lengths[i] = len(hist)
+        history, lengths = pad_histories([hist for _, hist, _ in rows], max_history)
         return cls(
             users=np.asarray([r[0] for r in rows], dtype=np.int64),
             history=history,

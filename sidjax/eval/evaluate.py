@@ -145,10 +145,9 @@ class Recommender:
         result = beam_search(self.model, self._place(tokens), self._place(mask), self.tables,
                              num_beams=settings.beams, normalize=settings.normalize)
         result = self._gather(result)
-        if self.rescorer is not None:
-            result = self.rescorer.rescore(histories, result, self.trie.leaf_items)
-        return Recommendations(leaves=result.leaves, codes=result.codes, scores=result.scores, valid=result.valid,
+        recs = Recommendations(leaves=result.leaves, codes=result.codes, scores=result.scores, valid=result.valid,
                                reasoning=reasoning)
+        return recs if self.rescorer is None else self.rescorer.rescore(histories, recs, self.trie.leaf_items)
 
     def items(self, leaf: int) -> list[int]:
         """Item ids that carry the SID of `leaf` (several when items share a SID)."""

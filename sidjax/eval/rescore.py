@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from sidjax.baselines import sasrec
+from sidjax.data.dataset import pad_histories
 
 if TYPE_CHECKING:
     from sidjax.eval.evaluate import Recommendations
@@ -52,23 +53,13 @@ class DenseRescorer:
         """The SASRec saved by a `sasrec` stage in `directory`."""
         return cls(sasrec.load(directory), weight)
 
-    def _histories(self, histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """The most recent `max_len` items of each history, -1 padded at the end, and their lengths."""
-        out = np.full((len(histories), self.max_len), -1, np.int32)
-        lengths = np.zeros(len(histories), np.int32)
-        for row, history in enumerate(histories):
-            recent = list(history)[-self.max_len:]
-            out[row, : len(recent)] = recent
-            lengths[row] = len(recent)
-        return out, lengths
-
     def sid_log_probs(self, histories: Sequence[Sequence[int]], leaf_items: np.ndarray) -> np.ndarray:
         """log P_dense of SIDs given as their items int [n, R, S] (-1 padded): f32 [n, R], -inf where none."""
         leaf_items = np.asarray(leaf_items, np.int32)
         if leaf_items.max(initial=-1) >= self.num_items:
             raise ValueError(f"DenseRescorer: item id {int(leaf_items.max())} is beyond the dense model's "
                              f"{self.num_items} items; it was trained on another dataset")
-        history, lengths = self._histories(histories)
+        history, lengths = pad_histories(histories, self.max_len)
         return np.asarray(_sid_log_probs(self._graphdef, self._params, history, lengths, leaf_items))
 
     def rescore(self, histories: Sequence[Sequence[int]], result: "Recommendations", leaf_items: np.ndarray
