@@ -23,6 +23,7 @@ CORE = [
     "matplotlib==3.11.2",
     "gguf==0.19.0",
     "jinja2==3.1.6",
+    "scipy==1.17.1",  # sparse transition counts (sidjax.baselines.markov); jax needs it too
 ]
 
 # PyTorch + transformers are only the reference implementations that the parity

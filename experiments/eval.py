@@ -4,8 +4,9 @@ The model is `--config.eval.checkpoint` (a model stage dir or a run dir) or, whe
 empty, the last finished model stage of `--workdir`; results go to
 `<workdir>/evals/<stage>/` (metrics.json, <split>.jsonl), beside the stages' own directories and
 never inside one. With `--config.eval.ensemble` the members are those stage entries of
-`--workdir`, results in `<workdir>/evals/<a>+<b>.../`; with `--config.eval.rescore` (a `sasrec` entry
-of `--workdir`) its SASRec re-scores the beams, results in `<workdir>/evals/<model(s)>@<sasrec dir>/`.
+`--workdir`, results in `<workdir>/evals/<a>+<b>.../`; with `--config.eval.rescore` (`sasrec` / `markov`
+entries of `--workdir`) their dense models re-score the beams, results in
+`<workdir>/evals/<model(s)>@<their dirs joined by '+'>/`.
 """
 from pathlib import Path
 
@@ -25,10 +26,10 @@ def main(argv) -> None:
         model_dir = [find_bundle(workdir / stage_dirname(entry)) for entry in config.eval.ensemble]
     else:
         model_dir = find_bundle(config.eval.checkpoint or workdir)
-    rescore_dir = workdir / stage_dirname(config.eval.rescore) if config.eval.rescore else None
-    out_dir = standalone_dir(workdir, model_dir if isinstance(model_dir, list) else [model_dir], rescore_dir)
+    rescore_dirs = [workdir / stage_dirname(entry) for entry in config.eval.rescore]
+    out_dir = standalone_dir(workdir, model_dir if isinstance(model_dir, list) else [model_dir], rescore_dirs)
     logging.info("evaluating %s -> %s", model_dir, out_dir)
-    evaluate_bundle(model_dir, config, load_dataset(config.data), out_dir, rescore_dir=rescore_dir)
+    evaluate_bundle(model_dir, config, load_dataset(config.data), out_dir, rescore_dirs=rescore_dirs)
 
 
 if __name__ == "__main__":

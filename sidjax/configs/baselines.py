@@ -3,7 +3,7 @@ import ml_collections
 
 from sidjax.configs import require
 
-METHODS = ("popularity", "sasrec")
+METHODS = ("popularity", "sasrec", "markov")
 SPLITS = ("valid", "test")
 
 
@@ -27,6 +27,14 @@ def section() -> ml_collections.ConfigDict:
     c.sasrec.patience = 5  # stop after this many epochs without a better valid metric
     c.sasrec.select_metric = "NDCG@10"  # valid metric for early stopping and dropout choice
     c.sasrec.seed = 0
+
+    # A Markov chain over item ids (sidjax.baselines.markov): transitions counted on train, each row
+    # smoothed toward popularity, the rows of the latest `context` items mixed with weights decay**k.
+    # These values were chosen on valid as a re-scorer of industrial_scratch's beams (README).
+    c.markov = ml_collections.ConfigDict()
+    c.markov.smoothing = 1.0  # pseudo-counts of the popularity prior per row
+    c.markov.context = 3
+    c.markov.decay = 0.5
     return c
 
 
@@ -52,3 +60,7 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     metric, _, k = s.select_metric.partition("@")
     require(metric in ("HR", "NDCG") and k.isdigit() and int(k) in tuple(c.topk), f"{name}.sasrec.select_metric",
             f"must be HR@K or NDCG@K with K in topk {tuple(c.topk)}, got '{s.select_metric}'")
+    m = c.markov
+    require(m.smoothing > 0, f"{name}.markov.smoothing", f"must be > 0, got {m.smoothing}")
+    require(m.context >= 1, f"{name}.markov.context", f"must be >= 1, got {m.context}")
+    require(0 < m.decay <= 1, f"{name}.markov.decay", f"must be in (0, 1], got {m.decay}")

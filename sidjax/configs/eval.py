@@ -29,11 +29,12 @@ def section() -> ml_collections.ConfigDict:
     # entry a model of its own lineage; see sidjax.stages) by the eval entries listed after all of
     # them (earlier ones, e.g. `eval:sft`, evaluate one model as above); () = off. Direct mode only.
     c.ensemble = ()
-    # A `sasrec` stage entry of this run whose SASRec re-scores the beams found (each SID's score plus
-    # rescore_weight x log of the SASRec probability of its items; sidjax.eval.rescore), in the eval
-    # entries listed after it; "" = off.
-    c.rescore = ""
-    c.rescore_weight = 0.5
+    # Dense item models of this run (`sasrec` / `markov` stage entries) that re-score the beams found, in
+    # the eval entries listed after all of them: each SID's score plus, per model, its weight in
+    # rescore_weights (same order) x the log of the model's probability of the SID's items
+    # (sidjax.eval.rescore); () = off.
+    c.rescore = ()
+    c.rescore_weights = ()
     c.step = -1  # -1: the stage's output model (best/); N: its train checkpoint of step N
     c.write_samples = True  # per-user JSONL with history, top items, reasoning and hit rank
     c.seed = 0  # sampling seed for reasoning mode
@@ -83,11 +84,15 @@ def _validate_ensemble(c: ml_collections.ConfigDict, config: ml_collections.Conf
 
 
 def _validate_rescore(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
+    from sidjax.eval.rescore import SCORERS
     from sidjax.stages import parse_stage
 
-    require(c.rescore_weight > 0, f"{name}.rescore_weight", f"must be > 0, got {c.rescore_weight}")
-    if not c.rescore:
-        return
+    entries, weights = tuple(c.rescore), tuple(c.rescore_weights)
+    require(len(weights) == len(entries), f"{name}.rescore_weights",
+            f"needs one weight per eval.rescore entry {entries}, got {weights}")
+    require(all(w > 0 for w in weights), f"{name}.rescore_weights", f"every weight must be > 0, got {weights}")
+    require(len(set(entries)) == len(entries), f"{name}.rescore", f"names an entry twice: {entries}")
     stages = tuple(config.stages)
-    require(c.rescore in stages and parse_stage(c.rescore)[0] == "sasrec", f"{name}.rescore",
-            f"'{c.rescore}' is not a sasrec stage entry of config.stages {stages}")
+    for entry in entries:
+        require(entry in stages and parse_stage(entry)[0] in SCORERS, f"{name}.rescore",
+                f"'{entry}' is not a {' / '.join(SCORERS)} stage entry of config.stages {stages}")

@@ -39,6 +39,7 @@ STAGES: dict[str, str] = {
     "sdpo": "sidjax.stages.rl:run_sdpo",
     "eval": "sidjax.stages.eval:run",
     "sasrec": "sidjax.stages.baselines:run_sasrec",
+    "markov": "sidjax.stages.baselines:run_markov",
     "baselines": "sidjax.stages.baselines:run",
 }
 

@@ -1,13 +1,14 @@
-"""Stages `sasrec` and `baselines`: SASRec as a model of its own, and the same-split reference recommenders.
+"""Stages `sasrec`, `markov` and `baselines`: dense item models of their own, and the same-split references.
 
 `sasrec` tunes SASRec (`config.baselines.sasrec`) on valid and saves the chosen model
 (`sidjax.baselines.sasrec.save`) with `fit.json` (its valid metrics, dropout, best epoch,
-the tried settings, wall time), for `eval.rescore`.
+the tried settings, wall time), for `eval.rescore`. `markov` counts the item Markov chain
+(`config.baselines.markov`) and saves it (`sidjax.baselines.markov.save`), for `eval.rescore`.
 
 `baselines` writes `metrics.json` = {method: {split: {HR@K, NDCG@K, users}, ...}}; SASRec
-also records the fit above. When the run lists a `sasrec` entry before it, the stage scores
-that entry's saved model instead of training the same one again; otherwise it tunes its own,
-with per-epoch curves in `metrics.jsonl` (prefix `sasrec/`).
+also records the fit above. When the run lists a `sasrec` (`markov`) entry before it, the stage
+scores that entry's saved model instead of fitting the same one again (and records `from_stage`);
+otherwise it fits its own, SASRec with per-epoch curves in `metrics.jsonl` (prefix `sasrec/`).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import jax
 
-from sidjax.baselines import popularity, sasrec
+from sidjax.baselines import markov, popularity, sasrec
 from sidjax.eval.metrics import format_table
 from sidjax.stages import parse_stage
 
@@ -45,16 +46,25 @@ def run_sasrec(ctx) -> dict[str, Any]:
     return fit
 
 
-def _earlier_sasrec_entry(ctx) -> str | None:
+def run_markov(ctx) -> dict[str, Any]:
+    c = ctx.config.baselines
+    chain = markov.fit(ctx.dataset.splits["train"], ctx.dataset.num_items, c.markov)
+    markov.save(chain, ctx.dir)
+    return {"valid": chain.evaluate(ctx.dataset.splits["valid"], c.topk, c.eval_batch_size),
+            "transitions": int(chain.counts.sum())}
+
+
+def _earlier_entry(ctx, stage: str) -> str | None:
+    """The first entry of `stage` listed before this one in config.stages."""
     stages = list(ctx.config.stages)
     before = stages[: stages.index(ctx.spec)]
-    return next((s for s in before if parse_stage(s)[0] == "sasrec"), None)
+    return next((s for s in before if parse_stage(s)[0] == stage), None)
 
 
 def _sasrec_results(ctx) -> dict[str, Any]:
     c = ctx.config.baselines
     data = ctx.dataset
-    entry = _earlier_sasrec_entry(ctx)
+    entry = _earlier_entry(ctx, "sasrec")
     if entry is None:
         model, fit = _tune_sasrec(ctx)
     else:
@@ -66,6 +76,17 @@ def _sasrec_results(ctx) -> dict[str, Any]:
     return {**scored, **{k: v for k, v in fit.items() if k != "valid"}}
 
 
+def _markov_results(ctx) -> dict[str, Any]:
+    c = ctx.config.baselines
+    data = ctx.dataset
+    entry = _earlier_entry(ctx, "markov")
+    if entry is None:
+        chain, source = markov.fit(data.splits["train"], data.num_items, c.markov), {}
+    else:
+        chain, source = markov.load(ctx.output_of(entry)), {"from_stage": entry}
+    return {**{s: chain.evaluate(data.splits[s], c.topk, c.eval_batch_size) for s in c.splits}, **source}
+
+
 def run(ctx) -> dict[str, Any]:
     c = ctx.config.baselines
     data = ctx.dataset
@@ -75,6 +96,8 @@ def run(ctx) -> dict[str, Any]:
         results["popularity"] = {s: popularity.evaluate(counts, data.splits[s], c.topk) for s in c.splits}
     if "sasrec" in c.methods:
         results["sasrec"] = _sasrec_results(ctx)
+    if "markov" in c.methods:
+        results["markov"] = _markov_results(ctx)
     tables = [f"{method} / {split} ({int(r[split]['users'])} samples):\n{format_table(r[split], c.topk)}"
               for method, r in results.items() for split in c.splits]
     if jax.process_index() == 0:

@@ -4,8 +4,8 @@ The model is `config.eval.checkpoint` when set (a model stage dir or a run dir),
 else the output of the latest model stage listed before this one, or, with
 `config.eval.ensemble`, the outputs of those model stage entries searched as one
 ensemble (each SID scores the mean of the members' log-probabilities). With `config.eval.rescore`,
-the eval entries after that `sasrec` entry re-score the beams with its SASRec
-(`sidjax.eval.rescore`). An entry tagged with a
+the eval entries after those `sasrec` / `markov` entries re-score the beams with their dense item
+models (`sidjax.eval.rescore`). An entry tagged with a
 mode (`eval:direct`, `eval:reasoning`) searches in that mode whatever `eval.mode` says, so
 one run can evaluate the same model both ways.
 """
@@ -25,20 +25,24 @@ from sidjax.eval.evaluate import MODES, Recommender, SearchSettings, evaluate_sp
 from sidjax.eval.metrics import format_table
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.parallel.mesh import make_mesh
+from sidjax.stages import parse_stage
 from sidjax.train import checkpoint as ckpt
 from sidjax.utils.metrics import MetricsWriter
 
 METRICS_FILE = "metrics.json"
-# experiments.eval writes <workdir>/evals/<model stage dir, or members joined by '+'>[@<rescorer dir>]/: no
+# experiments.eval writes <workdir>/evals/<model stage dir, or members joined by '+'>[@<re-scorer dirs joined by
+# '+'>]/: no
 # stage entry's directory (`<stage>` or `<stage>_<tag>`) lies in it, so a later evaluation never overwrites a
 # stage's results.
 STANDALONE_DIR = "evals"
 
 
-def standalone_dir(workdir: Path, model_dirs: Sequence[Path], rescore_dir: Path | None = None) -> Path:
+def standalone_dir(workdir: Path, model_dirs: Sequence[Path], rescore_dirs: Sequence[Path] = ()) -> Path:
     """Where experiments.eval writes the evaluation of one model stage dir, or of an ensemble's members."""
     name = "+".join(Path(d).name for d in model_dirs)
-    return Path(workdir) / STANDALONE_DIR / (name if rescore_dir is None else f"{name}@{Path(rescore_dir).name}")
+    if rescore_dirs:
+        name += "@" + "+".join(Path(d).name for d in rescore_dirs)
+    return Path(workdir) / STANDALONE_DIR / name
 
 
 def _recommender(bundles: list[ckpt.Bundle], mesh, rescorer: DenseRescorer | None) -> Recommender:
@@ -55,24 +59,30 @@ def _recommender(bundles: list[ckpt.Bundle], mesh, rescorer: DenseRescorer | Non
 
 
 def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.ConfigDict, dataset: RecDataset,
-                    out_dir: Path, writer: MetricsWriter | None = None, rescore_dir: Path | None = None
+                    out_dir: Path, writer: MetricsWriter | None = None, rescore_dirs: Sequence[Path] = ()
                     ) -> dict[str, Any]:
     """Evaluate the bundle in `model_dir` (or the ensemble of several) on every split of `config.eval`.
 
-    `rescore_dir`: a `sasrec` stage's directory whose model re-scores the beams (`config.eval.rescore_weight`).
+    `rescore_dirs`: the directories of `config.eval.rescore`'s entries, in its order, whose dense
+    models re-score the beams (with `config.eval.rescore_weights`); () = no re-scoring.
     """
     c = config.eval
     mesh = make_mesh(config.mesh)
     dirs = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(d) for d in model_dir]
     bundles = [ckpt.load_bundle(d, step=None if c.step < 0 else c.step, mesh=mesh) for d in dirs]
-    rescorer = None if rescore_dir is None else DenseRescorer.load(rescore_dir, c.rescore_weight)
+    rescorer = None
+    if rescore_dirs:
+        if len(rescore_dirs) != len(c.rescore):
+            raise ValueError(f"evaluate_bundle: {len(rescore_dirs)} re-scorer dirs for eval.rescore {tuple(c.rescore)}")
+        rescorer = DenseRescorer.load([(parse_stage(entry)[0], Path(d), w)
+                                       for entry, d, w in zip(c.rescore, rescore_dirs, c.rescore_weights)])
     rec = _recommender(bundles, mesh, rescorer)
     settings = SearchSettings.from_config(c)
     step = bundles[0].step if len(bundles) == 1 else [b.step for b in bundles]
     results: dict[str, Any] = {"model": str(dirs[0]) if len(dirs) == 1 else [str(d) for d in dirs], "step": step,
                                "mode": c.mode, "beams": c.beams, "normalize": c.normalize}
-    if rescore_dir is not None:
-        results["rescore"] = {"model": str(rescore_dir), "weight": c.rescore_weight}
+    if rescorer is not None:
+        results["rescore"] = [{"model": str(d), "weight": w} for d, w in zip(rescore_dirs, c.rescore_weights)]
     tables = []
     if jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +122,6 @@ def run(ctx) -> dict[str, Any]:
             raise ValueError(f"stage '{ctx.spec}' needs an earlier model stage in config.stages "
                              "or config key 'eval.checkpoint'")
         model_dir = ctx.output_of(source)
-    rescore = config.eval.rescore
-    rescore_dir = ctx.output_of(rescore) if rescore and _listed_after(config, ctx.spec, [rescore]) else None
-    return evaluate_bundle(model_dir, config, ctx.dataset, ctx.dir, ctx.writer, rescore_dir)
+    rescore = tuple(config.eval.rescore)
+    rescore_dirs = [ctx.output_of(entry) for entry in rescore] if _listed_after(config, ctx.spec, rescore) else []
+    return evaluate_bundle(model_dir, config, ctx.dataset, ctx.dir, ctx.writer, rescore_dirs)
