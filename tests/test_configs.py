@@ -106,16 +106,23 @@ def test_eval_ensemble_names_model_stages_before_a_direct_eval():
             validate(config)
 
 
-def test_eval_rescore_names_a_sasrec_stage_and_a_positive_weight():
+def test_eval_rescore_names_dense_model_stages_each_with_a_positive_weight():
     config = base_config()
-    config.stages = ("data", "sids", "sft", "sasrec", "eval")
-    config.eval.rescore = "sasrec"
+    config.stages = ("data", "sids", "sft", "sasrec", "markov", "eval")
+    config.eval.rescore, config.eval.rescore_weights = ("sasrec", "markov"), (0.3, 0.4)
     validate(config)
-    config.eval.rescore = "sft"
-    with pytest.raises(ConfigError, match=r"'eval\.rescore': 'sft' is not a sasrec stage entry"):
-        validate(config)
-    config.eval.rescore, config.eval.rescore_weight = "sasrec", 0.0
-    with pytest.raises(ConfigError, match=r"'eval\.rescore_weight': must be > 0"):
+    for rescore, weights, key, message in [
+            (("sft",), (1.0,), "rescore", "'sft' is not a sasrec / markov stage entry"),
+            (("markov:b",), (1.0,), "rescore", "'markov:b' is not a sasrec / markov stage entry"),
+            (("sasrec", "sasrec"), (1.0, 1.0), "rescore", "names an entry twice"),
+            (("sasrec", "markov"), (0.3,), "rescore_weights", "needs one weight per eval.rescore entry"),
+            (("sasrec",), (0.0,), "rescore_weights", "every weight must be > 0")]:
+        config.eval.rescore, config.eval.rescore_weights = rescore, weights
+        with pytest.raises(ConfigError, match=rf"'eval\.{key}': {message}"):
+            validate(config)
+    config.eval.rescore, config.eval.rescore_weights = (), ()
+    config.baselines.markov.decay = 0.0
+    with pytest.raises(ConfigError, match=r"'baselines\.markov\.decay': must be in \(0, 1\]"):
         validate(config)
 
 

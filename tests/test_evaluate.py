@@ -220,30 +220,36 @@ def test_saved_bundle_loads_and_evaluates(setup, tmp_path):
     assert saved["test"]["users"] == 3 and len((tmp_path / "eval" / "test.jsonl").read_text().splitlines()) == 3
 
 
-def test_rescored_evaluation_reranks_the_same_beams_by_the_saved_sasrec(setup, tmp_path):
-    from sidjax.baselines import sasrec
+def test_rescored_evaluation_reranks_the_same_beams_by_the_saved_dense_models(setup, tmp_path):
+    from sidjax.baselines import markov, sasrec
     from sidjax.configs import base_config
-    from sidjax.eval.rescore import DenseRescorer
+    from sidjax.eval.rescore import DenseRescorer, MarkovScorer, SasRecScorer
     from sidjax.stages.eval import evaluate_bundle
 
     dataset, rec = setup
     config = base_config()
     config.eval.beams, config.eval.topk, config.eval.batch_size, config.eval.max_users = 6, (1, 6), 2, 4
-    config.eval.rescore_weight = 3.0
+    config.eval.rescore, config.eval.rescore_weights = ("sasrec", "markov"), (3.0, 0.5)
     _save_bundle(tmp_path / "sft", rec, rec.model, rec.sids, config, step=3)
     dense = sasrec.SasRec(sasrec.SasRecConfig(num_items=NUM_ITEMS, max_len=10, dim=8, layers=1, heads=1),
                           rngs=nnx.Rngs(params=1))
     sasrec.save(dense, tmp_path / "sasrec", step=1)
-    results = evaluate_bundle(tmp_path / "sft", config, dataset, tmp_path / "eval", rescore_dir=tmp_path / "sasrec")
-    assert results["rescore"] == {"model": str(tmp_path / "sasrec"), "weight": 3.0}
+    chain = markov.fit(dataset.splits["train"], NUM_ITEMS, config.baselines.markov)
+    markov.save(chain, tmp_path / "markov")
+    results = evaluate_bundle(tmp_path / "sft", config, dataset, tmp_path / "eval",
+                              rescore_dirs=[tmp_path / "sasrec", tmp_path / "markov"])
+    assert results["rescore"] == [{"model": str(tmp_path / "sasrec"), "weight": 3.0},
+                                  {"model": str(tmp_path / "markov"), "weight": 0.5}]
 
     histories = dataset.splits["test"].histories()[:4]
     plain = rec.recommend(histories, SearchSettings(beams=6))
-    dense_sid = DenseRescorer(dense, 3.0).sid_log_probs(histories, rec.trie.leaf_items[plain.leaves])
+    items = rec.trie.leaf_items[plain.leaves]
+    dense_sid = (3.0 * SasRecScorer(dense).sid_log_probs(histories, items)
+                 + 0.5 * MarkovScorer(chain).sid_log_probs(histories, items))
     records = [json.loads(line) for line in (tmp_path / "eval" / "test.jsonl").read_text().splitlines()]
     reordered = 0
     for row, record in enumerate(records):
-        fused = plain.scores[row] + 3.0 * dense_sid[row]
+        fused = plain.scores[row] + dense_sid[row]
         order = np.argsort(-fused, kind="stable")
         assert [b["items"] for b in record["recommendations"]] == [rec.items(int(plain.leaves[row, b])) for b in order]
         np.testing.assert_allclose([b["score"] for b in record["recommendations"]], fused[order], rtol=1e-5)
@@ -253,4 +259,4 @@ def test_rescored_evaluation_reranks_the_same_beams_by_the_saved_sasrec(setup, t
                           rngs=nnx.Rngs(params=1))
     with pytest.raises(ValueError, match="trained on 25 items, the SID table has 24"):
         Recommender(rec.model, rec.format, rec.sids, np.asarray(rec.tables.level_offsets), LEVEL_SIZES,
-                    rescorer=DenseRescorer(other, 1.0))
+                    rescorer=DenseRescorer([(SasRecScorer(other), 1.0)]))

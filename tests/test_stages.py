@@ -67,18 +67,20 @@ def test_standalone_evaluations_never_land_in_a_stage_entry_dir(tmp_path):
     entries = ("sft", "eval:sft", "grpo", "eval:grpo", "grpo:b", "eval:grpo+grpo_b", "eval")
     outputs = [standalone_dir(tmp_path, [tmp_path / "sft"]), standalone_dir(tmp_path, [tmp_path / "grpo"]),
                standalone_dir(tmp_path, [tmp_path / "grpo", tmp_path / "grpo_b"])]
-    assert [o.relative_to(tmp_path).as_posix() for o in outputs] == ["evals/sft", "evals/grpo", "evals/grpo+grpo_b"]
+    outputs.append(standalone_dir(tmp_path, [tmp_path / "grpo"], [tmp_path / "sasrec", tmp_path / "markov"]))
+    assert [o.relative_to(tmp_path).as_posix() for o in outputs] == [
+        "evals/sft", "evals/grpo", "evals/grpo+grpo_b", "evals/grpo@sasrec+markov"]
     top = outputs[0].parent.name
     assert not any(top == name or top.startswith(name + "_") for name in STAGES)
     stage_dirs = {tmp_path / stage_dirname(e) for e in entries}
     assert not stage_dirs & (set(outputs) | {o.parent for o in outputs})
 
 
-def test_baselines_score_the_sasrec_stage_model_instead_of_training_another(tmp_path):
-    from sidjax.baselines import sasrec
+def test_baselines_score_the_dense_stage_models_instead_of_fitting_others(tmp_path):
+    from sidjax.baselines import markov, sasrec
 
     config = _data_config()
-    config.stages = ("data", "sasrec", "baselines")
+    config.stages = ("data", "sasrec", "markov", "baselines")
     s = config.baselines.sasrec
     s.dim, s.layers, s.max_epochs, s.patience, s.dropouts = 8, 1, 2, 1, (0.0,)
     summaries = run_pipeline(config, tmp_path)
@@ -94,3 +96,8 @@ def test_baselines_score_the_sasrec_stage_model_instead_of_training_another(tmp_
     assert sasrec.evaluate(reloaded, dataset.splits["valid"], c.topk, c.eval_batch_size) == fit["valid"]
     assert sasrec.evaluate(reloaded, dataset.splits["test"], c.topk, c.eval_batch_size) == scored["test"]
     assert not (tmp_path / "baselines" / "metrics.jsonl").exists(), "no second SASRec was trained"
+    chained = summaries["baselines"]["markov"]
+    assert chained["from_stage"] == "markov" and chained["valid"] == summaries["markov"]["valid"]
+    chain = markov.load(tmp_path / "markov")
+    assert chain.evaluate(dataset.splits["test"], c.topk, c.eval_batch_size) == chained["test"]
+    assert summaries["markov"]["transitions"] == len(dataset.splits["train"])

@@ -30,10 +30,9 @@ from sidjax.train import checkpoint as ckpt
 from sidjax.utils.metrics import MetricsWriter
 
 METRICS_FILE = "metrics.json"
-# experiments.eval writes <workdir>/evals/<model stage dir, or members joined by '+'>[@<re-scorer dirs joined by
-# '+'>]/: no
-# stage entry's directory (`<stage>` or `<stage>_<tag>`) lies in it, so a later evaluation never overwrites a
-# stage's results.
+# experiments.eval writes <workdir>/evals/<model stage dir, or members joined by '+'>[@<re-scorer dirs joined
+# by '+'>]/: no stage entry's directory (`<stage>` or `<stage>_<tag>`) lies in it, so a later evaluation never
+# overwrites a stage's results.
 STANDALONE_DIR = "evals"
 
 
