@@ -11,8 +11,9 @@ ensemble (`eval.ensemble`: each SID scores the mean of their log-probabilities),
 models over item ids, a SASRec (stage `sasrec`) and an item Markov chain (stage `markov`), re-score
 the SIDs found (`eval.rescore`); `eval:sft` and `eval:grpo` measure the first model alone.
 
-Wall time: 45 min 13 s on a 2-core 2.45 GHz EPYC (AVX2), the slower of the machines measured (the
-earlier three-model config took 51 min 21 s on the faster one and about 75 minutes on this one).
+Wall time: 45 min 32 s on a 2-core 2.45 GHz EPYC (AVX2), the slower of the machines measured (the
+earlier three-model config took 51 min 21 s on the faster one and about 75 minutes on this one);
+test HR@10 .1657, NDCG@10 .1191 (README, Results).
 
     python -m experiments.train --config=experiments/configs/industrial_scratch.py --workdir=runs/industrial_scratch
 """
