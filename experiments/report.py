@@ -148,7 +148,8 @@ def result_rows(run: Run) -> list[Row]:
             model = " + ".join(Path(str(m)).name for m in models)
             rescore = stage.metrics.get("rescore")
             if rescore:
-                model += ", re-scored by " + " + ".join(f"{Path(str(r['model'])).name} x {r['weight']}" for r in rescore)
+                terms = rescore if isinstance(rescore, list) else [rescore]  # runs before a37811f wrote one dict
+                model += ", re-scored by " + " + ".join(f"{Path(str(r['model'])).name} x {r['weight']}" for r in terms)
             what = f"{stage.spec} ({model}, {stage.metrics.get('mode', 'direct')})"
             rows += [Row(run.label, what, s, stage.metrics[s], stage.seconds) for s in SPLITS if s in stage.metrics]
         elif stage.name == "baselines":

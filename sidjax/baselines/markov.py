@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse
 
 from sidjax.baselines import item_metrics
+from sidjax.baselines.popularity import train_counts
 from sidjax.data.dataset import Split
 
 MODEL_CONFIG = "markov_config.json"
@@ -58,10 +59,10 @@ class MarkovChain:
         history_len = np.asarray(history_len)
         n = history.shape[0]
         real = np.arange(history.shape[1])[None, :] < history_len[:, None]
-        if np.any(real & ((history < 0) | (history >= self.num_items))):
-            bad = int(history[real & ((history < 0) | (history >= self.num_items))][0])
-            raise ValueError(f"MarkovChain: history item {bad} is outside the chain's {self.num_items} items; "
-                             "it was counted on another dataset")
+        outside = history[real & ((history < 0) | (history >= self.num_items))]
+        if outside.size:
+            raise ValueError(f"MarkovChain: history item {int(outside[0])} is outside the chain's {self.num_items} "
+                             "items; it was counted on another dataset")
         c = self.config
         mixed = np.zeros((n, self.num_items))
         weights = np.zeros(n)
@@ -96,10 +97,9 @@ def fit(train: Split, num_items: int, c: ml_collections.ConfigDict) -> MarkovCha
     latest = train.history[rows, train.history_len[rows] - 1]
     counts = scipy.sparse.csr_matrix((np.ones(rows.size), (latest, train.target[rows])),
                                      shape=(num_items, num_items))
-    popularity = np.bincount(train.target, minlength=num_items)
     config = MarkovConfig(num_items=num_items, smoothing=float(c.smoothing), context=int(c.context),
                           decay=float(c.decay))
-    return MarkovChain(config, counts, popularity)
+    return MarkovChain(config, counts, train_counts(train, num_items))
 
 
 def save(chain: MarkovChain, directory: str | os.PathLike) -> None:
