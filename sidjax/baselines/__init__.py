@@ -1,4 +1,4 @@
-"""Reference recommenders (popularity, SASRec) scored with the pipeline's own metric code.
+"""Reference recommenders (popularity, SASRec, item Markov chain) scored with the pipeline's own metric code.
 
 Baselines rank items, not SIDs: a hit is the target item itself among the top K,
 so items that share a SID never count for each other (at most as strict as the

@@ -2,7 +2,7 @@
 
 `Recommender` bundles what a recommendation needs (model, chat format, SIDs,
 trie, token layout) and turns histories into the shared next-SID prompt
-(`sidjax.data.tasks`), then runs the constrained beam search (its beams optionally re-scored by a dense item model,
+(`sidjax.data.tasks`), then runs the constrained beam search (its beams optionally re-scored by dense item models,
 `sidjax.eval.rescore`); in reasoning mode
 the model first thinks (`sidjax.decode.sample.generate`, greedy or sampled, up to
 a token budget, until `</think>`) and the search continues from that text. `evaluate_split` feeds a
@@ -45,7 +45,7 @@ class Recommendations:
 
     leaves: np.ndarray  # int32 [n, R] rows of `trie.leaf_sids` / `trie.leaf_items`, -1 where not valid
     codes: np.ndarray  # int32 [n, R, L]
-    scores: np.ndarray  # float32 [n, R] sum of SID token log-probs (+ the dense model's, re-scored)
+    scores: np.ndarray  # float32 [n, R] sum of SID token log-probs (+ the weighted dense models', re-scored)
     valid: np.ndarray  # bool [n, R]
     reasoning: list[str] | None  # the generated thinking per history (reasoning mode)
 
@@ -79,7 +79,7 @@ class Recommender:
                  level_offsets: Sequence[int], level_sizes: Sequence[int] | None = None,
                  mesh: jax.sharding.Mesh | None = None, rescorer: DenseRescorer | None = None):
         self.model = model
-        self.rescorer = rescorer  # re-scores the search's beams with a dense item model (eval.rescore)
+        self.rescorer = rescorer  # re-scores the search's beams with dense item models (eval.rescore)
         self.format = fmt
         self.sids = np.asarray(sids, np.int32)
         if rescorer is not None and rescorer.num_items != len(self.sids):
