@@ -1,7 +1,7 @@
 """`config.model`: the causal LM (pretrained from a local dir or GGUF file, or from scratch) and its vocabulary."""
 import ml_collections
 
-from sidjax.configs import require
+from sidjax.configs.rules import require
 
 SOURCES = ("scratch", "hf", "gguf")
 SHAPE_KEYS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size")
