@@ -25,7 +25,8 @@ import ml_collections
 from sidjax.configs import baselines, data, eval, mesh, model, rl, sft, sids, teacher
 from sidjax.configs.rules import ConfigError, require
 
-__all__ = ["ConfigError", "SECTIONS", "VALIDATORS", "base_config", "entry_section", "require", "validate"]
+__all__ = ["ConfigError", "SECTIONS", "VALIDATORS", "base_config", "entry_section", "require", "stage_of",
+           "validate"]
 
 # Section name -> its defaults.
 SECTIONS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
