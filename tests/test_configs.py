@@ -104,7 +104,7 @@ def test_eval_models_name_model_stage_entries_before_it_and_an_ensemble_searches
     config.stages = ("data", "sids", "sft", "eval:sft", "sft:b", "eval", "eval:reasoning")
     config.eval.models = ("sft", "sft:b")
     config.entries = {"eval:sft": {"models": ("sft",)}, "eval:reasoning": {"mode": "reasoning"}}
-    with pytest.raises(ConfigError, match=r"'entries\.eval:reasoning\.models'.*direct mode only"):
+    with pytest.raises(ConfigError, match=r"'entries\[\"eval:reasoning\"\]\.models'.*direct mode only"):
         validate(config)
     config.entries["eval:reasoning"].models = ("sft:b",)
     validate(config)
@@ -129,11 +129,11 @@ def test_an_entry_that_uses_an_entry_listed_after_it_is_refused_naming_the_key()
     config.eval.models = ("sft",)
     config.entries = {"eval:early": {"models": ("grpo",)}}
     validate(config)
-    with pytest.raises(ConfigError, match=r"'entries\.eval:early\.models': 'grpo' is not a .* entry listed before "
+    with pytest.raises(ConfigError, match=r"'entries\[\"eval:early\"\]\.models': 'grpo' is not a .* entry listed before "
                                           r"'eval:early'"):
         entries.check(config)
     config.entries = {"sft": {"init_from": "grpo"}}
-    with pytest.raises(ConfigError, match=r"'entries\.sft\.init_from': 'grpo' is not a .* entry listed before 'sft'"):
+    with pytest.raises(ConfigError, match=r"'entries\[\"sft\"\]\.init_from': 'grpo' is not a .* entry listed before 'sft'"):
         entries.check(config)
     config.entries = {}
     config.grpo.init_from = "sft:b"
@@ -148,16 +148,16 @@ def test_entries_belong_to_listed_entries_and_override_known_knobs_of_their_sect
     config = base_config()
     config.stages = ("data", "sids", "sft", "eval")
     config.entries = {"eval:sft": {"models": ("sft",)}}
-    with pytest.raises(ConfigError, match=r"'entries\.eval:sft': 'eval:sft' is not an entry of config\.stages"):
+    with pytest.raises(ConfigError, match=r"'entries\[\"eval:sft\"\]': 'eval:sft' is not an entry of config\.stages"):
         validate(config)
     config.entries = {"eval": {"modles": ("sft",)}}
-    with pytest.raises(ConfigError, match=r"unknown config key 'entries\.eval\.modles'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'entries\[\"eval\"\]\.modles'"):
         validate(config)
     config.entries = {"eval": {"beams": "many"}}
-    with pytest.raises(ConfigError, match=r"'entries\.eval\.beams' must be int"):
+    with pytest.raises(ConfigError, match=r"'entries\[\"eval\"\]\.beams' must be int"):
         validate(config)
     config.entries = {"eval": {"beams": 5}}
-    with pytest.raises(ConfigError, match=r"'entries\.eval\.topk': every K must be in 1\.\.beams \(5\)"):
+    with pytest.raises(ConfigError, match=r"'entries\[\"eval\"\]\.topk': every K must be in 1\.\.beams \(5\)"):
         validate(config)
     config.entries = {"eval": {"models": ("sft",), "beams": 20}}
     validate(config)
@@ -228,7 +228,8 @@ def test_the_same_entries_in_another_valid_order_run_the_same_models(tmp_path, m
     config = importlib.import_module("experiments.configs.industrial_scratch").get_config()
     config.stages = tuple(s for s in config.stages if s != "baselines")
     reordered = config.copy_and_resolve_references()
-    reordered.stages = ("data", "sids", "sasrec", "markov", "sft:b", "grpo:b", "sft", "eval:sft", "grpo", "eval:grpo", "eval")
+    reordered.stages = ("data", "sids", "sasrec", "markov", "sft:b", "grpo:b", "sft", "eval:sft", "grpo", "eval:grpo",
+                        "eval")
     for c in (config, reordered):
         validate(c)
         entries.check(c)

@@ -59,9 +59,9 @@ def get_config():
     config.sft.checkpoint_every = 1000
     config.sft.log_every = 50
 
-    # MiniOneRec's GRPO (from the SFT model): the top-16 constrained beams as the group, exact-hit reward plus the rank penalty,
-    # on the 8,000 most recent train samples (the period next to valid/test; on valid this beat prompts
-    # from the whole train split), with a KL weight that keeps HR@10 while NDCG@10 rises.
+    # MiniOneRec's GRPO, from the SFT model: the top-16 constrained beams as the group, exact-hit reward plus
+    # the rank penalty, on the 8,000 most recent train samples (the period next to valid/test; on valid this
+    # beat prompts from the whole train split), with a KL weight that keeps HR@10 while NDCG@10 rises.
     config.grpo.init_from = "sft"
     config.grpo.steps = 300
     config.grpo.batch_size = 32

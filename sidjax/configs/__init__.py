@@ -12,7 +12,8 @@ Top-level keys:
     redo               entries to run again although they finished
     entries            per-entry settings: `entries["<entry>"]` overrides knobs of its stage's section for
                        that entry alone, e.g. {"sft:b": {"seed_offset": 1}, "grpo:b": {"init_from": "sft:b"},
-                       "eval:sft": {"models": ("sft",)}}; a stage's section holds the default of every entry
+                       "eval:sft": {"models": ("sft",)}}; a stage's section holds the default of every entry.
+                       On the command line: --config.entries["eval:sft"].models="('sft',)"
     <section>          one per subsystem (SECTIONS); model stages and eval entries say which earlier entries
                        they use (`init_from`, `models`, `rescore`), checked by `sidjax.stages.entries.check`
 """
@@ -25,8 +26,8 @@ import ml_collections
 from sidjax.configs import baselines, data, eval, mesh, model, rl, sft, sids, teacher
 from sidjax.configs.rules import ConfigError, require
 
-__all__ = ["ConfigError", "SECTIONS", "VALIDATORS", "base_config", "entry_section", "require", "stage_of",
-           "validate"]
+__all__ = ["ConfigError", "SECTIONS", "VALIDATORS", "base_config", "entry_key", "entry_section", "require",
+           "stage_of", "validate"]
 
 # Section name -> its defaults.
 SECTIONS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
@@ -78,6 +79,11 @@ def stage_of(entry: str) -> str:
     return entry.partition(":")[0]
 
 
+def entry_key(entry: str) -> str:
+    """How messages and the command line name `entry`'s overrides: entries["eval:sft"]."""
+    return f'entries["{entry}"]'
+
+
 def entry_section(config: ml_collections.ConfigDict, entry: str) -> ml_collections.ConfigDict:
     """The section `entry` runs with: its stage's section with `config.entries[entry]` laid over it."""
     section = config[stage_of(entry)].copy_and_resolve_references()
@@ -113,8 +119,9 @@ def _check_schema(node: Any, schema: Any, path: str) -> None:
 def _check_entries(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> None:
     """Each `entries[<entry>]` belongs to an entry of config.stages and overrides known knobs of its section."""
     for entry, overrides in config.entries.items():
-        key = f"entries.{entry}"
-        require(entry in tuple(config.stages), key, f"'{entry}' is not an entry of config.stages {tuple(config.stages)}")
+        key = entry_key(entry)
+        stages = tuple(config.stages)
+        require(entry in stages, key, f"'{entry}' is not an entry of config.stages {stages}")
         require(stage_of(entry) in SECTIONS, key, f"stage '{stage_of(entry)}' has no config section to override")
         _check_schema(overrides, schema[stage_of(entry)], key)
 
@@ -134,4 +141,4 @@ def validate(config: ml_collections.ConfigDict) -> None:
         name = stage_of(entry)
         merged = config.copy_and_resolve_references()
         merged[name] = entry_section(config, entry)
-        VALIDATORS[name](merged[name], merged, f"entries.{entry}")
+        VALIDATORS[name](merged[name], merged, entry_key(entry))

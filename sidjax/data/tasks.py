@@ -34,7 +34,6 @@ from sidjax.data.task_names import (
     TITLEHIS2TITLE,
     SIDHIS2SID,
     TITLEHIS2SID,
-    ITEM_ENRICH,
     USER_NARRATIVE,
     SIDSEQ,
     REASONING,

@@ -3,14 +3,14 @@
 What an entry uses is its own setting (`sidjax.configs`): a model stage continues `init_from`, an
 `eval` entry scores `models` and re-scores with `rescore`, and `baselines` scores the run's first
 `sasrec` / `markov` entry when there is one. Order matters only in that an entry may use the outputs
-of entries listed before it. Messages name the key that set the value: `entries.<entry>.<knob>` when
-the entry overrides it, else `<stage>.<knob>`.
+of entries listed before it. Messages name the key that set the value: `entries["<entry>"].<knob>`
+when the entry overrides it, else `<stage>.<knob>`.
 """
 from __future__ import annotations
 
 import ml_collections
 
-from sidjax.configs import ConfigError, entry_section, require, stage_of
+from sidjax.configs import ConfigError, entry_key, entry_section, require, stage_of
 from sidjax.eval.rescore import SCORERS
 from sidjax.stages.context import first_entry
 from sidjax.stages.registry import MODEL_STAGES, STAGES
@@ -18,12 +18,13 @@ from sidjax.stages.registry import MODEL_STAGES, STAGES
 
 def _key(config: ml_collections.ConfigDict, spec: str, knob: str) -> str:
     overrides = config.entries.get(spec)
-    return f"entries.{spec}.{knob}" if overrides is not None and knob in overrides else f"{stage_of(spec)}.{knob}"
+    return f"{entry_key(spec)}.{knob}" if overrides is not None and knob in overrides else f"{stage_of(spec)}.{knob}"
 
 
 def _require_before(config, spec: str, knob: str, used: str, before: tuple[str, ...], kinds: tuple[str, ...]) -> None:
     require(used in before and stage_of(used) in kinds, _key(config, spec, knob),
-            f"'{used}' is not a {' / '.join(kinds)} entry listed before '{spec}' in config.stages {tuple(config.stages)}")
+            f"'{used}' is not a {' / '.join(kinds)} entry listed before '{spec}' in config.stages "
+            f"{tuple(config.stages)}")
 
 
 def _check_entry(config: ml_collections.ConfigDict, spec: str, before: tuple[str, ...]) -> None:

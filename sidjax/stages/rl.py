@@ -91,7 +91,8 @@ class _Run:
     def __init__(self, ctx: StageContext, c: ml_collections.ConfigDict):
         source = ctx.init_from()
         if source is None:
-            raise ValueError(f"stage '{ctx.spec}' needs a model stage entry to start from (config key '{ctx.name}.init_from')")
+            raise ValueError(f"stage '{ctx.spec}' needs a model stage entry to start from "
+                             f"(config key '{ctx.name}.init_from')")
         self.ctx, self.c = ctx, c
         self.source = source
         if ckpt.read_bundle_step(ctx.dir) is not None:  # a finished run rerun through config.redo starts over
