@@ -129,11 +129,11 @@ def test_an_entry_that_uses_an_entry_listed_after_it_is_refused_naming_the_key()
     config.eval.models = ("sft",)
     config.entries = {"eval:early": {"models": ("grpo",)}}
     validate(config)
-    with pytest.raises(ConfigError, match=r"'entries\[\"eval:early\"\]\.models': 'grpo' is not a .* entry listed before "
-                                          r"'eval:early'"):
+    with pytest.raises(ConfigError,
+                       match=r"'entries\[\"eval:early\"\]\.models': 'grpo' is not a .* listed before 'eval:early'"):
         entries.check(config)
     config.entries = {"sft": {"init_from": "grpo"}}
-    with pytest.raises(ConfigError, match=r"'entries\[\"sft\"\]\.init_from': 'grpo' is not a .* entry listed before 'sft'"):
+    with pytest.raises(ConfigError, match=r"'entries\[\"sft\"\]\.init_from': 'grpo' is not a .* listed before 'sft'"):
         entries.check(config)
     config.entries = {}
     config.grpo.init_from = "sft:b"
@@ -144,11 +144,16 @@ def test_an_entry_that_uses_an_entry_listed_after_it_is_refused_naming_the_key()
         validate(config)
 
 
-def test_entries_belong_to_listed_entries_and_override_known_knobs_of_their_section():
+def test_entries_override_known_knobs_of_their_section_and_unlisted_ones_are_unused(tmp_path):
+    from sidjax.stages import StageContext
+
     config = base_config()
     config.stages = ("data", "sids", "sft", "eval")
-    config.entries = {"eval:sft": {"models": ("sft",)}}
-    with pytest.raises(ConfigError, match=r"'entries\[\"eval:sft\"\]': 'eval:sft' is not an entry of config\.stages"):
+    config.eval.models = ("sft",)
+    config.entries = {"eval:sft": {"models": ("grpo",)}}
+    validate(config)  # an entry the stages do not list (e.g. cut on the command line) changes nothing
+    config.entries = {"sasrec": {"dim": 8}}
+    with pytest.raises(ConfigError, match=r"'entries\[\"sasrec\"\]': stage 'sasrec' has no config section"):
         validate(config)
     config.entries = {"eval": {"modles": ("sft",)}}
     with pytest.raises(ConfigError, match=r"unknown config key 'entries\[\"eval\"\]\.modles'"):
@@ -159,8 +164,9 @@ def test_entries_belong_to_listed_entries_and_override_known_knobs_of_their_sect
     config.entries = {"eval": {"beams": 5}}
     with pytest.raises(ConfigError, match=r"'entries\[\"eval\"\]\.topk': every K must be in 1\.\.beams \(5\)"):
         validate(config)
-    config.entries = {"eval": {"models": ("sft",), "beams": 20}}
+    config.entries = {"eval": {"models": ("sft",), "beams": 5, "topk": (1, 5)}}
     validate(config)
+    assert StageContext(config, tmp_path, "eval").config.eval.beams == 5 and config.eval.beams == 20
 
 
 def test_eval_rescore_names_dense_model_stages_each_with_a_positive_weight():
