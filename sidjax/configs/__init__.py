@@ -14,7 +14,8 @@ Top-level keys:
                        that entry alone, e.g. {"sft:b": {"seed_offset": 1}, "grpo:b": {"init_from": "sft:b"},
                        "eval:sft": {"models": ("sft",)}}; a stage's section holds the default of every entry.
                        Settings of an entry that config.stages does not list are unused (so the command line
-                       can shorten the stages); set one with --config.entries["eval:sft"].models="('sft',)"
+                       can shorten the stages). On the command line:
+                       "--config.entries['eval:sft'].models=('sft',)"
     <section>          one per subsystem (SECTIONS); model stages and eval entries say which earlier entries
                        they use (`init_from`, `models`, `rescore`), checked by `sidjax.stages.entries.check`
 """

@@ -1,4 +1,4 @@
-"""Stage 3: outcome-driven RL from the latest model stage's bundle: `grpo` and `sdpo`.
+"""Stage 3: outcome-driven RL from the bundle of the model stage entry in `init_from`: `grpo` and `sdpo`.
 
 Both stages read their prompts from `config.<stage>.split` (next-item samples; never
 test), start from `ctx.init_from()`'s bundle (which is also the frozen
