@@ -7,6 +7,7 @@ from ml_collections import config_flags
 
 from sidjax.configs import ConfigError, validate
 from sidjax.parallel import distributed
+from sidjax.stages import entries
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an experiment config (get_config()).")
 WORKDIR = flags.DEFINE_string("workdir", None, "The run directory: every stage's outputs (resumable).")
@@ -24,7 +25,11 @@ class _LibraryInfoFilter(std_logging.Filter):
 
 
 def start(argv: list[str]) -> ml_collections.ConfigDict:
-    """Join the multi-process job (if any) and return the validated config; a bad config is a usage error."""
+    """Join the multi-process job (if any) and return the validated config; a bad config is a usage error.
+
+    The config's own rules (`sidjax.configs.validate`), then its stage entries (`sidjax.stages.entries.check`:
+    known stages, each using only entries listed before it), before any work.
+    """
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_LibraryInfoFilter())
@@ -32,6 +37,7 @@ def start(argv: list[str]) -> ml_collections.ConfigDict:
     config = _CONFIG.value
     try:
         validate(config)
+        entries.check(config)
     except ConfigError as e:
         raise app.UsageError(str(e)) from None
     return config

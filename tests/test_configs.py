@@ -1,4 +1,8 @@
 import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,10 +37,12 @@ def test_wrong_type_is_named():
 
 
 def test_unknown_stage_is_named():
+    from sidjax.stages import entries
+
     config = base_config()
     config.stages = ("data", "sfft")
-    with pytest.raises(ConfigError, match=r"unknown stage 'sfft'"):
-        validate(config)
+    with pytest.raises(ConfigError, match=r"'stages': unknown stage 'sfft'"):
+        entries.check(config)
 
 
 def test_redo_must_name_a_listed_stage():
@@ -91,29 +97,93 @@ def test_model_shape_changes_the_scratch_preset_and_is_validated():
         validate(config)
 
 
-def test_eval_ensemble_names_model_stages_before_a_direct_eval():
+def test_eval_models_name_model_stage_entries_before_it_and_an_ensemble_searches_directly():
+    from sidjax.stages import entries
+
     config = base_config()
     config.stages = ("data", "sids", "sft", "eval:sft", "sft:b", "eval", "eval:reasoning")
-    config.eval.ensemble = ("sft", "sft:b")
-    with pytest.raises(ConfigError, match=r"'eval\.ensemble'.*eval:reasoning.*direct mode only"):
+    config.eval.models = ("sft", "sft:b")
+    config.entries = {"eval:sft": {"models": ("sft",)}, "eval:reasoning": {"mode": "reasoning"}}
+    with pytest.raises(ConfigError, match=r"'entries\[\"eval:reasoning\"\]\.models'.*direct mode only"):
         validate(config)
-    config.stages = config.stages[:-1]
+    config.entries["eval:reasoning"].models = ("sft:b",)
     validate(config)
-    for bad, message in [(("sft",), "two or more"), (("sft", "eval:sft"), "not a model stage"),
-                         (("sft", "grpo:b"), "not a model stage")]:
-        config.eval.ensemble = bad
-        with pytest.raises(ConfigError, match=message):
+    entries.check(config)
+    for bad, message in [(("sft", "sft"), "names an entry twice"), ((), "must name a model stage entry")]:
+        config.eval.models = bad
+        with pytest.raises(ConfigError, match=rf"'eval\.models': {message}"):
             validate(config)
+    for bad, message in [(("sft", "eval:sft"), "'eval:sft' is not a sft / reason_sft / grpo / sdpo entry"),
+                         (("sft", "grpo:b"), "'grpo:b' is not a sft / reason_sft / grpo / sdpo entry")]:
+        config.eval.models = bad
+        validate(config)
+        with pytest.raises(ConfigError, match=rf"'eval\.models': {message}"):
+            entries.check(config)
+
+
+def test_an_entry_that_uses_an_entry_listed_after_it_is_refused_naming_the_key():
+    from sidjax.stages import entries
+
+    config = base_config()
+    config.stages = ("data", "sids", "sft", "eval:early", "grpo", "eval")
+    config.eval.models = ("sft",)
+    config.entries = {"eval:early": {"models": ("grpo",)}}
+    validate(config)
+    with pytest.raises(ConfigError,
+                       match=r"'entries\[\"eval:early\"\]\.models': 'grpo' is not a .* listed before 'eval:early'"):
+        entries.check(config)
+    config.entries = {"sft": {"init_from": "grpo"}}
+    with pytest.raises(ConfigError, match=r"'entries\[\"sft\"\]\.init_from': 'grpo' is not a .* listed before 'sft'"):
+        entries.check(config)
+    config.entries = {}
+    config.grpo.init_from = "sft:b"
+    with pytest.raises(ConfigError, match=r"'grpo\.init_from': 'sft:b' is not"):
+        entries.check(config)
+    config.grpo.init_from = ""
+    with pytest.raises(ConfigError, match=r"'grpo\.init_from': must name the model stage entry it fine-tunes"):
+        validate(config)
+
+
+def test_entries_override_known_knobs_of_their_section_and_unlisted_ones_are_unused(tmp_path):
+    from sidjax.stages import StageContext
+
+    config = base_config()
+    config.stages = ("data", "sids", "sft", "eval")
+    config.eval.models = ("sft",)
+    config.entries = {"eval:sft": {"models": ("grpo",)}}
+    validate(config)  # an entry the stages do not list (e.g. cut on the command line) changes nothing
+    config.entries = {"sasrec": {"dim": 8}}
+    with pytest.raises(ConfigError, match=r"'entries\[\"sasrec\"\]': stage 'sasrec' has no config section"):
+        validate(config)
+    config.entries = {"eval": {"modles": ("sft",)}}
+    with pytest.raises(ConfigError, match=r"unknown config key 'entries\[\"eval\"\]\.modles'"):
+        validate(config)
+    config.entries = {"eval": {"beams": "many"}}
+    with pytest.raises(ConfigError, match=r"'entries\[\"eval\"\]\.beams' must be int"):
+        validate(config)
+    config.entries = {"eval": {"beams": 5}}
+    with pytest.raises(ConfigError, match=r"'entries\[\"eval\"\]\.topk': every K must be in 1\.\.beams \(5\)"):
+        validate(config)
+    config.entries = {"eval": {"models": ("sft",), "beams": 5, "topk": (1, 5)}}
+    validate(config)
+    assert StageContext(config, tmp_path, "eval").config.eval.beams == 5 and config.eval.beams == 20
 
 
 def test_eval_rescore_names_dense_model_stages_each_with_a_positive_weight():
+    from sidjax.stages import entries
+
     config = base_config()
     config.stages = ("data", "sids", "sft", "sasrec", "markov", "eval")
+    config.eval.models = ("sft",)
     config.eval.rescore, config.eval.rescore_weights = ("sasrec", "markov"), (0.3, 0.4)
     validate(config)
+    entries.check(config)
+    for rescore, message in [(("sft",), "'sft' is not a sasrec / markov entry"),
+                             (("markov:b",), "'markov:b' is not a sasrec / markov entry")]:
+        config.eval.rescore, config.eval.rescore_weights = rescore, (1.0,)
+        with pytest.raises(ConfigError, match=rf"'eval\.rescore': {message}"):
+            entries.check(config)
     for rescore, weights, key, message in [
-            (("sft",), (1.0,), "rescore", "'sft' is not a sasrec / markov stage entry"),
-            (("markov:b",), (1.0,), "rescore", "'markov:b' is not a sasrec / markov stage entry"),
             (("sasrec", "sasrec"), (1.0, 1.0), "rescore", "names an entry twice"),
             (("sasrec", "markov"), (0.3,), "rescore_weights", "needs one weight per eval.rescore entry"),
             (("sasrec",), (0.0,), "rescore_weights", "every weight must be > 0")]:
@@ -126,16 +196,65 @@ def test_eval_rescore_names_dense_model_stages_each_with_a_positive_weight():
         validate(config)
 
 
-def test_tagged_model_stages_are_lineages_with_their_own_seed(tmp_path):
-    from sidjax.stages import StageContext
+def test_model_lineages_continue_and_seed_as_configured(tmp_path):
+    from sidjax.stages import StageContext, entries
 
     config = base_config()
     config.seed = 10
     config.stages = ("data", "sft", "sft:b", "grpo", "eval:sft", "grpo:b", "sft:c", "eval")
+    config.entries = {"sft:b": {"seed_offset": 1}, "grpo:b": {"init_from": "sft:b", "seed_offset": 1},
+                      "sft:c": {"seed_offset": 2}, "eval:sft": {"models": ("sft",)}, "eval": {"models": ("sft:c",)}}
+    validate(config)
+    entries.check(config)
     context = {spec: StageContext(config, tmp_path, spec) for spec in config.stages}
-    assert {spec: c.latest_model_stage() for spec, c in context.items()} == {
-        "data": None, "sft": None, "sft:b": None, "grpo": "sft", "eval:sft": "grpo", "grpo:b": "sft:b",
-        "sft:c": None, "eval": "sft:c"}
+    assert {spec: c.init_from() for spec, c in context.items() if c.name in ("sft", "grpo")} == {
+        "sft": None, "sft:b": None, "grpo": "sft", "grpo:b": "sft:b", "sft:c": None}
+    assert {spec: c.config.eval.models for spec, c in context.items() if c.name == "eval"} == {
+        "eval:sft": ("sft",), "eval": ("sft:c",)}
     assert {spec: c.config.seed for spec, c in context.items()} == {
         "data": 10, "sft": 10, "sft:b": 11, "grpo": 10, "eval:sft": 10, "grpo:b": 11, "sft:c": 12, "eval": 10}
-    assert config.seed == 10
+    assert config.seed == 10 and config.eval.models == ("grpo",)
+
+
+def test_the_same_entries_in_another_valid_order_run_the_same_models(tmp_path, monkeypatch):
+    from sidjax.stages import entries, registry
+    from sidjax.stages.context import DONE
+
+    def record(ctx):
+        c = ctx.config.eval
+        if ctx.name == "eval":
+            return {"uses": ([ctx.output_of(m).name for m in c.models], [ctx.output_of(r).name for r in c.rescore],
+                             c.mode)}
+        return {"uses": (ctx.init_from(), ctx.config.seed)} if ctx.name in registry.MODEL_STAGES else {}
+
+    monkeypatch.setattr(registry, "STAGES", {name: record for name in registry.STAGES})
+    from sidjax.stages import runner
+
+    monkeypatch.setattr(runner, "STAGES", registry.STAGES)
+    config = importlib.import_module("experiments.configs.industrial_scratch").get_config()
+    config.stages = tuple(s for s in config.stages if s != "baselines")
+    reordered = config.copy_and_resolve_references()
+    reordered.stages = ("data", "sids", "sasrec", "markov", "sft:b", "grpo:b", "sft", "eval:sft", "grpo", "eval:grpo",
+                        "eval")
+    for c in (config, reordered):
+        validate(c)
+        entries.check(c)
+    first = runner.run_pipeline(config, tmp_path / "listed")
+    second = runner.run_pipeline(reordered, tmp_path / "reordered")
+    assert first == second
+    assert first["eval"]["uses"] == (["grpo", "grpo_b"], ["sasrec", "markov"], "direct")
+    assert first["eval:grpo"]["uses"] == (["grpo"], [], "direct")
+    assert (first["sft:b"]["uses"], first["grpo:b"]["uses"]) == ((None, 1), ("sft:b", 1))
+    assert (tmp_path / "reordered" / "eval" / DONE).is_file()
+
+
+def test_loading_a_config_file_imports_no_jax():
+    code = ("import runpy, sys; import sidjax.configs\n"
+            "for name in ('demo', 'industrial_scratch'):\n"
+            "    runpy.run_path(f'experiments/configs/{name}.py')['get_config']()\n"
+            "print(sorted(m for m in ('jax', 'flax') if m in sys.modules))")
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

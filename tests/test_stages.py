@@ -53,6 +53,14 @@ def test_launcher_rejects_an_unknown_stage(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_launcher_refuses_an_entry_that_uses_a_later_entry_naming_the_key(tmp_path):
+    result = _launch(tmp_path / "run", "--config.entries['eval:sft'].models=('grpo',)")
+    assert result.returncode != 0
+    assert """config key 'entries["eval:sft"].models': 'grpo' is not a""" in result.stderr
+    assert "listed before 'eval:sft'" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_launcher_keeps_its_own_log_and_drops_library_info_lines(tmp_path):
     result = _launch(tmp_path / "run", "--config.stages=('data',)")
     assert result.returncode == 0, result.stderr

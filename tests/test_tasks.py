@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sidjax.data import tasks
+from sidjax.configs.sft import mixture_knobs, validate_mixture
+from sidjax.data import task_names, tasks
 from sidjax.data.dataset import Item, RecDataset, Split
 from sidjax.data.errors import DataError
 from sidjax.sid.codes import sid_string
@@ -99,7 +100,7 @@ def test_item_tasks_train_only_and_ambiguous_sids_skipped():
 def test_corpus_tasks_and_reasoning_target():
     dataset, sids = tiny_dataset(), tiny_item_sids()
     corpus = tiny_corpus(dataset, sids)
-    enrich = tasks.task_examples(tasks.ITEM_ENRICH, dataset, sids, "train", corpus=corpus)
+    enrich = tasks.task_examples(task_names.ITEM_ENRICH, dataset, sids, "train", corpus=corpus)
     assert [e.target for e in enrich] == [f"Item {s} is great." for s in sids]
     assert all(sids[i] in e.prompt and TITLES[i] not in e.prompt for i, e in enumerate(enrich))
     reasoning = tasks.task_examples(tasks.REASONING, dataset, sids, "train", corpus=corpus)
@@ -127,7 +128,7 @@ def test_corpus_for_other_data_is_rejected():
 
 def test_mixture_caps_seed_and_splits(tmp_path):
     dataset, sids = tiny_dataset(), tiny_item_sids()
-    section = tasks.mixture_knobs("sft")
+    section = mixture_knobs("sft")
     section.tasks.title2sid = 3
     section.tasks.titlehis2title = 0
     section.task_seed = 7
@@ -154,7 +155,7 @@ def test_replay_is_mixed_in_train_only_and_validated(tmp_path):
         {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"}]},
     ]
     path.write_text("\n".join(json.dumps(c) for c in chats) + "\n")
-    section = tasks.mixture_knobs("reason_sft")
+    section = mixture_knobs("reason_sft")
     section.tasks.reasoning = 0
     section.tasks.sidhis2sid = -1
     section.replay_path = str(path)
@@ -178,20 +179,20 @@ def test_replay_is_mixed_in_train_only_and_validated(tmp_path):
 def test_mixture_knobs_validate():
     from sidjax.configs import ConfigError
 
-    section = tasks.mixture_knobs("sft")
-    tasks.validate_mixture(section, "sft")
+    section = mixture_knobs("sft")
+    validate_mixture(section, "sft")
     section.tasks.sidhis2sid = -2
     with pytest.raises(ConfigError, match="sft.tasks.sidhis2sid"):
-        tasks.validate_mixture(section, "sft")
-    section = tasks.mixture_knobs("sft")
+        validate_mixture(section, "sft")
+    section = mixture_knobs("sft")
     for name in tasks.TASKS:
         section.tasks[name] = 0
     with pytest.raises(ConfigError, match="nothing to train on"):
-        tasks.validate_mixture(section, "sft")
-    section = tasks.mixture_knobs("sft")
+        validate_mixture(section, "sft")
+    section = mixture_knobs("sft")
     section.replay_path = "/nonexistent/replay.jsonl"
     with pytest.raises(ConfigError, match="sft.replay_path"):
-        tasks.validate_mixture(section, "sft")
+        validate_mixture(section, "sft")
 
 
 def _items(text: str) -> list[str]:
@@ -228,7 +229,7 @@ def test_prompt_styles_keep_their_own_tasks():
 
 def test_recent_train_samples_limit_the_sequence_tasks_to_the_latest_train_rows():
     dataset, sids = tiny_dataset(), tiny_item_sids()
-    section = tasks.mixture_knobs("sft")
+    section = mixture_knobs("sft")
     section.recent_train_samples = 2  # train rows 3 and 4: (2, [5, 6, 7], 0) and (3, [4], 5)
     mixture = tasks.TaskMixture.from_section(section)
     corpus = tiny_corpus(dataset, sids)
@@ -244,4 +245,4 @@ def test_recent_train_samples_limit_the_sequence_tasks_to_the_latest_train_rows(
     assert sorted(e.target for e in sequences) == sorted([sids[0], sids[5]])
     section.recent_train_samples = -1
     with pytest.raises(Exception, match="recent_train_samples"):
-        tasks.validate_mixture(section, "sft")
+        validate_mixture(section, "sft")

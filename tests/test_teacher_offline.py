@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from sidjax.configs import base_config
+from sidjax.configs.sft import mixture_knobs
 from sidjax.data import tasks
 from sidjax.data.errors import DataError
 from sidjax.data.sources import load_dataset, shipped_dir
@@ -87,6 +88,6 @@ def test_teacher_stage_on_the_shipped_data(tmp_path):
     assert corpus.manifest["teacher"] == "offline" and {k[0] for k in corpus.users} == {"train", "valid"}
     dataset = load_dataset(config.data)
     item_sids = tasks.sid_strings(sids)
-    mixture = tasks.TaskMixture.from_section(tasks.mixture_knobs("reason_sft"))
+    mixture = tasks.TaskMixture.from_section(mixture_knobs("reason_sft"))
     examples = tasks.build_mixture(mixture, dataset, item_sids, "train", corpus)
     assert len(examples) == 40 and all(e.target.startswith("<think>\n") for e in examples)

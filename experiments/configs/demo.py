@@ -14,9 +14,12 @@ SFT_TASKS = ("sidhis2sid", "title2sid", "sid2title")
 def get_config():
     config = base_config()
     config.name = "demo"
-    # Each eval:<tag> measures the model of the stage before it, so every stage's effect shows (GRPO: before
-    # and after on valid and test).
+    # An eval after each model stage, so every stage's effect shows (GRPO: before and after on valid and test).
     config.stages = ("data", "sids", "teacher", "sft", "eval:sft", "reason_sft", "eval:reason_sft", "grpo", "eval")
+    config.entries = {
+        "eval:sft": {"models": ("sft",)},
+        "eval:reason_sft": {"models": ("reason_sft",)},
+    }
 
     config.sids.source = "paper"
     config.model.preset = "tiny"
@@ -37,12 +40,14 @@ def get_config():
     config.reason_sft.max_steps = 60
     config.reason_sft.max_eval_batches = 10
 
-    # Stage 3: GRPO on constrained-beam rollouts, a few steps.
+    # Stage 3: GRPO on constrained-beam rollouts from the reasoning model, a few steps.
+    config.grpo.init_from = "reason_sft"
     config.grpo.steps = 20
     config.grpo.batch_size = 16  # enough prompts per step that some groups disagree (a learning signal)
     config.grpo.group_size = 8
     config.grpo.reward_weights.rank = 1.0
 
+    config.eval.models = ("grpo",)
     config.eval.splits = ("valid", "test")
     config.eval.beams = 20
     return config

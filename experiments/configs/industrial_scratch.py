@@ -7,7 +7,7 @@ train sequence). Early stopping on the valid loss picks the SFT model; GRPO with
 constrained-beam rollouts and MiniOneRec's rank-aware reward then sharpens the
 ranking; eval is the constrained beam search over the SID trie on valid and test.
 Two such models (lineages `sft`/`grpo` and `sft:b`/`grpo:b`, seeds 0 and 1) are searched as one
-ensemble (`eval.ensemble`: each SID scores the mean of their log-probabilities), and two dense
+ensemble (`eval.models`: each SID scores the mean of their log-probabilities), and two dense
 models over item ids, a SASRec (stage `sasrec`) and an item Markov chain (stage `markov`), re-score
 the SIDs found (`eval.rescore`); `eval:sft` and `eval:grpo` measure the first model alone.
 
@@ -25,6 +25,14 @@ def get_config():
     config.name = "industrial_scratch"
     config.stages = ("data", "sids", "sft", "eval:sft", "grpo", "eval:grpo", "sft:b", "grpo:b", "sasrec", "markov",
                      "eval", "baselines")
+    # The second lineage: its own seed (config.seed + 1) for both its stages; its GRPO continues its SFT.
+    # The first model alone is measured after each of its stages, without re-scoring.
+    config.entries = {
+        "sft:b": {"seed_offset": 1},
+        "grpo:b": {"init_from": "sft:b", "seed_offset": 1},
+        "eval:sft": {"models": ("sft",), "rescore": (), "rescore_weights": ()},
+        "eval:grpo": {"models": ("grpo",), "rescore": (), "rescore_weights": ()},
+    }
 
     config.sids.source = "paper"
     # The `small` preset (4 layers) widened to 192: on valid, width 192 beat 128 and 256 (NDCG@10 .1114 vs
@@ -51,9 +59,10 @@ def get_config():
     config.sft.checkpoint_every = 1000
     config.sft.log_every = 50
 
-    # MiniOneRec's GRPO: the top-16 constrained beams as the group, exact-hit reward plus the rank penalty,
-    # on the 8,000 most recent train samples (the period next to valid/test; on valid this beat prompts
-    # from the whole train split), with a KL weight that keeps HR@10 while NDCG@10 rises.
+    # MiniOneRec's GRPO, from the SFT model: the top-16 constrained beams as the group, exact-hit reward plus
+    # the rank penalty, on the 8,000 most recent train samples (the period next to valid/test; on valid this
+    # beat prompts from the whole train split), with a KL weight that keeps HR@10 while NDCG@10 rises.
+    config.grpo.init_from = "sft"
     config.grpo.steps = 300
     config.grpo.batch_size = 32
     config.grpo.group_size = 16
@@ -75,7 +84,7 @@ def get_config():
     # (weights .3 / .5 / .7: .1219 / .1218 / .1223), by the Markov chain .1256 (weight .4), by both
     # .1273 (SASRec .3 + Markov .4; the grid around it .1264-.1279, README).
     # Two models fit the 60 minutes on a slower 2-core machine; three do not.
-    config.eval.ensemble = ("grpo", "grpo:b")
+    config.eval.models = ("grpo", "grpo:b")
     config.eval.rescore = ("sasrec", "markov")
     config.eval.rescore_weights = (0.3, 0.4)
     return config

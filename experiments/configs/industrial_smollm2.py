@@ -55,6 +55,11 @@ def get_config():
     config.name = "industrial_smollm2"
     config.stages = ("data", "sids", "teacher", "sft", "eval:sft", "reason_sft", "grpo", "eval:direct",
                      "eval:reasoning")
+    config.entries = {
+        "eval:sft": {"models": ("sft",), "mode": "direct"},
+        "eval:direct": {"mode": "direct"},
+        "eval:reasoning": {"mode": "reasoning"},
+    }
 
     config.sids.source = "paper"
     config.model.source = "gguf"
@@ -89,6 +94,7 @@ def get_config():
     config.reason_sft.checkpoint_every = 50
 
     # Stage 3: MiniOneRec-style GRPO: top-8 constrained beams per prompt, prefix + rank rewards.
+    config.grpo.init_from = "reason_sft"
     config.grpo.mode = "direct"
     config.grpo.rollout = "beam"
     config.grpo.batch_size = 4
@@ -99,6 +105,7 @@ def get_config():
     config.grpo.logits_chunk = 32
     config.grpo.checkpoint_every = 20
 
+    config.eval.models = ("grpo",)
     config.eval.splits = ("test",)
     config.eval.beams = 20
     config.eval.batch_size = 32

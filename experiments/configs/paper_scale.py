@@ -36,6 +36,7 @@ def paper_scale_config(name: str, model_dir: str, *, sft_batch: int, sft_lrs: tu
         c.eval_batch_size = sft_batch
         c.checkpoint_every = 500
 
+    config.grpo.init_from = "reason_sft"
     config.grpo.mode = "reasoning"
     config.grpo.rollout = "sample"
     config.grpo.batch_size = grpo_prompts
@@ -46,6 +47,7 @@ def paper_scale_config(name: str, model_dir: str, *, sft_batch: int, sft_lrs: tu
     config.grpo.steps = 500
     config.grpo.checkpoint_every = 50
 
+    config.eval.models = ("grpo",)
     config.eval.mode = "reasoning"
     config.eval.batch_size = eval_batch
     return config

@@ -1,7 +1,7 @@
 """`config.baselines`: same-split, same-metric reference recommenders (stage `baselines`)."""
 import ml_collections
 
-from sidjax.configs import require
+from sidjax.configs.rules import require
 
 METHODS = ("popularity", "sasrec", "markov")
 SPLITS = ("valid", "test")

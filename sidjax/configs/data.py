@@ -1,7 +1,7 @@
 """`config.data`: where the interactions and item text come from."""
 import ml_collections
 
-from sidjax.configs import require
+from sidjax.configs.rules import require
 
 SOURCES = ("shipped", "recbole", "minionerec_csv", "amazon2018", "amazon2023")
 

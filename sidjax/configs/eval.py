@@ -1,9 +1,16 @@
-"""`config.eval`: constrained SID beam search evaluation (direct or reasoning mode)."""
+"""`config.eval`: constrained SID beam search evaluation (direct or reasoning mode).
+
+Which model an `eval` entry scores is its own setting, not its place in `config.stages`:
+`models` names model stage entries of the run (two or more: one ensemble, each SID scoring the
+mean of the members' log-probabilities), `rescore` names `sasrec` / `markov` entries whose dense
+item models re-score the beams found. Each eval entry may override any of these knobs in
+`config.entries` (see `sidjax.configs`), e.g. `config.entries = {"eval:sft": {"models": ("sft",)}}`;
+`sidjax.stages.entries` checks at launch that the named entries are listed before it.
+"""
 import ml_collections
 
-from sidjax.configs import require
-from sidjax.decode.beam import NORMALIZATIONS
-from sidjax.eval.evaluate import MODES
+from sidjax.configs.rules import require
+from sidjax.decode.options import MODES, NORMALIZATIONS
 
 
 def section() -> ml_collections.ConfigDict:
@@ -24,15 +31,12 @@ def section() -> ml_collections.ConfigDict:
     c.think_top_k = 0  # 0: off
     c.think_top_p = 1.0  # 1.0: off
     c.think_repetition_penalty = 1.0  # 1.0: off; > 1 discourages tokens already in the prompt or the reasoning
-    c.checkpoint = ""  # "": the latest model stage before eval; else a model stage dir or a run dir
-    # Model stage entries of this run searched as one ensemble (e.g. ("grpo", "grpo:b"), each tagged
-    # entry a model of its own lineage; see sidjax.stages) by the eval entries listed after all of
-    # them (earlier ones, e.g. `eval:sft`, evaluate one model as above); () = off. Direct mode only.
-    c.ensemble = ()
-    # Dense item models of this run (`sasrec` / `markov` stage entries) that re-score the beams found, in
-    # the eval entries listed after all of them: each SID's score plus, per model, its weight in
-    # rescore_weights (same order) x the log of the model's probability of the SID's items
-    # (sidjax.eval.rescore); () = off.
+    # The model stage entries scored: one model, or two or more searched as one ensemble (direct mode only).
+    c.models = ("grpo",)
+    c.checkpoint = ""  # "": score `models`; else a model stage dir or a run dir scored instead
+    # Dense item models (`sasrec` / `markov` stage entries) that re-score the beams found: each SID's score
+    # plus, per model, its weight in rescore_weights (same order) x the log of the model's probability of
+    # the SID's items (sidjax.eval.rescore); () = off.
     c.rescore = ()
     c.rescore_weights = ()
     c.step = -1  # -1: the stage's output model (best/); N: its train checkpoint of step N
@@ -52,8 +56,8 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(c.normalize in NORMALIZATIONS, f"{name}.normalize", f"'{c.normalize}' is not one of {NORMALIZATIONS}")
     require(c.prompt_bucket >= 1, f"{name}.prompt_bucket", "must be >= 1")
     require(c.mode in MODES, f"{name}.mode", f"'{c.mode}' is not one of {MODES}")
-    _validate_ensemble(c, config, name)
-    _validate_rescore(c, config, name)
+    _validate_models(c, name)
+    _validate_rescore(c, name)
     require(c.step >= -1, f"{name}.step", "must be -1 (the stage's output model) or a checkpoint step")
     require(c.max_think_tokens >= 1, f"{name}.max_think_tokens", "must be >= 1")
     require(c.think_temperature >= 0, f"{name}.think_temperature", "must be >= 0 (0 = greedy)")
@@ -62,37 +66,19 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(c.think_repetition_penalty > 0, f"{name}.think_repetition_penalty", "must be > 0 (1.0 = off)")
 
 
-def _validate_ensemble(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
-    from sidjax.stages import MODEL_STAGES, parse_stage
-
-    members = tuple(c.ensemble)
-    if not members:
+def _validate_models(c: ml_collections.ConfigDict, name: str) -> None:
+    models = tuple(c.models)
+    if c.checkpoint:
         return
-    stages = tuple(config.stages)
-    require(len(members) >= 2 and len(set(members)) == len(members), f"{name}.ensemble",
-            f"needs two or more distinct model stage entries, got {members}")
-    for member in members:
-        require(member in stages and parse_stage(member)[0] in MODEL_STAGES, f"{name}.ensemble",
-                f"'{member}' is not a model stage entry of config.stages {stages}")
-    require(not c.checkpoint, f"{name}.ensemble", "set either it or eval.checkpoint, not both")
-    last = max(stages.index(m) for m in members)
-    for spec in stages[last + 1:]:
-        stage, tag = parse_stage(spec)
-        mode = tag if tag in MODES else c.mode
-        require(stage != "eval" or mode == "direct", f"{name}.ensemble",
-                f"stage '{spec}' would search the ensemble in {mode} mode; an ensemble searches in direct mode only")
+    require(len(models) >= 1, f"{name}.models", "must name a model stage entry (or set eval.checkpoint)")
+    require(len(set(models)) == len(models), f"{name}.models", f"names an entry twice: {models}")
+    require(len(models) == 1 or c.mode == "direct", f"{name}.models",
+            f"an ensemble {models} searches in direct mode only, not {c.mode}")
 
 
-def _validate_rescore(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
-    from sidjax.eval.rescore import SCORERS
-    from sidjax.stages import parse_stage
-
+def _validate_rescore(c: ml_collections.ConfigDict, name: str) -> None:
     entries, weights = tuple(c.rescore), tuple(c.rescore_weights)
     require(len(weights) == len(entries), f"{name}.rescore_weights",
             f"needs one weight per eval.rescore entry {entries}, got {weights}")
     require(all(w > 0 for w in weights), f"{name}.rescore_weights", f"every weight must be > 0, got {weights}")
     require(len(set(entries)) == len(entries), f"{name}.rescore", f"names an entry twice: {entries}")
-    stages = tuple(config.stages)
-    for entry in entries:
-        require(entry in stages and parse_stage(entry)[0] in SCORERS, f"{name}.rescore",
-                f"'{entry}' is not a {' / '.join(SCORERS)} stage entry of config.stages {stages}")

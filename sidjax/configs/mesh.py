@@ -1,7 +1,7 @@
 """`config.mesh`: device mesh axis sizes (data, fsdp, tensor); one may be -1 (all remaining devices)."""
 import ml_collections
 
-from sidjax.configs import require
+from sidjax.configs.rules import require
 
 
 def section() -> ml_collections.ConfigDict:

@@ -1,7 +1,8 @@
 """`config.model`: the causal LM (pretrained from a local dir or GGUF file, or from scratch) and its vocabulary."""
 import ml_collections
 
-from sidjax.configs import require
+from sidjax.configs.rules import require
+from sidjax.data.task_names import CHAT_ONLY_TASKS, PROMPT_STYLES, SEQUENCE_ONLY_TASKS
 
 SOURCES = ("scratch", "hf", "gguf")
 SHAPE_KEYS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size")
@@ -58,8 +59,6 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
 
 
 def _validate_prompt_style(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
-    from sidjax.data.tasks import CHAT_ONLY_TASKS, PROMPT_STYLES, SEQUENCE_ONLY_TASKS
-
     key = f"{name}.prompt_style"
     require(c.prompt_style in PROMPT_STYLES, key, f"must be one of {PROMPT_STYLES}, got '{c.prompt_style}'")
     sequence = c.prompt_style == "sid_sequence"

@@ -1,7 +1,7 @@
 """The AdamW knobs every trained stage shares (read by `sidjax.train.state.make_tx`), in one place."""
 import ml_collections
 
-from sidjax.configs import require
+from sidjax.configs.rules import require
 
 DECAYS = ("cosine", "linear", "constant")
 

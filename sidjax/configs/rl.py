@@ -6,17 +6,19 @@ S-DPO: softmax DPO of the target SID against M negative SIDs.
 """
 import ml_collections
 
-from sidjax.configs import require
+from sidjax.configs.lineage import add_lineage_knobs, validate_lineage
 from sidjax.configs.optimizer import add_optimizer_knobs, validate_optimizer
+from sidjax.configs.rules import require
+from sidjax.decode.options import MODES
 
 ROLLOUTS = ("sample", "beam")  # free sampling (reasoning then SID) | top-G constrained beams (MiniOneRec)
-MODES = ("direct", "reasoning")  # prompt asks for the SID directly | for <think> ... </think> then the SID
 ADVANTAGES = ("grpo", "dr_grpo", "pass_at_k")
 AGGREGATIONS = ("token_mean", "sequence_mean")
 NEGATIVES = ("random", "beam")
 
 
 def _loop_knobs(c: ml_collections.ConfigDict, batch_size: int) -> None:
+    add_lineage_knobs(c, init_from="sft")
     c.split = "train"  # samples whose (history, target) pairs are the prompts
     # 0: every sample of the split; N: its N most recent (samples are kept in target-time order), the
     # ones closest in time to valid/test.
@@ -71,9 +73,6 @@ def sdpo_section() -> ml_collections.ConfigDict:
     return c
 
 
-section = grpo_section
-
-
 def _validate_loop(c: ml_collections.ConfigDict, name: str) -> None:
     require(c.split in ("train", "valid"), f"{name}.split", f"must be 'train' or 'valid' (never test), got '{c.split}'")
     for key in ("batch_size", "prompt_length", "steps", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -82,6 +81,8 @@ def _validate_loop(c: ml_collections.ConfigDict, name: str) -> None:
     require(c.max_samples >= 0, f"{name}.max_samples", f"must be >= 0, got {c.max_samples}")
     require(c.logits_chunk >= 0, f"{name}.logits_chunk", f"must be >= 0, got {c.logits_chunk}")
     validate_optimizer(c, name)
+    validate_lineage(c, name)
+    require(bool(c.init_from), f"{name}.init_from", "must name the model stage entry it fine-tunes")
 
 
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:

@@ -1,16 +1,20 @@
 """`config.sft` (stage 1, alignment) and `config.reason_sft` (stage 2, reasoning activation).
 
-Both sections share the trainer's knobs plus the task-mixture knobs owned by
-`sidjax.data.tasks` (`tasks.<task>` caps, `task_seed`, `replay_*`). The defaults
+Both sections share the trainer's knobs, the lineage knobs (`sidjax.configs.lineage`) and the
+task-mixture knobs (`tasks.<task>` caps, `task_seed`, `replay_*`, `recent_train_samples`) that
+`sidjax.data.tasks.TaskMixture.from_section` reads. The defaults
 suit a small scratch model on the shipped data; a real run (Qwen3-1.7B on a pod)
 raises `batch_size`, lowers `learning_rate` and sets `logits_chunk`. Each length
 bucket compiles its own step: few buckets on a CPU, more where padding costs more.
 """
+from pathlib import Path
+
 import ml_collections
 
-from sidjax.configs import require
+from sidjax.configs.lineage import add_lineage_knobs, validate_lineage
 from sidjax.configs.optimizer import add_optimizer_knobs, validate_optimizer
-from sidjax.data.tasks import mixture_knobs, validate_mixture
+from sidjax.configs.rules import require
+from sidjax.data.task_names import STAGE_TASKS, TASKS
 
 TRUNCATION = ("error", "drop", "left")
 
@@ -45,21 +49,51 @@ def section() -> ml_collections.ConfigDict:
     return c
 
 
+def mixture_knobs(stage: str) -> ml_collections.ConfigDict:
+    """Default mixture knobs of the `sft` / `reason_sft` sections: the stage's own tasks on, all samples."""
+    c = ml_collections.ConfigDict()
+    c.tasks = ml_collections.ConfigDict({name: (-1 if name in STAGE_TASKS[stage] else 0) for name in TASKS})
+    c.task_seed = 0
+    c.replay_path = ""  # local JSONL, one {"messages": [{"role", "content"}, ...]} per line
+    c.replay_max_samples = -1
+    # 0: sequence tasks read every train sample; N: only the N most recent (splits are in target-time order).
+    c.recent_train_samples = 0
+    return c
+
+
 def sft_section() -> ml_collections.ConfigDict:
     c = section()
+    add_lineage_knobs(c, init_from="")
     c.update(mixture_knobs("sft"))
     return c
 
 
 def reason_sft_section() -> ml_collections.ConfigDict:
     c = section()
+    add_lineage_knobs(c, init_from="sft")
     c.update(mixture_knobs("reason_sft"))
     c.learning_rate = 5e-4
     return c
 
 
+def validate_mixture(section: ml_collections.ConfigDict, name: str) -> None:
+    for task in TASKS:
+        cap = section.tasks[task]
+        require(cap >= -1, f"{name}.tasks.{task}", f"must be -1 (all), 0 (off) or a positive cap, got {cap}")
+    require(
+        any(section.tasks[t] != 0 for t in TASKS) or bool(section.replay_path),
+        f"{name}.tasks",
+        "every task is off (0) and there is no replay_path: nothing to train on",
+    )
+    require(section.replay_max_samples >= -1, f"{name}.replay_max_samples", "must be -1 (all) or >= 0")
+    require(section.recent_train_samples >= 0, f"{name}.recent_train_samples", "must be >= 0 (0 = all)")
+    if section.replay_path:
+        require(Path(section.replay_path).is_file(), f"{name}.replay_path", f"no such file: {section.replay_path}")
+
+
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
     validate_mixture(c, name)
+    validate_lineage(c, name)
     require(c.epochs >= 1, f"{name}.epochs", "must be >= 1")
     require(c.max_steps >= 0, f"{name}.max_steps", "must be >= 0 (0 = no cap)")
     require(c.batch_size >= 1, f"{name}.batch_size", "must be >= 1")

@@ -1,7 +1,7 @@
 """`config.sids`: how items get Semantic IDs (stage `sids`)."""
 import ml_collections
 
-from sidjax.configs import require
+from sidjax.configs.rules import require
 
 SOURCES = ("paper", "rqvae", "rqkmeans")
 COLLISIONS = ("sinkhorn", "append", "none")

@@ -1,7 +1,7 @@
 """`config.teacher`: who writes the enrichment / reasoning corpus (tasks 7, 8, stage 2), and for what."""
 import ml_collections
 
-from sidjax.configs import require
+from sidjax.configs.rules import require
 
 KINDS = ("offline", "openai")
 SPLITS = ("train", "valid", "test")

@@ -27,45 +27,26 @@ import numpy as np
 
 from sidjax.data.dataset import RecDataset, Split
 from sidjax.data.errors import DataError
-from sidjax.sid.codes import sid_string
-from sidjax.teacher.corpus import ITEMS_FILE, USERS_FILE, Corpus, UserText
-
-# Stage-1 alignment tasks, in the papers' numbering.
-TITLE2SID = "title2sid"  # 1
-SID2TITLE = "sid2title"  # 2
-SIDHIS2TITLE = "sidhis2title"  # 3
-TITLEHIS2TITLE = "titlehis2title"  # 4
-SIDHIS2SID = "sidhis2sid"  # 5, the main task
-TITLEHIS2SID = "titlehis2sid"  # 6
-ITEM_ENRICH = "item_enrich"  # 7
-USER_NARRATIVE = "user_narrative"  # 8
-SIDSEQ = "sidseq"  # sid_sequence style: a user's train sequence, loss on every next item
-# Stage-2 reasoning activation.
-REASONING = "reasoning"
-
-PROMPT_STYLES = ("chat", "sid_sequence")
-
-TASKS = (
+from sidjax.data.task_names import (
     TITLE2SID,
     SID2TITLE,
     SIDHIS2TITLE,
     TITLEHIS2TITLE,
     SIDHIS2SID,
     TITLEHIS2SID,
-    ITEM_ENRICH,
     USER_NARRATIVE,
     SIDSEQ,
     REASONING,
+    PROMPT_STYLES,
+    TASKS,
+    ITEM_TASKS,
+    CORPUS_TASKS,
+    SEQUENCE_ONLY_TASKS,
+    CHAT_ONLY_TASKS,
+    REPLAY,
 )
-ITEM_TASKS = (TITLE2SID, SID2TITLE, ITEM_ENRICH)
-CORPUS_TASKS = (ITEM_ENRICH, USER_NARRATIVE, REASONING)
-STAGE_TASKS = {
-    "sft": (TITLE2SID, SID2TITLE, SIDHIS2TITLE, TITLEHIS2TITLE, SIDHIS2SID, TITLEHIS2SID, ITEM_ENRICH, USER_NARRATIVE),
-    "reason_sft": (REASONING,),
-}
-SEQUENCE_ONLY_TASKS = (SIDSEQ,)
-CHAT_ONLY_TASKS = (REASONING,)
-REPLAY = "replay"
+from sidjax.sid.codes import sid_string
+from sidjax.teacher.corpus import ITEMS_FILE, USERS_FILE, Corpus, UserText
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -195,35 +176,6 @@ class TaskMixture:
 
     def needs_corpus(self) -> bool:
         return any(t in CORPUS_TASKS for t in self.enabled())
-
-
-def mixture_knobs(stage: str) -> ml_collections.ConfigDict:
-    """Default mixture knobs of the `sft` / `reason_sft` config sections (merged in by sidjax.configs.sft)."""
-    c = ml_collections.ConfigDict()
-    c.tasks = ml_collections.ConfigDict({name: (-1 if name in STAGE_TASKS[stage] else 0) for name in TASKS})
-    c.task_seed = 0
-    c.replay_path = ""  # local JSONL, one {"messages": [{"role", "content"}, ...]} per line
-    c.replay_max_samples = -1
-    # 0: sequence tasks read every train sample; N: only the N most recent (splits are in target-time order).
-    c.recent_train_samples = 0
-    return c
-
-
-def validate_mixture(section: ml_collections.ConfigDict, name: str) -> None:
-    from sidjax.configs import require
-
-    for task in TASKS:
-        cap = section.tasks[task]
-        require(cap >= -1, f"{name}.tasks.{task}", f"must be -1 (all), 0 (off) or a positive cap, got {cap}")
-    require(
-        any(section.tasks[t] != 0 for t in TASKS) or bool(section.replay_path),
-        f"{name}.tasks",
-        "every task is off (0) and there is no replay_path: nothing to train on",
-    )
-    require(section.replay_max_samples >= -1, f"{name}.replay_max_samples", "must be -1 (all) or >= 0")
-    require(section.recent_train_samples >= 0, f"{name}.recent_train_samples", "must be >= 0 (0 = all)")
-    if section.replay_path:
-        require(Path(section.replay_path).is_file(), f"{name}.replay_path", f"no such file: {section.replay_path}")
 
 
 def _subset(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:

@@ -23,10 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from sidjax.decode.options import NORMALIZATIONS
 from sidjax.model.transformer import CausalLM, KVCache, positions_from_mask
 from sidjax.sid.codes import SidTrie
-
-NORMALIZATIONS = ("vocab", "level")
 
 
 @jax.tree_util.register_dataclass

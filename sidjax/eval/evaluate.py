@@ -28,6 +28,7 @@ from sidjax.data.dataset import RecDataset
 from sidjax.data.formatting import ChatFormat
 from sidjax.data.tasks import THINK_CLOSE, reasoning_prompt, reasoning_target, sid_history_prompt, sid_strings
 from sidjax.decode.beam import TrieTables, beam_search
+from sidjax.decode.options import MODES
 from sidjax.decode.sample import SamplingParams, generate, pad_prompts
 from sidjax.eval.metrics import hit_ranks, ranking_metrics
 from sidjax.eval.rescore import DenseRescorer
@@ -35,8 +36,6 @@ from sidjax.model.transformer import CausalLM
 from sidjax.parallel.rules import logical_spec
 from sidjax.sid.codes import SidTrie
 from sidjax.utils.progress import progress
-
-MODES = ("direct", "reasoning")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,9 +6,10 @@ the tried settings, wall time), for `eval.rescore`. `markov` counts the item Mar
 (`config.baselines.markov`) and saves it (`sidjax.baselines.markov.save`), for `eval.rescore`.
 
 `baselines` writes `metrics.json` = {method: {split: {HR@K, NDCG@K, users}, ...}}; SASRec
-also records the fit above. When the run lists a `sasrec` (`markov`) entry before it, the stage
-scores that entry's saved model instead of fitting the same one again (and records `from_stage`);
-otherwise it fits its own, SASRec with per-epoch curves in `metrics.jsonl` (prefix `sasrec/`).
+also records the fit above. When the run has a `sasrec` (`markov`) entry (its first one, listed
+before `baselines`: `sidjax.stages.entries` checks it at launch), the stage scores that entry's saved
+model instead of fitting the same one again (and records `from_stage`); otherwise it fits its own,
+SASRec with per-epoch curves in `metrics.jsonl` (prefix `sasrec/`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import jax
 
 from sidjax.baselines import markov, popularity, sasrec
 from sidjax.eval.metrics import format_table
-from sidjax.stages import parse_stage
+from sidjax.stages.context import first_entry
 
 METRICS_FILE = "metrics.json"
 FIT_FILE = "fit.json"
@@ -54,17 +55,10 @@ def run_markov(ctx) -> dict[str, Any]:
             "transitions": int(chain.counts.sum())}
 
 
-def _earlier_entry(ctx, stage: str) -> str | None:
-    """The first entry of `stage` listed before this one in config.stages."""
-    stages = list(ctx.config.stages)
-    before = stages[: stages.index(ctx.spec)]
-    return next((s for s in before if parse_stage(s)[0] == stage), None)
-
-
 def _sasrec_results(ctx) -> dict[str, Any]:
     c = ctx.config.baselines
     data = ctx.dataset
-    entry = _earlier_entry(ctx, "sasrec")
+    entry = first_entry(ctx.config, "sasrec")
     if entry is None:
         model, fit = _tune_sasrec(ctx)
     else:
@@ -79,7 +73,7 @@ def _sasrec_results(ctx) -> dict[str, Any]:
 def _markov_results(ctx) -> dict[str, Any]:
     c = ctx.config.baselines
     data = ctx.dataset
-    entry = _earlier_entry(ctx, "markov")
+    entry = first_entry(ctx.config, "markov")
     if entry is None:
         chain, source = markov.fit(data.splits["train"], data.num_items, c.markov), {}
     else:

@@ -1,13 +1,11 @@
 """Stage `eval`: HR@K / NDCG@K of a model bundle on `config.eval.splits`, per-sample JSONL and a metrics table.
 
-The model is `config.eval.checkpoint` when set (a model stage dir or a run dir),
-else the output of the latest model stage listed before this one, or, with
-`config.eval.ensemble`, the outputs of those model stage entries searched as one
-ensemble (each SID scores the mean of the members' log-probabilities). With `config.eval.rescore`,
-the eval entries after those `sasrec` / `markov` entries re-score the beams with their dense item
-models (`sidjax.eval.rescore`). An entry tagged with a
-mode (`eval:direct`, `eval:reasoning`) searches in that mode whatever `eval.mode` says, so
-one run can evaluate the same model both ways.
+Each entry reads its own settings (`config.eval` overridden by `config.entries[<entry>]`): the
+model is `eval.checkpoint` when set (a model stage dir or a run dir), else the outputs of the model
+stage entries in `eval.models`, two or more searched as one ensemble (each SID scores the mean of
+the members' log-probabilities). The `sasrec` / `markov` entries in `eval.rescore` re-score the
+beams with their dense item models (`sidjax.eval.rescore`), and `eval.mode` picks direct or
+reasoning search, so one run can evaluate the same model both ways (`eval:direct`, `eval:reasoning`).
 """
 from __future__ import annotations
 
@@ -21,11 +19,11 @@ import numpy as np
 
 from sidjax.api import find_bundle, recommender_from_bundle
 from sidjax.data.dataset import RecDataset
-from sidjax.eval.evaluate import MODES, Recommender, SearchSettings, evaluate_split
+from sidjax.eval.evaluate import Recommender, SearchSettings, evaluate_split
 from sidjax.eval.metrics import format_table
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.parallel.mesh import make_mesh
-from sidjax.stages import parse_stage
+from sidjax.stages.context import parse_stage
 from sidjax.train import checkpoint as ckpt
 from sidjax.utils.metrics import MetricsWriter
 
@@ -51,7 +49,7 @@ def _recommender(bundles: list[ckpt.Bundle], mesh, rescorer: DenseRescorer | Non
         same = (np.array_equal(other.sids, first.sids) and np.array_equal(other.level_offsets, first.level_offsets)
                 and other.tokenizer.to_str() == first.tokenizer.to_str())
         if not same:
-            raise ValueError(f"config key 'eval.ensemble': {other.directory} has other SIDs, token layout or "
+            raise ValueError(f"config key 'eval.models': {other.directory} has other SIDs, token layout or "
                              f"tokenizer than {first.directory}; ensemble members must share them")
     models = None if len(bundles) == 1 else tuple(b.model for b in bundles)
     return recommender_from_bundle(first, mesh, models=models, rescorer=rescorer)[0]
@@ -100,27 +98,8 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
     return results
 
 
-def _listed_after(config: ml_collections.ConfigDict, spec: str, entries: Sequence[str]) -> bool:
-    """Whether `spec` comes after all of `entries` (none: False) in config.stages."""
-    stages = list(config.stages)
-    return bool(entries) and stages.index(spec) > max(stages.index(e) for e in entries)
-
-
 def run(ctx) -> dict[str, Any]:
-    config = ctx.config
-    if ctx.tag in MODES:
-        config = config.copy_and_resolve_references()
-        config.eval.mode = ctx.tag
-    if _listed_after(config, ctx.spec, config.eval.ensemble):
-        model_dir = [ctx.output_of(entry) for entry in config.eval.ensemble]
-    elif config.eval.checkpoint:
-        model_dir = find_bundle(config.eval.checkpoint)
-    else:
-        source = ctx.latest_model_stage()
-        if source is None:
-            raise ValueError(f"stage '{ctx.spec}' needs an earlier model stage in config.stages "
-                             "or config key 'eval.checkpoint'")
-        model_dir = ctx.output_of(source)
-    rescore = tuple(config.eval.rescore)
-    rescore_dirs = [ctx.output_of(entry) for entry in rescore] if _listed_after(config, ctx.spec, rescore) else []
-    return evaluate_bundle(model_dir, config, ctx.dataset, ctx.dir, ctx.writer, rescore_dirs)
+    c = ctx.config.eval
+    model_dir = find_bundle(c.checkpoint) if c.checkpoint else [ctx.output_of(entry) for entry in c.models]
+    rescore_dirs = [ctx.output_of(entry) for entry in c.rescore]
+    return evaluate_bundle(model_dir, ctx.config, ctx.dataset, ctx.dir, ctx.writer, rescore_dirs)

@@ -1,7 +1,7 @@
-"""Stage 3: outcome-driven RL from the latest model stage's bundle: `grpo` and `sdpo`.
+"""Stage 3: outcome-driven RL from the bundle of the model stage entry in `init_from`: `grpo` and `sdpo`.
 
 Both stages read their prompts from `config.<stage>.split` (next-item samples; never
-test), start from `ctx.latest_model_stage()`'s bundle (which is also the frozen
+test), start from `ctx.init_from()`'s bundle (which is also the frozen
 reference model), checkpoint the train state every `checkpoint_every` steps so a
 relaunch resumes where it stopped (step, data order and RNG are functions of the
 step number), and end with a model bundle of their own that `eval` picks up.
@@ -27,7 +27,7 @@ from sidjax.decode.sample import SamplingParams
 from sidjax.eval.evaluate import Recommender
 from sidjax.parallel import memory
 from sidjax.parallel.mesh import make_mesh
-from sidjax.stages import StageContext
+from sidjax.stages.context import StageContext
 from sidjax.train import checkpoint as ckpt
 from sidjax.train import grpo, sdpo
 from sidjax.train.sft import place_state
@@ -89,9 +89,10 @@ class _Run:
     """What both RL stages share: bundle in, train state, resume, logging, bundle out."""
 
     def __init__(self, ctx: StageContext, c: ml_collections.ConfigDict):
-        source = ctx.latest_model_stage()
+        source = ctx.init_from()
         if source is None:
-            raise ValueError(f"stage '{ctx.spec}' needs an earlier model stage (sft / reason_sft) in config.stages")
+            raise ValueError(f"stage '{ctx.spec}' needs a model stage entry to start from "
+                             f"(config key '{ctx.name}.init_from')")
         self.ctx, self.c = ctx, c
         self.source = source
         if ckpt.read_bundle_step(ctx.dir) is not None:  # a finished run rerun through config.redo starts over

@@ -52,7 +52,7 @@ class _Start:
 
 
 def _starting_model(ctx, sids: np.ndarray, level_sizes: tuple[int, ...], mesh) -> _Start:
-    previous = ctx.latest_model_stage()
+    previous = ctx.init_from()
     if previous is not None:
         bundle = ckpt.load_bundle(ctx.output_of(previous), mesh=mesh)
         if not np.array_equal(bundle.sids, sids):

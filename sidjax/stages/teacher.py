@@ -15,7 +15,7 @@ from absl import logging
 
 from sidjax.data.dataset import RecDataset
 from sidjax.data.tasks import sid_strings
-from sidjax.stages import StageContext
+from sidjax.stages.context import StageContext
 from sidjax.teacher.corpus import write_corpus
 from sidjax.teacher.offline import write_offline
 from sidjax.teacher.prompts import Bounds

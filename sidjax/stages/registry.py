@@ -1,0 +1,24 @@
+"""Every stage by name: `run(ctx: StageContext) -> dict` imported from its own module."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from sidjax.stages import baselines, data, eval, rl, sft, sids, teacher
+from sidjax.stages.context import StageContext
+
+STAGES: dict[str, Callable[[StageContext], dict[str, Any]]] = {
+    "data": data.run,
+    "sids": sids.run,
+    "teacher": teacher.run,
+    "sft": sft.run_alignment,
+    "reason_sft": sft.run_reasoning,
+    "grpo": rl.run_grpo,
+    "sdpo": rl.run_sdpo,
+    "eval": eval.run,
+    "sasrec": baselines.run_sasrec,
+    "markov": baselines.run_markov,
+    "baselines": baselines.run,
+}
+
+# Stages whose output is a model checkpoint that later stages continue from (their sections have `init_from`).
+MODEL_STAGES = ("sft", "reason_sft", "grpo", "sdpo")
