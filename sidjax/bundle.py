@@ -66,11 +66,7 @@ class Bundle:
     @functools.cached_property
     def format(self) -> ChatFormat:
         """The prompt layout the model is trained (was trained) with."""
-        return self.chat_format()
-
-    def chat_format(self, **kwargs: Any) -> ChatFormat:
-        """The chat format with `ChatFormat` options (max_length, truncation, ...) set."""
-        return ChatFormat.from_tokenizer_config(self.tokenizer, self.tokenizer_config, **kwargs)
+        return ChatFormat.from_tokenizer_config(self.tokenizer, self.tokenizer_config)
 
     @functools.cached_property
     def dataset(self) -> RecDataset:

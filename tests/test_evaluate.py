@@ -113,6 +113,12 @@ def test_bad_history_names_it(setup):
         rec.prompt_ids([[0], [NUM_ITEMS]])
 
 
+def test_recommend_needs_the_bundle_for_titles(setup):
+    _, rec = setup
+    with pytest.raises(ValueError, match="needs the bundle"):
+        rec.recommend([1, 2])
+
+
 def compare_meshes():
     """Run in a subprocess with 8 fake devices: a data=8 mesh gives the one-device beams and metrics."""
     import tempfile

@@ -9,6 +9,7 @@ from sidjax import bundle as bundles
 from sidjax.configs import base_config, validate
 from sidjax.data.formatting import ChatFormat
 from sidjax.stages import run_pipeline
+from sidjax.sid.codes import sid_string
 from sidjax.stages.sids import load_output as load_sids
 
 
@@ -75,9 +76,9 @@ def test_sidjax_load_recommends_from_the_runs_last_model_stage(run):
     assert rec.bundle.directory == workdir / "reason_sft" and rec.bundle.step == summaries["reason_sft"]["best_step"]
     history = rec.bundle.dataset.splits["test"].histories()[0]
     rows = rec.recommend(history, beams=4)
-    assert len(rows) == 4 and [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert len(rows) == 4
     titles = rec.bundle.dataset.titles()
     for row in rows:
         assert set(row) == {"sid", "score", "items", "titles"}
         assert row["titles"] == [titles[i] for i in row["items"]]
-        assert all(rec.sids[i].tolist() == rec.sids[row["items"][0]].tolist() for i in row["items"])
+        assert all(sid_string(rec.sids[i]) == row["sid"] for i in row["items"])
