@@ -12,10 +12,9 @@ from pathlib import Path
 from absl import app, logging
 
 from experiments.launch import WORKDIR, start
-from sidjax.api import find_bundle
 from sidjax.data.sources import load_dataset
 from sidjax.stages import stage_dirname
-from sidjax.stages.eval import evaluate_bundle, standalone_dir
+from sidjax.stages.eval import evaluate_bundle, find_bundle, standalone_dir
 
 
 def main(argv) -> None:

@@ -78,7 +78,7 @@ def test_shipped_experiment_configs_validate(name):
 
 
 def test_model_shape_changes_the_scratch_preset_and_is_validated():
-    from sidjax.configs.model import scratch_config
+    from sidjax.model.config import scratch
 
     config = base_config()
     config.model.preset = "small"
@@ -86,7 +86,7 @@ def test_model_shape_changes_the_scratch_preset_and_is_validated():
     config.model.shape.head_dim = 48
     config.model.dropout = 0.2
     validate(config)
-    model = scratch_config(config.model, vocab_size=256)
+    model = scratch(config.model.preset, 256, shape=config.model.shape, dropout=config.model.dropout)
     assert (model.hidden_size, model.head_dim, model.num_layers, model.dropout) == (192, 48, 4, 0.2)
     config.model.shape.num_kv_heads = 3
     with pytest.raises(ConfigError, match=r"'model\.shape': .*multiple of num_kv_heads"):

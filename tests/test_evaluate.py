@@ -84,7 +84,7 @@ def test_reasoning_mode_continues_the_search_after_the_thought(setup):
     think = SamplingParams(max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
                            stop_tokens=(), num_samples=1)
     histories = [[1, 2], [3]]
-    out = rec.recommend(histories, SearchSettings(beams=4, mode="reasoning", think=think))
+    out = rec.search(histories, SearchSettings(beams=4, mode="reasoning", think=think))
     prompts = rec.prompt_ids(histories, "reasoning")
     assert "Think step by step" in rec.format.tokenizer.decode(prompts[0])
     tokens, mask = pad_prompts(prompts, bucket=32, pad_id=rec.format.eos_id)
@@ -111,6 +111,12 @@ def test_bad_history_names_it(setup):
     _, rec = setup
     with pytest.raises(ValueError, match="history 1"):
         rec.prompt_ids([[0], [NUM_ITEMS]])
+
+
+def test_recommend_needs_the_bundle_for_titles(setup):
+    _, rec = setup
+    with pytest.raises(ValueError, match="needs the bundle"):
+        rec.recommend([1, 2])
 
 
 def compare_meshes():
@@ -147,16 +153,17 @@ def test_sharded_eval_on_8_devices_equals_one_device():
 
 
 def _save_bundle(stage, rec, model, sids, config, step):
+    from sidjax import bundle as bundles
     from sidjax.train import checkpoint as ckpt
 
-    ckpt.save_bundle(stage, model_config=model.config, tokenizer=rec.format.tokenizer, sids=sids,
-                     level_offsets=np.asarray(rec.tables.level_offsets), config=config,
-                     tokenizer_config=tokenizer_config())
+    bundles.save(bundles.Bundle(model=model, tokenizer=rec.format.tokenizer, sids=sids,
+                                level_offsets=np.asarray(rec.tables.level_offsets), level_sizes=LEVEL_SIZES,
+                                tokenizer_config=tokenizer_config(), config=config), stage)
     best = ckpt.BestModel(stage)
     best.save(step, nnx.state(model))
     best.wait()
     best.close()
-    ckpt.finish_bundle(stage, step)
+    bundles.finish(stage, step)
 
 
 def test_ensemble_of_saved_bundles_searches_the_members_mean(setup, tmp_path):
@@ -190,7 +197,7 @@ def test_ensemble_of_saved_bundles_searches_the_members_mean(setup, tmp_path):
     think = SamplingParams(max_new_tokens=4, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
                            stop_tokens=(), num_samples=1)
     with pytest.raises(ValueError, match="direct mode only"):
-        ensemble.recommend([[1, 2]], SearchSettings(beams=2, mode="reasoning", think=think))
+        ensemble.search([[1, 2]], SearchSettings(beams=2, mode="reasoning", think=think))
 
 
 def test_saved_bundle_loads_and_evaluates(setup, tmp_path):
@@ -204,11 +211,14 @@ def test_saved_bundle_loads_and_evaluates(setup, tmp_path):
     _save_bundle(stage, rec, rec.model, rec.sids, config, step=7)
 
     loaded = sidjax.load(stage)
-    assert loaded.step == 7 and loaded.level_sizes == LEVEL_SIZES
+    assert loaded.bundle.step == 7 and loaded.bundle.level_sizes == LEVEL_SIZES
+    assert loaded.bundle.directory == stage and loaded.bundle.config.eval.beams == config.eval.beams
     assert loaded.format.prompt_ids(["hello"]) == rec.format.prompt_ids(["hello"])
-    loaded._dataset = dataset
+    np.testing.assert_array_equal(loaded.sids, rec.sids)
+    np.testing.assert_array_equal(loaded.trie.leaf_items, rec.trie.leaf_items)
+    loaded.bundle.dataset = dataset
     top = loaded.recommend([1, 2, 3], beams=5)
-    direct = rec.recommend([[1, 2, 3]], SearchSettings(beams=5))
+    direct = rec.search([[1, 2, 3]], SearchSettings(beams=5))
     assert [t["items"] for t in top] == [rec.items(int(leaf)) for leaf in direct.leaves[0]]
     np.testing.assert_allclose([t["score"] for t in top], direct.scores[0], atol=1e-5)
     assert top[0]["titles"] == [dataset.items[i].title for i in top[0]["items"]]
@@ -242,7 +252,7 @@ def test_rescored_evaluation_reranks_the_same_beams_by_the_saved_dense_models(se
                                   {"model": str(tmp_path / "markov"), "weight": 0.5}]
 
     histories = dataset.splits["test"].histories()[:4]
-    plain = rec.recommend(histories, SearchSettings(beams=6))
+    plain = rec.search(histories, SearchSettings(beams=6))
     items = rec.trie.leaf_items[plain.leaves]
     dense_sid = (3.0 * SasRecScorer(dense).sid_log_probs(histories, items)
                  + 0.5 * MarkovScorer(chain).sid_log_probs(histories, items))

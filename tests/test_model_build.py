@@ -1,14 +1,14 @@
-"""config.model -> (model, tokenizer with SID blocks, level_offsets) for the scratch and hf sources."""
+"""config.model -> a bundle (model, tokenizer with SID blocks, SID layout) for the scratch and hf sources."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import transformers
 from flax import nnx
 
+from sidjax import bundle as bundles
 from sidjax.configs import ConfigError, base_config, validate
 from sidjax.data.dataset import Item, RecDataset
 from sidjax.model import tokenizer as bpe
-from sidjax.model.build import build_model
 from sidjax.sid.codes import sid_string
 
 LEVELS = [4, 4, 3]
@@ -32,14 +32,15 @@ def test_scratch_builds_bpe_sid_blocks_and_padded_vocab():
     config.model.preset = "tiny"
     config.model.bpe_vocab_size = 512
     config.model.dropout = 0.1
-    built = build_model(config, _dataset(), LEVELS, SIDS)
+    built = bundles.build(config, _dataset(), SIDS, LEVELS)
     assert built.model.config.dropout == 0.1
     n = built.tokenizer.get_vocab_size(with_added_tokens=True)
     assert built.model.config.vocab_size % 128 == 0 and built.model.config.vocab_size >= n
     assert built.level_offsets.tolist() == [n - 11, n - 7, n - 3]
     ids = built.tokenizer.encode(sid_string(SIDS[1])).ids
     assert ids == (built.level_offsets + SIDS[1]).tolist()
-    assert built.tokenizer_config["eos_token"] == bpe.EOS_TOKEN
+    assert built.tokenizer_config["eos_token"] == bpe.EOS_TOKEN and built.format.eos_token == bpe.EOS_TOKEN
+    assert built.level_sizes == tuple(LEVELS) and built.config is config
     assert _forward(built.model, jnp.asarray([ids])).shape == (1, 3, built.model.config.vocab_size)
 
 
@@ -56,7 +57,7 @@ def test_hf_source_appends_sids_and_mean_inits_rows(tmp_path):
     config.model.path = str(tmp_path)
     config.model.train_only_new_rows = True
     validate(config)
-    built = build_model(config, _dataset(), LEVELS, SIDS)
+    built = bundles.build(config, _dataset(), SIDS, LEVELS)
     assert built.first_new_row == size and built.level_offsets[0] == size
     assert built.model.config.vocab_size == -(-(size + sum(LEVELS)) // 128) * 128
     embed = np.asarray(built.model.embed[...])

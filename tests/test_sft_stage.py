@@ -5,10 +5,12 @@ import jax
 import numpy as np
 import pytest
 
+from sidjax import bundle as bundles
 from sidjax.configs import base_config, validate
 from sidjax.data.formatting import ChatFormat
 from sidjax.stages import run_pipeline
-from sidjax.train import checkpoint as ckpt
+from sidjax.sid.codes import sid_string
+from sidjax.stages.sids import load_output as load_sids
 
 
 def _config():
@@ -46,11 +48,12 @@ def test_sft_then_reason_sft_write_bundles_and_continue_from_each_other(run):
     losses = [json.loads(line) for line in (workdir / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in losses if "train/loss" in m] == [1, 2, 3]
 
-    first, second = ckpt.load_bundle(workdir / "sft"), ckpt.load_bundle(workdir / "reason_sft")
+    first, second = bundles.load(workdir / "sft"), bundles.load(workdir / "reason_sft")
     assert first.step == sft["best_step"] and second.step == reason["best_step"]
     assert first.tokenizer.get_vocab() == second.tokenizer.get_vocab()
     np.testing.assert_array_equal(first.sids, second.sids)
     np.testing.assert_array_equal(first.level_offsets, second.level_offsets)
+    assert first.level_sizes == second.level_sizes == load_sids(workdir / "sids")[1]
     # The bundle carries its chat format: eval formats prompts exactly as training did.
     fmt = ChatFormat.from_hf_dir(workdir / "reason_sft")
     assert fmt.chat_template is not None and fmt.eos_token == first.tokenizer_config["eos_token"]
@@ -58,8 +61,24 @@ def test_sft_then_reason_sft_write_bundles_and_continue_from_each_other(run):
 
 def test_a_finished_stage_is_skipped_and_its_bundle_stays(run):
     workdir, summaries = run
-    before = (workdir / "sft" / ckpt.BUNDLE).read_text()
+    before = (workdir / "sft" / bundles.BUNDLE).read_text()
     again = run_pipeline(_config(), workdir)
     assert again["sft"] == json.loads(json.dumps(summaries["sft"]))
-    assert (workdir / "sft" / ckpt.BUNDLE).read_text() == before
-    assert jax.tree.leaves(ckpt.load_bundle(workdir / "sft").model)
+    assert (workdir / "sft" / bundles.BUNDLE).read_text() == before
+    assert jax.tree.leaves(bundles.load(workdir / "sft").model)
+
+
+def test_sidjax_load_recommends_from_the_runs_last_model_stage(run):
+    import sidjax
+
+    workdir, summaries = run
+    rec = sidjax.load(workdir)
+    assert rec.bundle.directory == workdir / "reason_sft" and rec.bundle.step == summaries["reason_sft"]["best_step"]
+    history = rec.bundle.dataset.splits["test"].histories()[0]
+    rows = rec.recommend(history, beams=4)
+    assert len(rows) == 4
+    titles = rec.bundle.dataset.titles()
+    for row in rows:
+        assert set(row) == {"sid", "score", "items", "titles"}
+        assert row["titles"] == [titles[i] for i in row["items"]]
+        assert all(sid_string(rec.sids[i]) == row["sid"] for i in row["items"])

@@ -30,7 +30,7 @@ def section() -> ml_collections.ConfigDict:
 
 
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
-    from sidjax.model.config import ATTENTION_IMPLS, DTYPES, PRESETS
+    from sidjax.model.config import ATTENTION_IMPLS, DTYPES, PRESETS, scratch
 
     require(c.source in SOURCES, f"{name}.source", f"must be one of {SOURCES}, got '{c.source}'")
     require(c.source != "hf" or bool(c.path), f"{name}.path", "source 'hf' needs the local model directory")
@@ -44,7 +44,7 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
             "is for models trained from scratch; a pretrained (hf / gguf) model is fine-tuned without dropout")
     if c.source == "scratch" and c.preset in PRESETS:
         try:
-            scratch_config(c, vocab_size=128)
+            scratch(c.preset, 128, shape=c.shape, dropout=c.dropout)
         except ValueError as e:
             require(False, f"{name}.shape", str(e))
     require(c.bpe_vocab_size >= 512, f"{name}.bpe_vocab_size", "must be >= 512 (256 bytes + merges)")
@@ -75,12 +75,4 @@ def _validate_prompt_style(c: ml_collections.ConfigDict, config: ml_collections.
         require("reason_sft" not in stages, key, "a 'sid_sequence' model has no reasoning prompt: drop stage 'reason_sft'")
         for section in ("eval", "grpo"):
             require(config[section].mode == "direct", f"{section}.mode", f"must be 'direct' with {key}='sid_sequence'")
-
-
-def scratch_config(c: ml_collections.ConfigDict, vocab_size: int):
-    """The `ModelConfig` of a scratch model: `c.preset` with `c.shape`'s non-zero entries and `c.dropout`."""
-    from sidjax.model.config import preset
-
-    changes = {key: c.shape[key] for key in SHAPE_KEYS if c.shape[key]}
-    return preset(c.preset, vocab_size).replace(dropout=c.dropout, **changes)
 

@@ -106,11 +106,17 @@ class ChatFormat:
             raise FileNotFoundError(f"{d / 'tokenizer.json'}: no tokenizer.json in the model directory")
         config_path = d / "tokenizer_config.json"
         config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-        template = config.get("chat_template")
         if (d / "chat_template.jinja").is_file():
-            template = (d / "chat_template.jinja").read_text(encoding="utf-8")
+            config["chat_template"] = (d / "chat_template.jinja").read_text(encoding="utf-8")
         elif (d / "chat_template.json").is_file():
-            template = json.loads((d / "chat_template.json").read_text(encoding="utf-8")).get("chat_template")
+            config["chat_template"] = json.loads((d / "chat_template.json").read_text(encoding="utf-8")).get(
+                "chat_template")
+        return cls.from_tokenizer_config(Tokenizer.from_file(str(d / "tokenizer.json")), config, **kwargs)
+
+    @classmethod
+    def from_tokenizer_config(cls, tokenizer: Tokenizer, config: dict, **kwargs) -> "ChatFormat":
+        """The format a tokenizer_config.json's content describes (chat template, special tokens, prompt style)."""
+        template = config.get("chat_template")
         if isinstance(template, list):  # named templates: the default one
             template = next((t["template"] for t in template if t.get("name") == "default"), None)
 
@@ -120,8 +126,8 @@ class ChatFormat:
 
         eos = kwargs.pop("eos_token", None) or token("eos_token")
         if not eos:
-            raise ValueError(f"{config_path}: no eos_token; pass eos_token= explicitly")
-        return cls(Tokenizer.from_file(str(d / "tokenizer.json")), eos_token=eos, chat_template=template,
+            raise ValueError("the tokenizer config (tokenizer_config.json) has no eos_token; pass eos_token= explicitly")
+        return cls(tokenizer, eos_token=eos, chat_template=template,
                    bos_token=kwargs.pop("bos_token", None) or token("bos_token"),
                    prompt_style=config.get(PROMPT_STYLE_KEY, "chat"), **kwargs)
 

@@ -1,7 +1,8 @@
 """Recommend next items for histories and evaluate a split, sharded over the mesh's batch axes.
 
-`Recommender` bundles what a recommendation needs (model, chat format, SIDs,
-trie, token layout) and turns histories into the shared next-SID prompt
+`Recommender` holds what a recommendation needs (model, chat format, SIDs,
+trie, token layout; `sidjax.bundle.Bundle.recommender` makes one from a model bundle).
+Its `search` turns a batch of histories into the shared next-SID prompt
 (`sidjax.data.tasks`), then runs the constrained beam search (its beams optionally re-scored by dense item models,
 `sidjax.eval.rescore`); in reasoning mode
 the model first thinks (`sidjax.decode.sample.generate`, greedy or sampled, up to
@@ -9,7 +10,9 @@ a token budget, until `</think>`) and the search continues from that text. `eval
 split through it in fixed-size global batches laid out over the mesh's
 ("data", "fsdp") axes (every process holds the split; each device gets its
 rows), gathers the beams to every host and computes HR@K / NDCG@K on
-process 0, which also writes one JSON line per sample.
+process 0, which also writes one JSON line per sample. `recommend` is the
+user-facing call (what `sidjax.load` returns): one history in, rows of SIDs,
+items, titles and scores out.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from sidjax.eval.metrics import hit_ranks, ranking_metrics
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.model.transformer import CausalLM
 from sidjax.parallel.rules import logical_spec
-from sidjax.sid.codes import SidTrie
+from sidjax.sid.codes import SidTrie, sid_string
 from sidjax.utils.progress import progress
 
 
@@ -76,8 +79,11 @@ class Recommender:
 
     def __init__(self, model: CausalLM | tuple[CausalLM, ...], fmt: ChatFormat, sids: np.ndarray,
                  level_offsets: Sequence[int], level_sizes: Sequence[int] | None = None,
-                 mesh: jax.sharding.Mesh | None = None, rescorer: DenseRescorer | None = None):
+                 mesh: jax.sharding.Mesh | None = None, rescorer: DenseRescorer | None = None, bundle: Any = None):
         self.model = model
+        # The `sidjax.bundle.Bundle` it was made from (`Bundle.recommender`, `sidjax.load`), if any: its
+        # tokenizer, config, directory and step, and the dataset whose titles `recommend` returns.
+        self.bundle = bundle
         self.rescorer = rescorer  # re-scores the search's beams with dense item models (eval.rescore)
         self.format = fmt
         self.sids = np.asarray(sids, np.int32)
@@ -123,8 +129,8 @@ class Recommender:
             return jax.tree.map(np.asarray, tree)
         return multihost_utils.process_allgather(tree, tiled=True)
 
-    def recommend(self, histories: Sequence[Sequence[int]], settings: SearchSettings, batch_index: int = 0
-                  ) -> Recommendations:
+    def search(self, histories: Sequence[Sequence[int]], settings: SearchSettings, batch_index: int = 0
+               ) -> Recommendations:
         """Beams for each history (one batch; its size must divide over the mesh's batch axes).
 
         `batch_index` picks the sampling stream of sampled reasoning (evaluate_split numbers its batches).
@@ -147,6 +153,32 @@ class Recommender:
         recs = Recommendations(leaves=result.leaves, codes=result.codes, scores=result.scores, valid=result.valid,
                                reasoning=reasoning)
         return recs if self.rescorer is None else self.rescorer.rescore(histories, recs, self.trie.leaf_items)
+
+    def recommend(self, history: Sequence[int], *, beams: int = 10, mode: str = "direct", normalize: str = "vocab",
+                  max_think_tokens: int = 256, repetition_penalty: float = 1.0) -> list[dict[str, Any]]:
+        """Top-`beams` next items for one history of item ids, best first (greedy thinking in reasoning mode).
+
+        Each row: the SID, its score, the items that carry it and their titles (and the thinking, in
+        reasoning mode). Titles come from the bundle's dataset.
+        """
+        if self.bundle is None:
+            raise ValueError("recommend needs the bundle the Recommender was made from (for item titles); "
+                             "use search for a Recommender built without one")
+        think = None
+        if mode == "reasoning":
+            think = SamplingParams(max_new_tokens=max_think_tokens, temperature=0.0, top_k=0, top_p=1.0,
+                                   repetition_penalty=repetition_penalty, stop_tokens=(), num_samples=1)
+        out = self.search([list(history)], SearchSettings(beams=beams, normalize=normalize, mode=mode, think=think))
+        titles = self.bundle.dataset.titles()
+        rows = []
+        for b in np.flatnonzero(out.valid[0]):
+            items = self.items(int(out.leaves[0, b]))
+            row = {"sid": sid_string(out.codes[0, b]), "score": float(out.scores[0, b]), "items": items,
+                   "titles": [titles[i] for i in items]}
+            if out.reasoning is not None:
+                row["reasoning"] = out.reasoning[0]
+            rows.append(row)
+        return rows
 
     def items(self, leaf: int) -> list[int]:
         """Item ids that carry the SID of `leaf` (several when items share a SID)."""
@@ -204,7 +236,7 @@ def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: 
         for start in progress(range(0, n, batch_size), desc=f"eval {split}", total=-(-n // batch_size), unit="batch"):
             rows = list(range(start, min(start + batch_size, n)))
             padded = rows + [rows[0]] * (batch_size - len(rows))  # fixed shapes; extra rows are dropped
-            out = rec.recommend([histories[i] for i in padded], settings, batch_index=start // batch_size)
+            out = rec.search([histories[i] for i in padded], settings, batch_index=start // batch_size)
             targets = rec.sids[data.target[rows]]
             batch_ranks = hit_ranks(out.codes[: len(rows)], targets, out.valid[: len(rows)])
             ranks[rows] = batch_ranks

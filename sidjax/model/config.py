@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -194,3 +194,11 @@ def preset(name: str, vocab_size: int) -> ModelConfig:
         raise ValueError(f"unknown model preset '{name}' (known: {PRESETS})")
     return ModelConfig(vocab_size=vocab_size, rope_theta=1_000_000.0, qk_norm=True, tie_word_embeddings=True,
                        **_PRESETS[name])
+
+
+def scratch(name: str, vocab_size: int, *, shape: Mapping[str, int] | None = None,
+            dropout: float = 0.0) -> ModelConfig:
+    """The config of a model trained from scratch: preset `name`, its `shape` entries replaced
+    where non-zero (0 keeps the preset's value), and training-time `dropout`."""
+    changes = {key: value for key, value in (shape or {}).items() if value}
+    return preset(name, vocab_size).replace(dropout=dropout, **changes)

@@ -16,6 +16,8 @@ from sidjax.data.dataset import RecDataset
 from sidjax.utils.metrics import MetricsWriter
 
 DONE = "DONE.json"
+# Stages whose output is a model checkpoint that later stages continue from (their sections have `init_from`).
+MODEL_STAGES = ("sft", "reason_sft", "grpo", "sdpo")
 
 
 def parse_stage(spec: str) -> tuple[str, str]:

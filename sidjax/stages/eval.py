@@ -10,6 +10,7 @@ reasoning search, so one run can evaluate the same model both ways (`eval:direct
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,14 +18,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from sidjax.api import find_bundle, recommender_from_bundle
+from sidjax import bundle as bundles
 from sidjax.data.dataset import RecDataset
 from sidjax.eval.evaluate import Recommender, SearchSettings, evaluate_split
 from sidjax.eval.metrics import format_table
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.parallel.mesh import make_mesh
-from sidjax.stages.context import parse_stage
-from sidjax.train import checkpoint as ckpt
+from sidjax.stages.context import DONE, MODEL_STAGES, parse_stage, stage_dirname
 from sidjax.utils.metrics import MetricsWriter
 
 METRICS_FILE = "metrics.json"
@@ -42,17 +42,32 @@ def standalone_dir(workdir: Path, model_dirs: Sequence[Path], rescore_dirs: Sequ
     return Path(workdir) / STANDALONE_DIR / name
 
 
-def _recommender(bundles: list[ckpt.Bundle], mesh, rescorer: DenseRescorer | None) -> Recommender:
+def find_bundle(path: str | os.PathLike) -> Path:
+    """A model stage directory: `path` itself if it holds a bundle, else the run's last finished model stage."""
+    d = Path(path)
+    if (d / bundles.BUNDLE).is_file():
+        return d
+    config_path = d / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{d}: neither a model bundle ({bundles.BUNDLE}) nor a run directory (config.json)")
+    stages = json.loads(config_path.read_text(encoding="utf-8")).get("stages", [])
+    finished = [s for s in stages if parse_stage(s)[0] in MODEL_STAGES and (d / stage_dirname(s) / DONE).is_file()]
+    if not finished:
+        raise FileNotFoundError(f"{d}: no finished model stage ({', '.join(MODEL_STAGES)}) in this run")
+    return d / stage_dirname(finished[-1])
+
+
+def _recommender(members: list[bundles.Bundle], mesh, rescorer: DenseRescorer | None) -> Recommender:
     """One bundle's Recommender, or one over several that read and write the same tokens (an ensemble)."""
-    first = bundles[0]
-    for other in bundles[1:]:
+    first = members[0]
+    for other in members[1:]:
         same = (np.array_equal(other.sids, first.sids) and np.array_equal(other.level_offsets, first.level_offsets)
                 and other.tokenizer.to_str() == first.tokenizer.to_str())
         if not same:
             raise ValueError(f"config key 'eval.models': {other.directory} has other SIDs, token layout or "
                              f"tokenizer than {first.directory}; ensemble members must share them")
-    models = None if len(bundles) == 1 else tuple(b.model for b in bundles)
-    return recommender_from_bundle(first, mesh, models=models, rescorer=rescorer)[0]
+    models = None if len(members) == 1 else tuple(b.model for b in members)
+    return first.recommender(mesh, models=models, rescorer=rescorer)
 
 
 def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.ConfigDict, dataset: RecDataset,
@@ -66,16 +81,16 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
     c = config.eval
     mesh = make_mesh(config.mesh)
     dirs = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(d) for d in model_dir]
-    bundles = [ckpt.load_bundle(d, step=None if c.step < 0 else c.step, mesh=mesh) for d in dirs]
+    members = [bundles.load(d, step=None if c.step < 0 else c.step, mesh=mesh) for d in dirs]
     rescorer = None
     if rescore_dirs:
         if len(rescore_dirs) != len(c.rescore):
             raise ValueError(f"evaluate_bundle: {len(rescore_dirs)} re-scorer dirs for eval.rescore {tuple(c.rescore)}")
         rescorer = DenseRescorer.load([(parse_stage(entry)[0], Path(d), w)
                                        for entry, d, w in zip(c.rescore, rescore_dirs, c.rescore_weights)])
-    rec = _recommender(bundles, mesh, rescorer)
+    rec = _recommender(members, mesh, rescorer)
     settings = SearchSettings.from_config(c)
-    step = bundles[0].step if len(bundles) == 1 else [b.step for b in bundles]
+    step = members[0].step if len(members) == 1 else [b.step for b in members]
     results: dict[str, Any] = {"model": str(dirs[0]) if len(dirs) == 1 else [str(d) for d in dirs], "step": step,
                                "mode": c.mode, "beams": c.beams, "normalize": c.normalize}
     if rescorer is not None:
@@ -91,7 +106,7 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
         tables.append(f"{split} ({int(metrics['users'])} samples, {c.beams} beams, {c.mode}):\n"
                       f"{format_table(metrics, c.topk)}")
         if writer is not None:
-            writer.write(bundles[0].step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
+            writer.write(members[0].step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
     if jax.process_index() == 0:
         print("\n".join(tables), flush=True)
         (out_dir / METRICS_FILE).write_text(json.dumps(results, indent=2), encoding="utf-8")

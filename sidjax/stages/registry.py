@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from sidjax.stages import baselines, data, eval, rl, sft, sids, teacher
-from sidjax.stages.context import StageContext
+from sidjax.stages.context import MODEL_STAGES, StageContext
 
 STAGES: dict[str, Callable[[StageContext], dict[str, Any]]] = {
     "data": data.run,
@@ -20,5 +20,4 @@ STAGES: dict[str, Callable[[StageContext], dict[str, Any]]] = {
     "baselines": baselines.run,
 }
 
-# Stages whose output is a model checkpoint that later stages continue from (their sections have `init_from`).
-MODEL_STAGES = ("sft", "reason_sft", "grpo", "sdpo")
+__all__ = ["MODEL_STAGES", "STAGES"]

@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from sidjax.api import recommender_from_bundle
+from sidjax import bundle as bundles
 from sidjax.data.tasks import THINK_CLOSE
 from sidjax.decode.beam import beam_search
 from sidjax.decode.sample import SamplingParams
@@ -95,19 +95,17 @@ class _Run:
                              f"(config key '{ctx.name}.init_from')")
         self.ctx, self.c = ctx, c
         self.source = source
-        if ckpt.read_bundle_step(ctx.dir) is not None:  # a finished run rerun through config.redo starts over
+        if bundles.finished_step(ctx.dir) is not None:  # a finished run rerun through config.redo starts over
             for name in (ckpt.CHECKPOINTS, ckpt.BEST):
                 shutil.rmtree(ctx.dir / name, ignore_errors=True)
         self.mesh = make_mesh(ctx.config.mesh)  # rollouts and updates share it
-        self.bundle = bundle = ckpt.load_bundle(ctx.output_of(source), mesh=self.mesh)
+        self.bundle = bundle = bundles.load(ctx.output_of(source), mesh=self.mesh)
         memory.check_stage(ctx.config, ctx.name, bundle.model.config, self.mesh)
-        self.rec = recommender_from_bundle(bundle, self.mesh)[0]
+        self.rec = bundle.recommender(self.mesh)
         model = bundle.model
         self.ref_params = jax.tree.map(jnp.copy, nnx.state(model))
         self.state: TrainState = place_state(make_train_state(model, c, c.steps), self.mesh)
-        ckpt.save_bundle(ctx.dir, model_config=model.config, tokenizer=bundle.tokenizer, sids=bundle.sids,
-                         level_offsets=bundle.level_offsets, config=ctx.config,
-                         tokenizer_config=bundle.tokenizer_config, first_new_row=bundle.first_new_row)
+        bundles.save(dataclasses.replace(bundle, config=ctx.config), ctx.dir)
         self.checkpoints = ckpt.TrainCheckpoints(ctx.dir, c.keep_checkpoints)
 
     def resume(self) -> tuple[nnx.State, int]:
@@ -155,7 +153,7 @@ class _Run:
             best.wait()
         finally:
             best.close()
-        ckpt.finish_bundle(self.ctx.dir, self.c.steps, source=self.source)
+        bundles.finish(self.ctx.dir, self.c.steps, source=self.source)
         return {"steps": self.c.steps, "source": self.source, "first": history[0] if history else None,
                 "last": history[-1] if history else None, "mean": mean_metrics(history)}
 

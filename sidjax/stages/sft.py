@@ -4,7 +4,7 @@ Both fine-tune the model on a task mixture (`sidjax.data.tasks`) with the loss
 on response tokens only. The starting model is the output of the latest model
 stage listed before this one (so `reason_sft` continues from `sft`), or a fresh
 one built from `config.model` when there is none. The stage directory becomes a
-model bundle (`sidjax.train.checkpoint`): later stages, eval and `sidjax.load`
+model bundle (`sidjax.bundle`): later stages, eval and `sidjax.load`
 read it. A relaunched, unfinished stage resumes exactly from its checkpoints;
 a finished one rerun through `config.redo` starts over.
 """
@@ -21,6 +21,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from sidjax import bundle as bundles
 from sidjax.data import loader
 from sidjax.data.formatting import ChatFormat, Encoded, encode_all
 from sidjax.data.tasks import TaskMixture, build_mixture, sid_strings, task_counts
@@ -39,34 +40,19 @@ def run_reasoning(ctx) -> dict[str, Any]:
     return _run(ctx, ctx.config.reason_sft)
 
 
-@dataclasses.dataclass
-class _Start:
-    """The model a stage starts from, with what the bundle must carry along."""
-
-    model: nnx.Module
-    tokenizer: Any
-    tokenizer_config: dict
-    level_offsets: np.ndarray
-    first_new_row: int
-    source: str  # "config.model" or the model stage it continues
-
-
-def _starting_model(ctx, sids: np.ndarray, level_sizes: tuple[int, ...], mesh) -> _Start:
+def _starting_bundle(ctx, sids: np.ndarray, level_sizes: tuple[int, ...], mesh) -> tuple[bundles.Bundle, str]:
+    """The bundle this stage trains on (with this run's config), and its source: the model stage
+    it continues, or "config.model" for a model built from scratch / a pretrained one."""
     previous = ctx.init_from()
-    if previous is not None:
-        bundle = ckpt.load_bundle(ctx.output_of(previous), mesh=mesh)
-        if not np.array_equal(bundle.sids, sids):
-            raise ValueError(
-                f"stage '{previous}' was trained on other SIDs than the 'sids' stage now holds "
-                f"({ctx.output_of(previous) / ckpt.SIDS}); redo it (config key 'redo')"
-            )
-        return _Start(bundle.model, bundle.tokenizer, bundle.tokenizer_config, bundle.level_offsets,
-                      bundle.first_new_row, previous)
-    from sidjax.model.build import build_model
-
-    built = build_model(ctx.config, ctx.dataset, level_sizes, sids=sids, mesh=mesh)
-    return _Start(built.model, built.tokenizer, built.tokenizer_config, built.level_offsets, built.first_new_row,
-                  "config.model")
+    if previous is None:
+        return bundles.build(ctx.config, ctx.dataset, sids, level_sizes, mesh=mesh), "config.model"
+    start = bundles.load(ctx.output_of(previous), mesh=mesh)
+    if not np.array_equal(start.sids, sids):
+        raise ValueError(
+            f"stage '{previous}' was trained on other SIDs than the 'sids' stage now holds "
+            f"({ctx.output_of(previous) / bundles.SIDS}); redo it (config key 'redo')"
+        )
+    return dataclasses.replace(start, config=ctx.config), previous
 
 
 def _rows(encoded: list[Encoded]) -> list[dict[str, np.ndarray]]:
@@ -98,7 +84,7 @@ def _response_window(encoded: list[Encoded], name: str) -> int:
 
 def _clear_finished_run(ctx) -> None:
     """A bundle that names its model step is a finished run: rerunning it (config.redo) starts over."""
-    if ckpt.read_bundle_step(ctx.dir) is not None:
+    if bundles.finished_step(ctx.dir) is not None:
         logging.info("%s: redo of a finished run, removing its checkpoints", ctx.spec)
         for name in (ckpt.CHECKPOINTS, ckpt.BEST):
             shutil.rmtree(ctx.dir / name, ignore_errors=True)
@@ -108,7 +94,7 @@ def _check_same_tokenizer(ctx, tokenizer) -> None:
     """A relaunched, unfinished run resumes its checkpoints: they must belong to the same vocabulary."""
     from tokenizers import Tokenizer
 
-    saved = ctx.dir / ckpt.TOKENIZER
+    saved = ctx.dir / bundles.TOKENIZER
     resuming = any(p.name.isdigit() for p in (ctx.dir / ckpt.CHECKPOINTS).glob("*"))
     if resuming and saved.is_file() and Tokenizer.from_file(str(saved)).to_str() != tokenizer.to_str():
         raise ValueError(f"{saved}: the checkpoints in {ctx.dir} were trained with another tokenizer than the one "
@@ -168,12 +154,10 @@ def _run(ctx, c: ml_collections.ConfigDict) -> dict[str, Any]:
     _clear_finished_run(ctx)
     sids, level_sizes = load_sids(ctx.output_of("sids"))
     mesh = make_mesh(config.mesh)
-    start = _starting_model(ctx, sids, level_sizes, mesh)
+    start, source = _starting_bundle(ctx, sids, level_sizes, mesh)
     memory.check_stage(config, ctx.name, start.model.config, mesh)
     _check_same_tokenizer(ctx, start.tokenizer)
-    ckpt.save_bundle(ctx.dir, model_config=start.model.config, tokenizer=start.tokenizer, sids=sids,
-                     level_offsets=start.level_offsets, config=config, tokenizer_config=start.tokenizer_config,
-                     first_new_row=start.first_new_row)
+    bundles.save(start, ctx.dir)
     # Read back from the bundle: training formats prompts exactly as eval and `sidjax.load` will.
     fmt = ChatFormat.from_hf_dir(ctx.dir, max_length=max(c.length_buckets), truncation=c.truncation)
     data = _data(ctx, c, fmt, sids)
@@ -181,7 +165,7 @@ def _run(ctx, c: ml_collections.ConfigDict) -> dict[str, Any]:
     if c.max_steps:
         total_steps = min(total_steps, c.max_steps)
     logging.info("%s: %s, %d steps per epoch, %d steps, starting from %s", ctx.spec, data.summary,
-                 data.steps_per_epoch, total_steps, start.source)
+                 data.steps_per_epoch, total_steps, source)
 
     wrt, update_scale = nnx.Param, None
     if config.model.train_only_new_rows:
@@ -191,9 +175,9 @@ def _run(ctx, c: ml_collections.ConfigDict) -> dict[str, Any]:
         _, result = fit(state, data.train, data.valid, c=c, stage_dir=ctx.dir, steps_per_epoch=data.steps_per_epoch,
                         total_steps=total_steps, writer=ctx.writer, mesh=mesh, response_window=data.response_window,
                         seed=config.seed, desc=ctx.spec)
-    ckpt.finish_bundle(ctx.dir, result.best_step, valid_loss=result.best_valid_loss, source=start.source)
+    bundles.finish(ctx.dir, result.best_step, valid_loss=result.best_valid_loss, source=source)
     return {
-        "source": start.source,
+        "source": source,
         **data.summary,
         "steps": result.steps,
         "steps_per_epoch": data.steps_per_epoch,
