@@ -2,15 +2,14 @@
 
 Both stages read their prompts from `config.<stage>.split` (next-item samples; never
 test), start from `ctx.latest_model_stage()`'s bundle (which is also the frozen
-reference model), checkpoint the train state every `checkpoint_every` steps so a
-relaunch resumes where it stopped (step, data order and RNG are functions of the
+reference model), checkpoint the train state every `checkpoint_every` steps and on
+SIGTERM (sidjax.train.loop) so a relaunch resumes where it stopped (step, data order and RNG are functions of the
 step number), and end with a model bundle of their own that `eval` picks up.
 """
 from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 from typing import Any, Callable
 
 import jax
@@ -27,12 +26,12 @@ from sidjax.decode.sample import SamplingParams
 from sidjax.eval.evaluate import Recommender
 from sidjax.parallel import memory
 from sidjax.parallel.mesh import make_mesh
+from sidjax.parallel.placement import place_state, put_batch
 from sidjax.stages import StageContext
 from sidjax.train import checkpoint as ckpt
 from sidjax.train import grpo, sdpo
-from sidjax.train.sft import place_state
+from sidjax.train.loop import LoopResult, train_loop
 from sidjax.train.state import TrainState, make_train_state
-from sidjax.utils.progress import progress
 
 
 @dataclasses.dataclass
@@ -109,48 +108,29 @@ class _Run:
                          tokenizer_config=bundle.tokenizer_config, first_new_row=bundle.first_new_row)
         self.checkpoints = ckpt.TrainCheckpoints(ctx.dir, c.keep_checkpoints)
 
-    def resume(self) -> tuple[nnx.State, int]:
-        latest = self.checkpoints.latest_step()
-        if latest is None:
-            return self.state.arrays, 0
-        arrays, _, _ = self.checkpoints.restore(latest, self.state.arrays)
-        logging.info("%s: resumed from step %d of %d", self.ctx.spec, latest, self.c.steps)
-        return arrays, latest
+    def train(self, step_fn: Callable[[nnx.State, int], tuple[nnx.State, dict]]) -> LoopResult:
+        """Run the one training loop from the latest checkpoint; `step_fn` derives its batch from the step."""
 
-    def loop(self, arrays: nnx.State, start: int, step_fn: Callable[[nnx.State, int], tuple[nnx.State, dict]]
-             ) -> tuple[nnx.State, list[dict[str, float]]]:
-        history: list[dict[str, float]] = []
-        pending: list[tuple[int, dict]] = []
-        bar = progress(desc=self.ctx.spec, total=self.c.steps, unit="step")
-        bar.update(start)
-        began = time.perf_counter()
+        def on_mesh(arrays: nnx.State, step: int) -> tuple[nnx.State, dict]:
+            with jax.set_mesh(self.mesh):
+                return step_fn(arrays, step)
+
         try:
-            for step in range(start, self.c.steps):
-                with jax.set_mesh(self.mesh):
-                    arrays, metrics = step_fn(arrays, step)
-                pending.append((step + 1, metrics))
-                bar.update(1)
-                done = step + 1
-                if done % self.c.log_every == 0 or done == self.c.steps:
-                    for logged_step, m in jax.device_get(pending):
-                        values = {k: float(v) for k, v in m.items()}
-                        values["seconds_per_step"] = (time.perf_counter() - began) / max(done - start, 1)
-                        self.ctx.writer.write(logged_step, values, prefix="train/")
-                        history.append({"step": logged_step, **values})
-                    pending = []
-                    bar.set_postfix(reward=f"{history[-1].get('reward/total', history[-1].get('loss')):.4f}")
-                if done % self.c.checkpoint_every == 0 or done == self.c.steps:
-                    self.checkpoints.save(done, arrays, {"step": done}, {})
-            self.checkpoints.wait()
+            return train_loop(self.state.arrays, on_mesh, total_steps=self.c.steps, checkpoints=self.checkpoints,
+                              log_every=self.c.log_every, checkpoint_every=self.c.checkpoint_every,
+                              desc=self.ctx.spec, writer=self.ctx.writer)
         finally:
-            bar.close()
             self.checkpoints.close()
-        return arrays, history
 
-    def finish(self, arrays: nnx.State, history: list[dict[str, float]]) -> dict[str, Any]:
+    def put(self, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
+        """A step's batch (the same on every process), copied to every device of the mesh."""
+        return put_batch(arrays, self.mesh, rows="replicated")
+
+    def finish(self, result: LoopResult) -> dict[str, Any]:
+        history = result.history
         best = ckpt.BestModel(self.ctx.dir)
         try:
-            best.save(self.c.steps, arrays[0])
+            best.save(self.c.steps, result.arrays[0])
             best.wait()
         finally:
             best.close()
@@ -193,13 +173,11 @@ def run_grpo(ctx: StageContext) -> dict[str, Any]:
 
     def step_fn(arrays, i):
         rows = batch_rows(i, c.batch_size, len(prompts.targets), ctx.config.seed)
-        inputs = grpo.StepInputs(jnp.asarray(prompts.tokens[rows]), jnp.asarray(prompts.mask[rows]),
-                                 jnp.asarray(target_codes[rows]), jax.random.fold_in(key, i))
+        tokens, mask, codes = run.put(prompts.tokens[rows], prompts.mask[rows], target_codes[rows])
+        inputs = grpo.StepInputs(tokens, mask, codes, jax.random.fold_in(key, i))
         return step(arrays, run.ref_params, inputs, run.rec.tables)
 
-    arrays, start = run.resume()
-    arrays, history = run.loop(arrays, start, step_fn)
-    return run.finish(arrays, history)
+    return run.finish(run.train(step_fn))
 
 
 def sdpo_negatives(run: _Run, c, prompts: Prompts, rows: np.ndarray, step: int, arrays: nnx.State,
@@ -210,7 +188,7 @@ def sdpo_negatives(run: _Run, c, prompts: Prompts, rows: np.ndarray, step: int, 
         rng = np.random.default_rng([run.ctx.config.seed, step])
         return sdpo.random_negatives(targets, len(run.bundle.sids), c.negatives, rng)
     model = nnx.merge(model_graphdef, arrays[0])
-    beams = beam_search(model, jnp.asarray(prompts.tokens[rows]), jnp.asarray(prompts.mask[rows]), run.rec.tables,
+    beams = beam_search(model, *run.put(prompts.tokens[rows], prompts.mask[rows]), run.rec.tables,
                         num_beams=c.negatives + 1)
     leaves = np.asarray(beams.leaves)
     items = np.where(leaves >= 0, run.rec.trie.leaf_items[np.maximum(leaves, 0), 0], -1)
@@ -230,10 +208,8 @@ def run_sdpo(ctx: StageContext) -> dict[str, Any]:
         negatives = sdpo_negatives(run, c, prompts, rows, i, arrays, model_graphdef)
         items = np.concatenate([prompts.targets[rows, None], negatives], axis=1)  # [B, 1 + M]
         responses = (run.bundle.sids[items] + offsets).astype(np.int32)
-        batch = sdpo.PreferenceBatch(jnp.asarray(prompts.tokens[rows]), jnp.asarray(prompts.mask[rows]),
-                                     jnp.asarray(responses), jnp.ones(responses.shape, bool))
+        batch = sdpo.PreferenceBatch(*run.put(prompts.tokens[rows], prompts.mask[rows], responses,
+                                              np.ones(responses.shape, bool)))
         return step(arrays, run.ref_params, batch)
 
-    arrays, start = run.resume()
-    arrays, history = run.loop(arrays, start, step_fn)
-    return run.finish(arrays, history)
+    return run.finish(run.train(step_fn))
