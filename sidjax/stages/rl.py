@@ -21,7 +21,7 @@ from flax import nnx
 
 from sidjax.api import recommender_from_bundle
 from sidjax.data.tasks import THINK_CLOSE
-from sidjax.decode.beam import beam_search
+from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.sample import SamplingParams
 from sidjax.eval.evaluate import Recommender
 from sidjax.parallel import memory
@@ -30,7 +30,7 @@ from sidjax.parallel.placement import place_state, put_batch
 from sidjax.stages import StageContext
 from sidjax.train import checkpoint as ckpt
 from sidjax.train import grpo, sdpo
-from sidjax.train.loop import LoopResult, train_loop
+from sidjax.train.loop import LoopResult, StepFn, train_loop
 from sidjax.train.state import TrainState, make_train_state
 
 
@@ -108,7 +108,7 @@ class _Run:
                          tokenizer_config=bundle.tokenizer_config, first_new_row=bundle.first_new_row)
         self.checkpoints = ckpt.TrainCheckpoints(ctx.dir, c.keep_checkpoints)
 
-    def train(self, step_fn: Callable[[nnx.State, int], tuple[nnx.State, dict]]) -> LoopResult:
+    def train(self, step_fn: StepFn) -> LoopResult:
         """Run the one training loop from the latest checkpoint; `step_fn` derives its batch from the step."""
 
         def on_mesh(arrays: nnx.State, step: int) -> tuple[nnx.State, dict]:
@@ -121,10 +121,6 @@ class _Run:
                               desc=self.ctx.spec, writer=self.ctx.writer)
         finally:
             self.checkpoints.close()
-
-    def put(self, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
-        """A step's batch (the same on every process), copied to every device of the mesh."""
-        return put_batch(arrays, self.mesh, rows="replicated")
 
     def finish(self, result: LoopResult) -> dict[str, Any]:
         history = result.history
@@ -168,16 +164,30 @@ def run_grpo(ctx: StageContext) -> dict[str, Any]:
     prompts = build_prompts(ctx, run.rec, c, c.mode)
     settings = grpo.GrpoSettings.from_section(c, think_end)
     step = grpo.make_grpo_step(run.state.graphdef, run.state.wrt, grpo_rollout(run, c), settings)
-    target_codes = run.bundle.sids[prompts.targets]
-    key = jax.random.key(ctx.config.seed)
-
-    def step_fn(arrays, i):
-        rows = batch_rows(i, c.batch_size, len(prompts.targets), ctx.config.seed)
-        tokens, mask, codes = run.put(prompts.tokens[rows], prompts.mask[rows], target_codes[rows])
-        inputs = grpo.StepInputs(tokens, mask, codes, jax.random.fold_in(key, i))
-        return step(arrays, run.ref_params, inputs, run.rec.tables)
-
+    step_fn = grpo_step_fn(step, prompts, run.bundle.sids[prompts.targets], run.ref_params, run.rec.tables,
+                           batch_size=c.batch_size, seed=ctx.config.seed, mesh=run.mesh)
     return run.finish(run.train(step_fn))
+
+
+def _put(arrays: tuple[np.ndarray, ...], mesh: jax.sharding.Mesh | None) -> tuple[jax.Array, ...]:
+    """A step's batch (the same on every process), copied to every device: RL batch sizes need not divide the mesh."""
+    return put_batch(arrays, mesh, rows="replicated")
+
+
+def grpo_step_fn(step: Callable, prompts: Prompts, target_codes: np.ndarray, ref_params: nnx.State,
+                 tables: TrieTables, *, batch_size: int, seed: int, mesh: jax.sharding.Mesh | None) -> StepFn:
+    """Loop step i of GRPO: the prompts of `batch_rows(i)`, the rollout key `fold_in(key(seed), i)`.
+
+    `step` is `grpo.make_grpo_step`'s; `target_codes` [n, L] are the SIDs of `prompts.targets`.
+    """
+    key = jax.random.key(seed)
+
+    def step_fn(arrays: nnx.State, i: int) -> tuple[nnx.State, dict]:
+        rows = batch_rows(i, batch_size, len(prompts.targets), seed)
+        tokens, mask, codes = _put((prompts.tokens[rows], prompts.mask[rows], target_codes[rows]), mesh)
+        return step(arrays, ref_params, grpo.StepInputs(tokens, mask, codes, jax.random.fold_in(key, i)), tables)
+
+    return step_fn
 
 
 def sdpo_negatives(run: _Run, c, prompts: Prompts, rows: np.ndarray, step: int, arrays: nnx.State,
@@ -188,7 +198,7 @@ def sdpo_negatives(run: _Run, c, prompts: Prompts, rows: np.ndarray, step: int, 
         rng = np.random.default_rng([run.ctx.config.seed, step])
         return sdpo.random_negatives(targets, len(run.bundle.sids), c.negatives, rng)
     model = nnx.merge(model_graphdef, arrays[0])
-    beams = beam_search(model, *run.put(prompts.tokens[rows], prompts.mask[rows]), run.rec.tables,
+    beams = beam_search(model, *_put((prompts.tokens[rows], prompts.mask[rows]), run.mesh), run.rec.tables,
                         num_beams=c.negatives + 1)
     leaves = np.asarray(beams.leaves)
     items = np.where(leaves >= 0, run.rec.trie.leaf_items[np.maximum(leaves, 0), 0], -1)
@@ -201,15 +211,27 @@ def run_sdpo(ctx: StageContext) -> dict[str, Any]:
     prompts = build_prompts(ctx, run.rec, c, "direct")
     step = sdpo.make_sdpo_step(run.state.graphdef, run.state.wrt, sdpo.SdpoSettings.from_section(c))
     model_graphdef = nnx.graphdef(run.bundle.model)
-    offsets = run.bundle.level_offsets
 
-    def step_fn(arrays, i):
-        rows = batch_rows(i, c.batch_size, len(prompts.targets), ctx.config.seed)
-        negatives = sdpo_negatives(run, c, prompts, rows, i, arrays, model_graphdef)
-        items = np.concatenate([prompts.targets[rows, None], negatives], axis=1)  # [B, 1 + M]
-        responses = (run.bundle.sids[items] + offsets).astype(np.int32)
-        batch = sdpo.PreferenceBatch(*run.put(prompts.tokens[rows], prompts.mask[rows], responses,
-                                              np.ones(responses.shape, bool)))
-        return step(arrays, run.ref_params, batch)
+    def negatives(rows: np.ndarray, i: int, arrays: nnx.State) -> np.ndarray:
+        return sdpo_negatives(run, c, prompts, rows, i, arrays, model_graphdef)
 
+    step_fn = sdpo_step_fn(step, prompts, run.bundle.sids, run.bundle.level_offsets, negatives, run.ref_params,
+                           batch_size=c.batch_size, seed=ctx.config.seed, mesh=run.mesh)
     return run.finish(run.train(step_fn))
+
+
+def sdpo_step_fn(step: Callable, prompts: Prompts, sids: np.ndarray, level_offsets: np.ndarray,
+                 negatives: Callable[[np.ndarray, int, nnx.State], np.ndarray], ref_params: nnx.State, *,
+                 batch_size: int, seed: int, mesh: jax.sharding.Mesh | None) -> StepFn:
+    """Loop step i of S-DPO: the prompts of `batch_rows(i)`, their target's SID chosen over the SIDs of
+    `negatives(rows, i, arrays)` (item ids [B, M]). `step` is `sdpo.make_sdpo_step`'s."""
+
+    def step_fn(arrays: nnx.State, i: int) -> tuple[nnx.State, dict]:
+        rows = batch_rows(i, batch_size, len(prompts.targets), seed)
+        items = np.concatenate([prompts.targets[rows, None], negatives(rows, i, arrays)], axis=1)  # [B, 1 + M]
+        responses = (sids[items] + level_offsets).astype(np.int32)
+        batch = sdpo.PreferenceBatch(*_put((prompts.tokens[rows], prompts.mask[rows], responses,
+                                            np.ones(responses.shape, bool)), mesh))
+        return step(arrays, ref_params, batch)
+
+    return step_fn
