@@ -103,8 +103,9 @@ def _train(stage, workdir, slow=0.0, sigterm_at=None):
     checkpoints = TrainCheckpoints(workdir, keep=2)
     try:
         with MetricsWriter(workdir) as writer:
-            result = train_loop(jax.tree.map(jnp.copy, state.arrays), step, total_steps=STEPS, checkpoints=checkpoints, log_every=1,
-                                checkpoint_every=CHECKPOINT_EVERY, desc=stage, writer=writer)
+            result = train_loop(jax.tree.map(jnp.copy, state.arrays), step, total_steps=STEPS,
+                                checkpoints=checkpoints, log_every=1, checkpoint_every=CHECKPOINT_EVERY, desc=stage,
+                                writer=writer)
     finally:
         checkpoints.close()
     return [np.asarray(x) for x in jax.tree.leaves(result.arrays[0])]

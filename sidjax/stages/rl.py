@@ -2,9 +2,10 @@
 
 Both stages read their prompts from `config.<stage>.split` (next-item samples; never
 test), start from `ctx.latest_model_stage()`'s bundle (which is also the frozen
-reference model), checkpoint the train state every `checkpoint_every` steps and on
-SIGTERM (sidjax.train.loop) so a relaunch resumes where it stopped (step, data order and RNG are functions of the
-step number), and end with a model bundle of their own that `eval` picks up.
+reference model), train on the one training loop (sidjax.train.loop: checkpoints every
+`checkpoint_every` steps and on SIGTERM) so a relaunch resumes where it stopped (step,
+data order and RNG are functions of the step number), and end with a model bundle of
+their own that `eval` picks up.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 from flax import nnx
 
 from sidjax.api import recommender_from_bundle
@@ -85,7 +85,7 @@ def batch_rows(step: int, batch_size: int, num_prompts: int, seed: int) -> np.nd
 
 
 class _Run:
-    """What both RL stages share: bundle in, train state, resume, logging, bundle out."""
+    """What both RL stages share: bundle in, train state, the training loop, bundle out."""
 
     def __init__(self, ctx: StageContext, c: ml_collections.ConfigDict):
         source = ctx.latest_model_stage()

@@ -14,7 +14,7 @@ import dataclasses
 import math
 import signal
 import time
-from typing import Any, Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 import jax
 from absl import logging

@@ -214,8 +214,9 @@ def fit(
     iterator, loop state), evaluates on `valid` after every epoch and at the last
     step, keeps the best model (the last one without `valid`) in `stage_dir/best`,
     saves every `c.checkpoint_every` steps, at the end, and on SIGTERM (then
-    raises `loop.Preempted`); a non-finite loss raises `loop.NonFiniteLoss`. `response_window`: see `loss_sums`; `seed`: of the dropout masks
-    (`dropout_key`), when the model has dropout.
+    raises `loop.Preempted`); a non-finite loss raises `loop.NonFiniteLoss`.
+    `response_window`: see `loss_sums`; `seed`: of the dropout masks (`dropout_key`),
+    when the model has dropout.
     """
     state = place_state(state, mesh)
     checkpoints = TrainCheckpoints(stage_dir, c.keep_checkpoints)
