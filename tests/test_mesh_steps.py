@@ -22,6 +22,7 @@ SFT_SCRIPT = textwrap.dedent(
     from sidjax.model.config import preset
     from sidjax.model.transformer import CausalLM
     from sidjax.parallel.mesh import create_sharded, make_mesh
+    from sidjax.parallel.placement import place_state, put_batch
     from sidjax.train import sft
     from sidjax.train.state import make_train_state
 
@@ -33,12 +34,12 @@ SFT_SCRIPT = textwrap.dedent(
 
     def run(mesh):
         model = build() if mesh is None else create_sharded(build, mesh)
-        state = sft.place_state(make_train_state(model, c, 5), mesh)
+        state = place_state(make_train_state(model, c, 5), mesh)
         step = sft.make_train_step(state, grad_accum_steps=2)
         arrays, losses = state.arrays, []
         for _ in range(2):
             with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
-                arrays, metrics = step(arrays, sft.shard_batch(batch, mesh))
+                arrays, metrics = step(arrays, put_batch({k: batch[k] for k in sft.BATCH_KEYS}, mesh))
             losses.append(float(metrics["loss"]))
         params = [np.asarray(x) for x in jax.tree.leaves(arrays[0])]
         sharded = any(not x.sharding.is_fully_replicated for x in jax.tree.leaves(arrays[0]))
@@ -68,7 +69,7 @@ GRPO_SCRIPT = textwrap.dedent(
     from sidjax.parallel.mesh import create_sharded, make_mesh
     from sidjax.sid.codes import SidTrie
     from sidjax.train import grpo
-    from sidjax.train.sft import place_state
+    from sidjax.parallel.placement import place_state
     from sidjax.train.state import make_train_state
 
     section = base_config().grpo

@@ -17,6 +17,7 @@ from sidjax.data import loader
 from sidjax.model.config import preset
 from sidjax.model.transformer import CausalLM
 from sidjax.train import sft
+from sidjax.train.loop import Preempted
 from sidjax.train.checkpoint import BestModel, TrainCheckpoints
 from sidjax.train.state import make_train_state
 
@@ -224,7 +225,7 @@ def test_sigterm_saves_a_checkpoint_and_raises_preempted(tmp_path):
     c = _section()
     handler = signal.getsignal(signal.SIGTERM)
     train = loader.batches(_records(), batch_size=8, seed=1, num_epochs=None).map(terminate_at_fifth_batch)
-    with pytest.raises(sft.Preempted) as stopped:
+    with pytest.raises(Preempted) as stopped:
         sft.fit(_state(c), train, None, c=c, stage_dir=tmp_path, steps_per_epoch=STEPS_PER_EPOCH,
                 total_steps=TOTAL_STEPS)
     assert 1 <= stopped.value.step < TOTAL_STEPS

@@ -25,7 +25,6 @@ import jax
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding
 
 from sidjax.data.dataset import RecDataset
 from sidjax.data.formatting import ChatFormat
@@ -36,6 +35,7 @@ from sidjax.decode.sample import SamplingParams, generate, pad_prompts
 from sidjax.eval.metrics import hit_ranks, ranking_metrics
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.model.transformer import CausalLM
+from sidjax.parallel.placement import put_batch
 from sidjax.parallel.rules import logical_spec
 from sidjax.sid.codes import SidTrie, sid_string
 from sidjax.utils.progress import progress
@@ -117,13 +117,6 @@ class Recommender:
             texts.append(sid_history_prompt(sids, style) if mode == "direct" else reasoning_prompt(sids))
         return self.format.prompt_ids(texts)
 
-    def _place(self, array: np.ndarray) -> jax.Array:
-        """A global batch laid out over the mesh's batch axes (every process passes the same array)."""
-        if self.mesh is None:
-            return jax.numpy.asarray(array)
-        sharding = NamedSharding(self.mesh, logical_spec(("activation_batch",) + (None,) * (array.ndim - 1)))
-        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
-
     def _gather(self, tree: Any) -> Any:
         if self.mesh is None:
             return jax.tree.map(np.asarray, tree)
@@ -147,7 +140,7 @@ class Recommender:
                 raise ValueError(f"reasoning mode: '{THINK_CLOSE}' is not a token of the model's tokenizer")
             prompts, reasoning = _think(self, prompts, settings, pad_id, batch_index)
         tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
-        result = beam_search(self.model, self._place(tokens), self._place(mask), self.tables,
+        result = beam_search(self.model, *put_batch((tokens, mask), self.mesh, rows="global"), self.tables,
                              num_beams=settings.beams, normalize=settings.normalize)
         result = self._gather(result)
         recs = Recommendations(leaves=result.leaves, codes=result.codes, scores=result.scores, valid=result.valid,
@@ -194,7 +187,7 @@ def _think(rec: Recommender, prompts: list[list[int]], settings: SearchSettings,
     """
     tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
     params = dataclasses.replace(settings.think, stop_tokens=(rec.think_close_id, *rec.format.stop_ids))
-    thoughts = generate(rec.model, rec._place(tokens), rec._place(mask), params,
+    thoughts = generate(rec.model, *put_batch((tokens, mask), rec.mesh, rows="global"), params,
                         rng=jax.random.fold_in(jax.random.key(settings.seed), batch_index), pad_id=pad_id)
     thoughts = rec._gather(thoughts)
     continued, texts = [], []

@@ -2,37 +2,36 @@
 
 Both stages read their prompts from `config.<stage>.split` (next-item samples; never
 test), start from `ctx.init_from()`'s bundle (which is also the frozen
-reference model), checkpoint the train state every `checkpoint_every` steps so a
-relaunch resumes where it stopped (step, data order and RNG are functions of the
-step number), and end with a model bundle of their own that `eval` picks up.
+reference model), train on the one training loop (sidjax.train.loop: checkpoints every
+`checkpoint_every` steps and on SIGTERM) so a relaunch resumes where it stopped (step,
+data order and RNG are functions of the step number), and end with a model bundle of
+their own that `eval` picks up.
 """
 from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 from flax import nnx
 
 from sidjax import bundle as bundles
 from sidjax.data.tasks import THINK_CLOSE
-from sidjax.decode.beam import beam_search
+from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.sample import SamplingParams
 from sidjax.eval.evaluate import Recommender
 from sidjax.parallel import memory
 from sidjax.parallel.mesh import make_mesh
+from sidjax.parallel.placement import place_state, put_batch
 from sidjax.stages.context import StageContext
 from sidjax.train import checkpoint as ckpt
 from sidjax.train import grpo, sdpo
-from sidjax.train.sft import place_state
+from sidjax.train.loop import LoopResult, StepFn, train_loop
 from sidjax.train.state import TrainState, make_train_state
-from sidjax.utils.progress import progress
 
 
 @dataclasses.dataclass
@@ -86,7 +85,7 @@ def batch_rows(step: int, batch_size: int, num_prompts: int, seed: int) -> np.nd
 
 
 class _Run:
-    """What both RL stages share: bundle in, train state, resume, logging, bundle out."""
+    """What both RL stages share: bundle in, train state, the training loop, bundle out."""
 
     def __init__(self, ctx: StageContext, c: ml_collections.ConfigDict):
         source = ctx.init_from()
@@ -108,48 +107,25 @@ class _Run:
         bundles.save(dataclasses.replace(bundle, config=ctx.config), ctx.dir)
         self.checkpoints = ckpt.TrainCheckpoints(ctx.dir, c.keep_checkpoints)
 
-    def resume(self) -> tuple[nnx.State, int]:
-        latest = self.checkpoints.latest_step()
-        if latest is None:
-            return self.state.arrays, 0
-        arrays, _, _ = self.checkpoints.restore(latest, self.state.arrays)
-        logging.info("%s: resumed from step %d of %d", self.ctx.spec, latest, self.c.steps)
-        return arrays, latest
+    def train(self, step_fn: StepFn) -> LoopResult:
+        """Run the one training loop from the latest checkpoint; `step_fn` derives its batch from the step."""
 
-    def loop(self, arrays: nnx.State, start: int, step_fn: Callable[[nnx.State, int], tuple[nnx.State, dict]]
-             ) -> tuple[nnx.State, list[dict[str, float]]]:
-        history: list[dict[str, float]] = []
-        pending: list[tuple[int, dict]] = []
-        bar = progress(desc=self.ctx.spec, total=self.c.steps, unit="step")
-        bar.update(start)
-        began = time.perf_counter()
+        def on_mesh(arrays: nnx.State, step: int) -> tuple[nnx.State, dict]:
+            with jax.set_mesh(self.mesh):
+                return step_fn(arrays, step)
+
         try:
-            for step in range(start, self.c.steps):
-                with jax.set_mesh(self.mesh):
-                    arrays, metrics = step_fn(arrays, step)
-                pending.append((step + 1, metrics))
-                bar.update(1)
-                done = step + 1
-                if done % self.c.log_every == 0 or done == self.c.steps:
-                    for logged_step, m in jax.device_get(pending):
-                        values = {k: float(v) for k, v in m.items()}
-                        values["seconds_per_step"] = (time.perf_counter() - began) / max(done - start, 1)
-                        self.ctx.writer.write(logged_step, values, prefix="train/")
-                        history.append({"step": logged_step, **values})
-                    pending = []
-                    bar.set_postfix(reward=f"{history[-1].get('reward/total', history[-1].get('loss')):.4f}")
-                if done % self.c.checkpoint_every == 0 or done == self.c.steps:
-                    self.checkpoints.save(done, arrays, {"step": done}, {})
-            self.checkpoints.wait()
+            return train_loop(self.state.arrays, on_mesh, total_steps=self.c.steps, checkpoints=self.checkpoints,
+                              log_every=self.c.log_every, checkpoint_every=self.c.checkpoint_every,
+                              desc=self.ctx.spec, writer=self.ctx.writer)
         finally:
-            bar.close()
             self.checkpoints.close()
-        return arrays, history
 
-    def finish(self, arrays: nnx.State, history: list[dict[str, float]]) -> dict[str, Any]:
+    def finish(self, result: LoopResult) -> dict[str, Any]:
+        history = result.history
         best = ckpt.BestModel(self.ctx.dir)
         try:
-            best.save(self.c.steps, arrays[0])
+            best.save(self.c.steps, result.arrays[0])
             best.wait()
         finally:
             best.close()
@@ -187,18 +163,30 @@ def run_grpo(ctx: StageContext) -> dict[str, Any]:
     prompts = build_prompts(ctx, run.rec, c, c.mode)
     settings = grpo.GrpoSettings.from_section(c, think_end)
     step = grpo.make_grpo_step(run.state.graphdef, run.state.wrt, grpo_rollout(run, c), settings)
-    target_codes = run.bundle.sids[prompts.targets]
-    key = jax.random.key(ctx.config.seed)
+    step_fn = grpo_step_fn(step, prompts, run.bundle.sids[prompts.targets], run.ref_params, run.rec.tables,
+                           batch_size=c.batch_size, seed=ctx.config.seed, mesh=run.mesh)
+    return run.finish(run.train(step_fn))
 
-    def step_fn(arrays, i):
-        rows = batch_rows(i, c.batch_size, len(prompts.targets), ctx.config.seed)
-        inputs = grpo.StepInputs(jnp.asarray(prompts.tokens[rows]), jnp.asarray(prompts.mask[rows]),
-                                 jnp.asarray(target_codes[rows]), jax.random.fold_in(key, i))
-        return step(arrays, run.ref_params, inputs, run.rec.tables)
 
-    arrays, start = run.resume()
-    arrays, history = run.loop(arrays, start, step_fn)
-    return run.finish(arrays, history)
+def _put(arrays: tuple[np.ndarray, ...], mesh: jax.sharding.Mesh | None) -> tuple[jax.Array, ...]:
+    """A step's batch (the same on every process), copied to every device: RL batch sizes need not divide the mesh."""
+    return put_batch(arrays, mesh, rows="replicated")
+
+
+def grpo_step_fn(step: Callable, prompts: Prompts, target_codes: np.ndarray, ref_params: nnx.State,
+                 tables: TrieTables, *, batch_size: int, seed: int, mesh: jax.sharding.Mesh | None) -> StepFn:
+    """Loop step i of GRPO: the prompts of `batch_rows(i)`, the rollout key `fold_in(key(seed), i)`.
+
+    `step` is `grpo.make_grpo_step`'s; `target_codes` [n, L] are the SIDs of `prompts.targets`.
+    """
+    key = jax.random.key(seed)
+
+    def step_fn(arrays: nnx.State, i: int) -> tuple[nnx.State, dict]:
+        rows = batch_rows(i, batch_size, len(prompts.targets), seed)
+        tokens, mask, codes = _put((prompts.tokens[rows], prompts.mask[rows], target_codes[rows]), mesh)
+        return step(arrays, ref_params, grpo.StepInputs(tokens, mask, codes, jax.random.fold_in(key, i)), tables)
+
+    return step_fn
 
 
 def sdpo_negatives(run: _Run, c, prompts: Prompts, rows: np.ndarray, step: int, arrays: nnx.State,
@@ -209,7 +197,7 @@ def sdpo_negatives(run: _Run, c, prompts: Prompts, rows: np.ndarray, step: int, 
         rng = np.random.default_rng([run.ctx.config.seed, step])
         return sdpo.random_negatives(targets, len(run.bundle.sids), c.negatives, rng)
     model = nnx.merge(model_graphdef, arrays[0])
-    beams = beam_search(model, jnp.asarray(prompts.tokens[rows]), jnp.asarray(prompts.mask[rows]), run.rec.tables,
+    beams = beam_search(model, *_put((prompts.tokens[rows], prompts.mask[rows]), run.mesh), run.rec.tables,
                         num_beams=c.negatives + 1)
     leaves = np.asarray(beams.leaves)
     items = np.where(leaves >= 0, run.rec.trie.leaf_items[np.maximum(leaves, 0), 0], -1)
@@ -222,17 +210,27 @@ def run_sdpo(ctx: StageContext) -> dict[str, Any]:
     prompts = build_prompts(ctx, run.rec, c, "direct")
     step = sdpo.make_sdpo_step(run.state.graphdef, run.state.wrt, sdpo.SdpoSettings.from_section(c))
     model_graphdef = nnx.graphdef(run.bundle.model)
-    offsets = run.bundle.level_offsets
 
-    def step_fn(arrays, i):
-        rows = batch_rows(i, c.batch_size, len(prompts.targets), ctx.config.seed)
-        negatives = sdpo_negatives(run, c, prompts, rows, i, arrays, model_graphdef)
-        items = np.concatenate([prompts.targets[rows, None], negatives], axis=1)  # [B, 1 + M]
-        responses = (run.bundle.sids[items] + offsets).astype(np.int32)
-        batch = sdpo.PreferenceBatch(jnp.asarray(prompts.tokens[rows]), jnp.asarray(prompts.mask[rows]),
-                                     jnp.asarray(responses), jnp.ones(responses.shape, bool))
-        return step(arrays, run.ref_params, batch)
+    def negatives(rows: np.ndarray, i: int, arrays: nnx.State) -> np.ndarray:
+        return sdpo_negatives(run, c, prompts, rows, i, arrays, model_graphdef)
 
-    arrays, start = run.resume()
-    arrays, history = run.loop(arrays, start, step_fn)
-    return run.finish(arrays, history)
+    step_fn = sdpo_step_fn(step, prompts, run.bundle.sids, run.bundle.level_offsets, negatives, run.ref_params,
+                           batch_size=c.batch_size, seed=ctx.config.seed, mesh=run.mesh)
+    return run.finish(run.train(step_fn))
+
+
+def sdpo_step_fn(step: Callable, prompts: Prompts, sids: np.ndarray, level_offsets: np.ndarray,
+                 negatives: Callable[[np.ndarray, int, nnx.State], np.ndarray], ref_params: nnx.State, *,
+                 batch_size: int, seed: int, mesh: jax.sharding.Mesh | None) -> StepFn:
+    """Loop step i of S-DPO: the prompts of `batch_rows(i)`, their target's SID chosen over the SIDs of
+    `negatives(rows, i, arrays)` (item ids [B, M]). `step` is `sdpo.make_sdpo_step`'s."""
+
+    def step_fn(arrays: nnx.State, i: int) -> tuple[nnx.State, dict]:
+        rows = batch_rows(i, batch_size, len(prompts.targets), seed)
+        items = np.concatenate([prompts.targets[rows, None], negatives(rows, i, arrays)], axis=1)  # [B, 1 + M]
+        responses = (sids[items] + level_offsets).astype(np.int32)
+        batch = sdpo.PreferenceBatch(*_put((prompts.tokens[rows], prompts.mask[rows], responses,
+                                            np.ones(responses.shape, bool)), mesh))
+        return step(arrays, ref_params, batch)
+
+    return step_fn

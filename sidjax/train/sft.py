@@ -1,4 +1,4 @@
-"""Supervised fine-tuning: the jitted train/eval steps and the resumable training loop.
+"""Supervised fine-tuning: the jitted train/eval steps, and `fit`: SFT on the one training loop (train/loop.py).
 
 A batch is a dict of numpy arrays [B, T]: `tokens` (int32), `attention_mask`
 (bool, real tokens), `loss_mask` (bool, the tokens to learn: the response), and
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import signal
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -26,27 +24,20 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from sidjax.data.loader import EXAMPLE_MASK
 from sidjax.model.transformer import positions_from_mask
-from sidjax.parallel.rules import logical_spec
+from sidjax.parallel.placement import place_state, put_batch, replicated
 from sidjax.train import losses
 from sidjax.train.checkpoint import BestModel, TrainCheckpoints
+from sidjax.train.loop import LoopHook, train_loop
 from sidjax.train.state import TrainState, learning_rate_schedule
 from sidjax.utils.metrics import MetricsWriter
 from sidjax.utils.progress import progress
 
 Batch = Mapping[str, Any]
 BATCH_KEYS = ("tokens", "attention_mask", "loss_mask", EXAMPLE_MASK)
-
-
-class Preempted(RuntimeError):
-    """Raised after the SIGTERM checkpoint is written: the stage did not finish and must be relaunched."""
-
-    def __init__(self, desc: str, step: int):
-        super().__init__(f"{desc}: SIGTERM at step {step}; checkpoint saved, relaunch to resume")
-        self.step = step
 
 
 def loss_sums(
@@ -134,23 +125,6 @@ def _eval_step(graphdef: nnx.GraphDef, logits_chunk: int, window: int, model_arr
     return loss_sums(nnx.merge(graphdef, model_arrays), batch, logits_chunk, window)
 
 
-def _replicated(mesh: Optional[jax.sharding.Mesh]):
-    return None if mesh is None else NamedSharding(mesh, PartitionSpec())
-
-
-def place_state(state: TrainState, mesh: Optional[jax.sharding.Mesh]) -> TrainState:
-    """Put every array of the state on `mesh`: sharded params keep their layout, the rest is replicated."""
-    if mesh is None:
-        return state
-
-    def place(x):
-        if isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh:
-            return x
-        return jax.device_put(x, _replicated(mesh))
-
-    return dataclasses.replace(state, arrays=jax.tree.map(place, state.arrays))
-
-
 # Module-level jits with the graph definition static: a second fit of the same model (a resumed run,
 # reason_sft after sft) reuses the compiled step.
 _jit_train_step = jax.jit(_train_step, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=6)
@@ -171,7 +145,7 @@ def make_train_step(
     if mesh is None:
         return functools.partial(_jit_train_step, *static)
     return jax.jit(functools.partial(_train_step, *static), donate_argnums=0,
-                   out_shardings=(shardings, _replicated(mesh)))
+                   out_shardings=(shardings, replicated(mesh)))
 
 
 def make_eval_step(
@@ -180,19 +154,6 @@ def make_eval_step(
     """`eval_step(model_arrays, batch) -> (summed NLL, token count)`, jitted."""
     model_def = nnx.split(state.model())[0]
     return functools.partial(_jit_eval_step, model_def, logits_chunk, response_window)
-
-
-def shard_batch(batch: Batch, mesh: Optional[jax.sharding.Mesh]) -> dict[str, jax.Array]:
-    """This process's rows of a global batch, as one array split over the mesh's batch axes."""
-    batch = {k: batch[k] for k in BATCH_KEYS}
-    if mesh is None:
-        return jax.device_put(batch)
-    return {
-        k: jax.make_array_from_process_local_data(
-            NamedSharding(mesh, logical_spec(("activation_batch",) + (None,) * (np.ndim(v) - 1))), np.asarray(v)
-        )
-        for k, v in batch.items()
-    }
 
 
 def evaluate(
@@ -205,7 +166,7 @@ def evaluate(
     for batch in progress(iter(batches), desc=desc, total=count, unit="batch"):
         if len(sums) == count:
             break
-        sums.append(eval_step(model_arrays, shard_batch(batch, mesh)))
+        sums.append(eval_step(model_arrays, put_batch(_batch_arrays(batch), mesh)))
     total, tokens = np.sum(np.asarray(jax.device_get(sums)), axis=0)
     return float(total / max(tokens, 1.0))
 
@@ -232,24 +193,6 @@ class FitResult:
     valid_losses: list
 
 
-class _SigtermFlag:
-    """Turns SIGTERM into a flag the loop checks between steps (a step is never cut in half)."""
-
-    def __init__(self):
-        self.raised = False
-        self._previous = None
-
-    def __enter__(self):
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.raised = True
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self._previous)
-
-
 def fit(
     state: TrainState,
     train: grain.MapDataset,
@@ -271,8 +214,9 @@ def fit(
     iterator, loop state), evaluates on `valid` after every epoch and at the last
     step, keeps the best model (the last one without `valid`) in `stage_dir/best`,
     saves every `c.checkpoint_every` steps, at the end, and on SIGTERM (then
-    raises `Preempted`). `response_window`: see `loss_sums`; `seed`: of the dropout masks
-    (`dropout_key`), when the model has dropout.
+    raises `loop.Preempted`); a non-finite loss raises `loop.NonFiniteLoss`.
+    `response_window`: see `loss_sums`; `seed`: of the dropout masks (`dropout_key`),
+    when the model has dropout.
     """
     state = place_state(state, mesh)
     checkpoints = TrainCheckpoints(stage_dir, c.keep_checkpoints)
@@ -280,95 +224,100 @@ def fit(
     train_step = make_train_step(state, grad_accum_steps=c.grad_accum_steps, logits_chunk=c.logits_chunk,
                                  response_window=response_window, seed=seed)
     eval_step = make_eval_step(state, logits_chunk=c.logits_chunk, response_window=response_window)
-    schedule = learning_rate_schedule(c, total_steps)
-    iterator = iter(train)
     evaluating = valid is not None and c.eval_every_epoch
-    loop = LoopState()
-    arrays = state.arrays
-    step = 0
-    latest = checkpoints.latest_step()
-    if latest is not None:
-        arrays, data_state, meta = checkpoints.restore(latest, arrays)
-        iterator.set_state(data_state)
-        loop = LoopState(**meta)
-        step = latest
-        logging.info("%s: resumed from step %d of %d", desc, step, total_steps)
+    epochs = _EpochEnd(eval_step, valid if evaluating else None, steps_per_epoch, c, mesh, best, checkpoints, writer)
+    report = _Report(learning_rate_schedule(c, total_steps), writer is not None)
+    iterator = iter(train)
 
-    # One orbax save in flight at a time: two managers saving at once collide at orbax's
-    # multi-process barriers ("Barrier ... is already ongoing") and hang the job.
-    def save() -> None:
-        best.wait()
-        checkpoints.save(step, arrays, iterator.get_state(), dataclasses.asdict(loop))
+    def step_fn(arrays: nnx.State, step: int) -> tuple[nnx.State, dict]:
+        return train_step(arrays, put_batch(_batch_arrays(next(iterator)), mesh))
 
-    train_loss = tokens_per_second = None
-    bar = progress(desc=desc, total=total_steps, unit="step")
-    bar.update(step)
-    pending: list[dict] = []
-    last_log = time.perf_counter()
     try:
-        with _SigtermFlag() as sigterm:
-            while step < total_steps and not loop.stopped_early:
-                arrays, metrics = train_step(arrays, shard_batch(next(iterator), mesh))
-                step += 1
-                pending.append(metrics)
-                bar.update(1)
-                if step % c.log_every == 0 or step == total_steps:
-                    now = time.perf_counter()
-                    train_loss, tokens_per_second = _report(step, jax.device_get(pending), now - last_log,
-                                                            schedule, bar, writer)
-                    last_log, pending = now, []
-                last = step == total_steps
-                if evaluating and (step % steps_per_epoch == 0 or last):
-                    jax.block_until_ready(arrays)
-                    evaluated_at = time.perf_counter()
-                    valid_loss = evaluate(eval_step, arrays[0], valid, mesh=mesh, max_batches=c.max_eval_batches)
-                    checkpoints.wait()
-                    _end_of_epoch(loop, step, valid_loss, c.patience, best, arrays, writer)
-                    # Steps still pending ran before the evaluation: keep them in the window, minus its time.
-                    last_log += time.perf_counter() - evaluated_at
-                if last and loop.best_step is None:  # nothing was evaluated: the last model is the output
-                    loop.best_step = step
-                    checkpoints.wait()
-                    best.save(step, arrays[0])
-                if step % c.checkpoint_every == 0 or last or loop.stopped_early or sigterm.raised:
-                    save()
-                if sigterm.raised:
-                    checkpoints.wait()
-                    raise Preempted(desc, step)
-        checkpoints.wait()
-        best.wait()
+        result = train_loop(state.arrays, step_fn, total_steps=total_steps, checkpoints=checkpoints,
+                            log_every=c.log_every, checkpoint_every=c.checkpoint_every, desc=desc, writer=writer,
+                            data=iterator, hook=epochs, summarize=report)
     finally:
-        bar.close()
         checkpoints.close()
         best.close()
-    state = dataclasses.replace(state, arrays=arrays)
+    loop = epochs.loop
+    state = dataclasses.replace(state, arrays=result.arrays)
     return state, FitResult(
-        steps=step,
+        steps=result.steps,
         best_step=int(loop.best_step),
         best_valid_loss=loop.best_loss,
         stopped_early=loop.stopped_early,
-        train_loss=train_loss,
-        tokens_per_second=tokens_per_second,
+        train_loss=report.loss,
+        tokens_per_second=report.tokens_per_second,
         valid_losses=loop.valid_losses,
     )
 
 
-def _report(
-    step: int, logged: list[dict], seconds: float, schedule: optax.Schedule, bar, writer: Optional[MetricsWriter]
-) -> tuple[float, float]:
-    """Show and write the metrics of the steps since the last report; returns (last loss, tokens/s)."""
-    tokens_per_second = float(sum(m["tokens"] for m in logged) / seconds)
-    loss = float(logged[-1]["loss"])
-    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_second:,.0f}")
-    if writer is not None:
-        metrics = {
-            "loss": np.mean([m["loss"] for m in logged]),
-            "grad_norm": logged[-1]["grad_norm"],
-            "learning_rate": schedule(step - 1),
-            "tokens_per_second": tokens_per_second,
+def _batch_arrays(batch: Batch) -> dict[str, Any]:
+    """The arrays of a loader batch that the steps read (the loader's batches carry more)."""
+    return {k: batch[k] for k in BATCH_KEYS}
+
+
+class _Report:
+    """SFT's train rows: one per report, the window's mean loss, last gradient norm, learning rate and tokens/s."""
+
+    def __init__(self, schedule: optax.Schedule, rows: bool):
+        self.schedule, self.rows = schedule, rows
+        self.loss: Optional[float] = None  # of the last step reported
+        self.tokens_per_second: Optional[float] = None
+
+    def __call__(self, logged: list[tuple[int, dict]], seconds: float) -> tuple[list, dict[str, str]]:
+        step, metrics = logged[-1]
+        self.tokens_per_second = float(sum(m["tokens"] for _, m in logged) / seconds)
+        self.loss = float(metrics["loss"])
+        postfix = {"loss": f"{self.loss:.4f}", "tok_s": f"{self.tokens_per_second:,.0f}"}
+        if not self.rows:
+            return [], postfix
+        values = {
+            "loss": np.mean([m["loss"] for _, m in logged]),
+            "grad_norm": metrics["grad_norm"],
+            "learning_rate": self.schedule(step - 1),
+            "tokens_per_second": self.tokens_per_second,
         }
-        writer.write(step, metrics, prefix="train/")
-    return loss, tokens_per_second
+        return [(step, values)], postfix
+
+
+class _EpochEnd(LoopHook):
+    """After each epoch and the last step: the valid loss, the best model, early stopping (see `_end_of_epoch`)."""
+
+    def __init__(self, eval_step: Callable, valid: Optional[grain.MapDataset], steps_per_epoch: int,
+                 c: ml_collections.ConfigDict, mesh, best: BestModel, checkpoints: TrainCheckpoints,
+                 writer: Optional[MetricsWriter]):
+        self.eval_step, self.valid, self.steps_per_epoch, self.c, self.mesh = eval_step, valid, steps_per_epoch, c, mesh
+        self.best, self.checkpoints, self.writer = best, checkpoints, writer
+        self.loop = LoopState()
+
+    @property
+    def stop(self) -> bool:
+        return self.loop.stopped_early
+
+    def due(self, step: int, last: bool) -> bool:
+        return last or (self.valid is not None and step % self.steps_per_epoch == 0)
+
+    def run(self, step: int, arrays: nnx.State, last: bool) -> None:
+        if self.valid is not None:
+            jax.block_until_ready(arrays)
+            valid_loss = evaluate(self.eval_step, arrays[0], self.valid, mesh=self.mesh,
+                                  max_batches=self.c.max_eval_batches)
+            self.checkpoints.wait()  # one orbax save in flight at a time (see TrainCheckpoints)
+            _end_of_epoch(self.loop, step, valid_loss, self.c.patience, self.best, arrays, self.writer)
+        if last and self.loop.best_step is None:  # nothing was evaluated: the last model is the output
+            self.loop.best_step = step
+            self.checkpoints.wait()
+            self.best.save(step, arrays[0])
+
+    def wait(self) -> None:
+        self.best.wait()
+
+    def state(self) -> dict:
+        return dataclasses.asdict(self.loop)
+
+    def restore(self, state: dict) -> None:
+        self.loop = LoopState(**state)
 
 
 def _end_of_epoch(

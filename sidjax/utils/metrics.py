@@ -1,4 +1,8 @@
-"""Metrics to JSONL and TensorBoard (via tensorboardX), written by process 0 only."""
+"""Metrics to JSONL and TensorBoard (via tensorboardX), written by process 0 only.
+
+A resumed training loop redoes the steps after its checkpoint: `forget_after(step)` drops
+their rows first, so each step is logged once.
+"""
 from __future__ import annotations
 
 import json
@@ -18,8 +22,12 @@ class MetricsWriter:
         self._tb = None
         if self._enabled:
             self._dir.mkdir(parents=True, exist_ok=True)
-            self._jsonl = open(self._dir / "metrics.jsonl", "a", encoding="utf-8")
+            self._jsonl = open(self._path, "a", encoding="utf-8")
             self._tb = SummaryWriter(logdir=str(self._dir / "tensorboard"))
+
+    @property
+    def _path(self) -> Path:
+        return self._dir / "metrics.jsonl"
 
     def write(self, step: int, metrics: Mapping[str, float], prefix: str = "") -> None:
         if not self._enabled:
@@ -30,6 +38,27 @@ class MetricsWriter:
         for key, value in values.items():
             # TensorBoard tag names allow [A-Za-z0-9_./-]: HR@10 is written as HR_10 there.
             self._tb.add_scalar(key.replace("@", "_"), value, global_step=int(step))
+
+    def forget_after(self, step: int) -> None:
+        """Drop the rows of steps after `step` (and a line cut short by a kill), here and in TensorBoard."""
+        if not self._enabled:
+            return
+        self._jsonl.close()
+        kept = []
+        for line in self._path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row["step"] <= step:
+                kept.append(line + "\n")
+        partial = self._path.with_suffix(".jsonl.tmp")
+        partial.write_text("".join(kept), encoding="utf-8")
+        partial.replace(self._path)
+        self._jsonl = open(self._path, "a", encoding="utf-8")
+        # TensorBoard hides the events at or after `purge_step` that earlier runs wrote.
+        self._tb.close()
+        self._tb = SummaryWriter(logdir=str(self._dir / "tensorboard"), purge_step=step + 1)
 
     def close(self) -> None:
         if self._enabled:
