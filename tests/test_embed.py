@@ -5,10 +5,11 @@ import pytest
 from flax import nnx
 
 from sidjax.data.dataset import Item
-from sidjax.data.errors import DataError
+from sidjax.model import pool
 from sidjax.model.config import preset
 from sidjax.model.transformer import CausalLM
 from sidjax.sid import embed
+from sidjax.utils.errors import DataError
 
 ITEMS = [
     Item("Stanley staple gun heavy duty", "staples for the staple gun", "Stanley"),
@@ -60,7 +61,7 @@ def test_lm_mean_pool_matches_unpadded_forward():
     model = CausalLM(preset("tiny", 50), rngs=nnx.Rngs(0))
     texts = ["a bb ccc", "dddd", "e f g h i j k l m n", "bb a"]
     encode = lambda text: [3 + (len(w) * 7 + ord(w[0])) % 40 for w in text.split()]
-    got = embed.lm_mean_pool(model, encode, texts, batch_size=3, max_length=8)
+    got = pool.lm_mean_pool(model, encode, texts, batch_size=3, max_length=8)
     assert got.shape == (4, 64)
     # Reference: right padding (causal, so real tokens never see it), positions 0.., one forward.
     ids = [encode(t)[:8] for t in texts]

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from sidjax.data import tasks
+from sidjax.data.corpus import Corpus, ItemText, UserText
 from sidjax.data.dataset import Item, RecDataset, Split
-from sidjax.data.errors import DataError
 from sidjax.sid.codes import sid_string
-from sidjax.teacher.corpus import Corpus, ItemText, UserText
+from sidjax.utils.errors import DataError
 
 TITLES = ["Alpha Drill", "Bravo Saw", "Charlie Tape", "Delta Glue", "Echo Gloves", "Foxtrot Mask", "Golf Level", "Hotel Clamp"]
 SIDS = np.asarray([[0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 2, 1], [2, 0, 0], [2, 1, 3], [3, 3, 3], [3, 3, 3]], dtype=np.int32)

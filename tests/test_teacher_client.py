@@ -11,12 +11,12 @@ import pytest
 
 from sidjax.configs import ConfigError, base_config, validate
 from sidjax.configs import teacher as teacher_config
+from sidjax.data.corpus import load_corpus, write_corpus
 from sidjax.data.sources import shipped_dir
 from sidjax.sid.codes import read_sids
 from sidjax.stages import DONE, run_pipeline
 from sidjax.teacher import prompts
 from sidjax.teacher.client import BudgetExceeded, ClientSettings, ResponseCache, TeacherClient, TeacherError
-from sidjax.teacher.corpus import load_corpus, write_corpus
 from sidjax.teacher.llm import write_llm
 from test_tasks import tiny_dataset, tiny_item_sids
 

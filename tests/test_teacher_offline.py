@@ -6,13 +6,13 @@ import pytest
 
 from sidjax.configs import base_config
 from sidjax.data import tasks
-from sidjax.data.errors import DataError
+from sidjax.data.corpus import ITEMS_FILE, USERS_FILE, load_corpus, write_corpus
 from sidjax.data.sources import load_dataset, shipped_dir
 from sidjax.sid.codes import read_sids
 from sidjax.stages import DONE, run_pipeline
 from sidjax.teacher import prompts
-from sidjax.teacher.corpus import ITEMS_FILE, USERS_FILE, load_corpus, write_corpus
 from sidjax.teacher.offline import write_offline
+from sidjax.utils.errors import DataError
 from test_tasks import tiny_dataset, tiny_item_sids
 
 LOOSE = prompts.Bounds(min_chars=20, max_chars=4000)

@@ -37,8 +37,8 @@ import ml_collections
 from absl import logging
 
 from sidjax.data.dataset import SPLITS, Item, RecDataset, Split
-from sidjax.data.errors import DataError
-from sidjax.data.files import first_existing, open_text, resolve
+from sidjax.utils.errors import DataError
+from sidjax.utils.files import first_existing, open_text, resolve
 from sidjax.utils.progress import progress
 
 HTML_MARKER = "<span id"

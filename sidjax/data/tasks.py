@@ -25,10 +25,10 @@ from typing import Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from sidjax.data.corpus import ITEMS_FILE, USERS_FILE, Corpus, UserText
 from sidjax.data.dataset import RecDataset, Split
-from sidjax.data.errors import DataError
 from sidjax.sid.codes import sid_string
-from sidjax.teacher.corpus import ITEMS_FILE, USERS_FILE, Corpus, UserText
+from sidjax.utils.errors import DataError
 
 # Stage-1 alignment tasks, in the papers' numbering.
 TITLE2SID = "title2sid"  # 1

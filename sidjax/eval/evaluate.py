@@ -29,12 +29,12 @@ from sidjax.data.formatting import ChatFormat
 from sidjax.data.tasks import THINK_CLOSE, reasoning_prompt, reasoning_target, sid_history_prompt, sid_strings
 from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.sample import SamplingParams, generate, pad_prompts
-from sidjax.eval.metrics import hit_ranks, ranking_metrics
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.model.transformer import CausalLM
 from sidjax.parallel.rules import logical_spec
 from sidjax.sid.codes import SidTrie
 from sidjax.utils.progress import progress
+from sidjax.utils.ranking import hit_ranks, ranking_metrics
 
 MODES = ("direct", "reasoning")
 

@@ -19,8 +19,8 @@ from typing import Any
 import jax
 
 from sidjax.baselines import markov, popularity, sasrec
-from sidjax.eval.metrics import format_table
 from sidjax.stages import parse_stage
+from sidjax.utils.ranking import format_table
 
 METRICS_FILE = "metrics.json"
 FIT_FILE = "fit.json"

@@ -22,12 +22,12 @@ import numpy as np
 from sidjax.api import find_bundle, recommender_from_bundle
 from sidjax.data.dataset import RecDataset
 from sidjax.eval.evaluate import MODES, Recommender, SearchSettings, evaluate_split
-from sidjax.eval.metrics import format_table
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.parallel.mesh import make_mesh
 from sidjax.stages import parse_stage
 from sidjax.train import checkpoint as ckpt
 from sidjax.utils.metrics import MetricsWriter
+from sidjax.utils.ranking import format_table
 
 METRICS_FILE = "metrics.json"
 # experiments.eval writes <workdir>/evals/<model stage dir, or members joined by '+'>[@<re-scorer dirs joined

@@ -25,9 +25,9 @@ from sidjax.data.tasks import THINK_CLOSE
 from sidjax.decode.beam import beam_search
 from sidjax.decode.sample import SamplingParams
 from sidjax.eval.evaluate import Recommender
-from sidjax.parallel import memory
 from sidjax.parallel.mesh import make_mesh
 from sidjax.stages import StageContext
+from sidjax.stages import memory_check
 from sidjax.train import checkpoint as ckpt
 from sidjax.train import grpo, sdpo
 from sidjax.train.sft import place_state
@@ -99,7 +99,7 @@ class _Run:
                 shutil.rmtree(ctx.dir / name, ignore_errors=True)
         self.mesh = make_mesh(ctx.config.mesh)  # rollouts and updates share it
         self.bundle = bundle = ckpt.load_bundle(ctx.output_of(source), mesh=self.mesh)
-        memory.check_stage(ctx.config, ctx.name, bundle.model.config, self.mesh)
+        memory_check.check_stage(ctx.config, ctx.name, bundle.model.config, self.mesh)
         self.rec = recommender_from_bundle(bundle, self.mesh)[0]
         model = bundle.model
         self.ref_params = jax.tree.map(jnp.copy, nnx.state(model))

@@ -24,8 +24,8 @@ from flax import nnx
 from sidjax.data import loader
 from sidjax.data.formatting import ChatFormat, Encoded, encode_all
 from sidjax.data.tasks import TaskMixture, build_mixture, sid_strings, task_counts
-from sidjax.parallel import memory
 from sidjax.parallel.mesh import make_mesh
+from sidjax.stages import memory_check
 from sidjax.stages.sids import load_output as load_sids
 from sidjax.train import checkpoint as ckpt
 from sidjax.train.sft import fit
@@ -129,7 +129,7 @@ def _data(ctx, c: ml_collections.ConfigDict, fmt: ChatFormat, sids: np.ndarray) 
     mixture = TaskMixture.from_section(c)
     corpus = None
     if mixture.needs_corpus():
-        from sidjax.teacher.corpus import load_corpus
+        from sidjax.data.corpus import load_corpus
 
         corpus = load_corpus(ctx.output_of("teacher"))
     item_sids = sid_strings(sids)
@@ -169,7 +169,7 @@ def _run(ctx, c: ml_collections.ConfigDict) -> dict[str, Any]:
     sids, level_sizes = load_sids(ctx.output_of("sids"))
     mesh = make_mesh(config.mesh)
     start = _starting_model(ctx, sids, level_sizes, mesh)
-    memory.check_stage(config, ctx.name, start.model.config, mesh)
+    memory_check.check_stage(config, ctx.name, start.model.config, mesh)
     _check_same_tokenizer(ctx, start.tokenizer)
     ckpt.save_bundle(ctx.dir, model_config=start.model.config, tokenizer=start.tokenizer, sids=sids,
                      level_offsets=start.level_offsets, config=config, tokenizer_config=start.tokenizer_config,

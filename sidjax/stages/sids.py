@@ -18,10 +18,11 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from sidjax.data.errors import DataError
 from sidjax.data.minionerec import write_info
+from sidjax.model import pool
 from sidjax.parallel.mesh import make_mesh
 from sidjax.sid import codes, embed, kmeans, rqvae
+from sidjax.utils.errors import DataError
 
 SIDS_FILE = "sids.npy"
 INDEX_FILE = "index.json"
@@ -98,7 +99,7 @@ def item_embeddings(ctx) -> np.ndarray:
         x = embed.load_precomputed(e.path, len(items))
     else:
         model, encode = _language_model(ctx.config)
-        x = embed.lm_mean_pool(model, encode, [embed.item_text(i) for i in items], batch_size=e.batch_size,
+        x = pool.lm_mean_pool(model, encode, [embed.item_text(i) for i in items], batch_size=e.batch_size,
                                max_length=e.max_length)
     np.save(cache, x)
     key_file.write_text(json.dumps(key, indent=2), encoding="utf-8")

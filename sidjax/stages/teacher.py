@@ -13,10 +13,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from sidjax.data.corpus import write_corpus
 from sidjax.data.dataset import RecDataset
 from sidjax.data.tasks import sid_strings
 from sidjax.stages import StageContext
-from sidjax.teacher.corpus import write_corpus
 from sidjax.teacher.offline import write_offline
 from sidjax.teacher.prompts import Bounds
 
