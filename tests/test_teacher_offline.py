@@ -13,6 +13,7 @@ from sidjax.stages import DONE, run_pipeline
 from sidjax.teacher import prompts
 from sidjax.teacher.offline import write_offline
 from sidjax.utils.errors import DataError
+from sidjax.utils.settings import settings_from
 from test_tasks import tiny_dataset, tiny_item_sids
 
 LOOSE = prompts.Bounds(min_chars=20, max_chars=4000)
@@ -87,6 +88,6 @@ def test_teacher_stage_on_the_shipped_data(tmp_path):
     assert corpus.manifest["teacher"] == "offline" and {k[0] for k in corpus.users} == {"train", "valid"}
     dataset = load_dataset(config.data)
     item_sids = tasks.sid_strings(sids)
-    mixture = tasks.TaskMixture.from_section(tasks.mixture_knobs("reason_sft"))
+    mixture = settings_from(tasks.TaskMixture, tasks.mixture_knobs("reason_sft"))
     examples = tasks.build_mixture(mixture, dataset, item_sids, "train", corpus)
     assert len(examples) == 40 and all(e.target.startswith("<think>\n") for e in examples)

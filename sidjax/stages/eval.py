@@ -21,10 +21,11 @@ import numpy as np
 
 from sidjax.api import find_bundle, recommender_from_bundle
 from sidjax.data.dataset import RecDataset
-from sidjax.eval.evaluate import MODES, Recommender, SearchSettings, evaluate_split
+from sidjax.eval.evaluate import MODES, Recommender, evaluate_split
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.parallel.mesh import make_mesh
 from sidjax.stages import parse_stage
+from sidjax.stages.settings import search_settings
 from sidjax.train import checkpoint as ckpt
 from sidjax.utils.metrics import MetricsWriter
 from sidjax.utils.ranking import format_table
@@ -76,7 +77,7 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
         rescorer = DenseRescorer.load([(parse_stage(entry)[0], Path(d), w)
                                        for entry, d, w in zip(c.rescore, rescore_dirs, c.rescore_weights)])
     rec = _recommender(bundles, mesh, rescorer)
-    settings = SearchSettings.from_config(c)
+    settings = search_settings(c)
     step = bundles[0].step if len(bundles) == 1 else [b.step for b in bundles]
     results: dict[str, Any] = {"model": str(dirs[0]) if len(dirs) == 1 else [str(d) for d in dirs], "step": step,
                                "mode": c.mode, "beams": c.beams, "normalize": c.normalize}

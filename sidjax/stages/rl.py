@@ -33,6 +33,7 @@ from sidjax.train import grpo, sdpo
 from sidjax.train.sft import place_state
 from sidjax.train.state import TrainState, make_train_state
 from sidjax.utils.progress import progress
+from sidjax.utils.settings import settings_from
 
 
 @dataclasses.dataclass
@@ -186,7 +187,7 @@ def run_grpo(ctx: StageContext) -> dict[str, Any]:
             raise ValueError(f"config key 'grpo.mode': 'reasoning' needs a '{THINK_CLOSE}' token, which the "
                              f"tokenizer of {run.bundle.directory} lacks")
     prompts = build_prompts(ctx, run.rec, c, c.mode)
-    settings = grpo.GrpoSettings.from_section(c, think_end)
+    settings = settings_from(grpo.GrpoSettings, c, think_end_id=think_end)
     step = grpo.make_grpo_step(run.state.graphdef, run.state.wrt, grpo_rollout(run, c), settings)
     target_codes = run.bundle.sids[prompts.targets]
     key = jax.random.key(ctx.config.seed)
@@ -221,7 +222,7 @@ def run_sdpo(ctx: StageContext) -> dict[str, Any]:
     c = ctx.config.sdpo
     run = _Run(ctx, c)
     prompts = build_prompts(ctx, run.rec, c, "direct")
-    step = sdpo.make_sdpo_step(run.state.graphdef, run.state.wrt, sdpo.SdpoSettings.from_section(c))
+    step = sdpo.make_sdpo_step(run.state.graphdef, run.state.wrt, settings_from(sdpo.SdpoSettings, c))
     model_graphdef = nnx.graphdef(run.bundle.model)
     offsets = run.bundle.level_offsets
 

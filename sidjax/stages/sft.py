@@ -30,6 +30,7 @@ from sidjax.stages.sids import load_output as load_sids
 from sidjax.train import checkpoint as ckpt
 from sidjax.train.sft import fit
 from sidjax.train.state import frozen_lm, make_train_state
+from sidjax.utils.settings import settings_from
 
 def run_alignment(ctx) -> dict[str, Any]:
     return _run(ctx, ctx.config.sft)
@@ -126,7 +127,7 @@ class _Data:
 
 def _data(ctx, c: ml_collections.ConfigDict, fmt: ChatFormat, sids: np.ndarray) -> _Data:
     """The task mixture of both splits, encoded and batched in length buckets."""
-    mixture = TaskMixture.from_section(c)
+    mixture = settings_from(TaskMixture, c)
     corpus = None
     if mixture.needs_corpus():
         from sidjax.data.corpus import load_corpus

@@ -22,6 +22,7 @@ from sidjax.data.minionerec import write_info
 from sidjax.model import pool
 from sidjax.parallel.mesh import make_mesh
 from sidjax.sid import codes, embed, kmeans, rqvae
+from sidjax.stages.settings import config_key
 from sidjax.utils.errors import DataError
 
 SIDS_FILE = "sids.npy"
@@ -133,6 +134,8 @@ def learn_rqvae(ctx, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         dead_code_every=r.dead_code_every, report_every=r.report_every, seed=ctx.config.seed)
     sizes = [c.codebook_size] * c.levels
     mesh = make_mesh(ctx.config.mesh)
+    with config_key("sids.rqvae.batch_size", ValueError):
+        rqvae.check_batch_size(r.batch_size, mesh)
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         ctx.writer.write(epoch, metrics, prefix="rqvae/")
