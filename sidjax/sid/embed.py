@@ -59,7 +59,7 @@ def tfidf_matrix(items: Sequence[Item], *, min_df: int, max_df: float, title_wei
     vocab = {t: i for i, t in enumerate(sorted(t for t, n in df.items() if min_df <= n <= limit))}
     if not vocab:
         raise ValueError(
-            f"no term occurs in at least sids.embed.min_df={min_df} and at most sids.embed.max_df={max_df} "
+            f"no term occurs in at least min_df={min_df} and at most max_df={max_df} "
             f"of the {len(items)} items"
         )
     rows, cols, vals = [], [], []
@@ -99,7 +99,7 @@ def tfidf_lsa(
     x = tfidf_matrix(items, min_df=min_df, max_df=max_df, title_weight=title_weight)
     if dim >= min(x.shape):
         raise ValueError(
-            f"sids.embed.dim={dim} must be smaller than min(items, terms) = min{x.shape} for the LSA embedding"
+            f"dim={dim} must be smaller than min(items, terms) = min{x.shape} for the LSA embedding"
         )
     u, s, _ = randomized_svd(x, dim, seed=seed)
     z = u * s
@@ -109,7 +109,7 @@ def tfidf_lsa(
 def load_precomputed(path: str | os.PathLike, num_items: int) -> np.ndarray:
     """A user's `.npy` [num_items, D] of finite numbers, as float32."""
     if not os.path.exists(path):
-        raise DataError(path, "embedding file not found (sids.embed.path)")
+        raise DataError(path, "embedding file not found")
     try:
         x = np.load(path, allow_pickle=False)
     except ValueError as e:

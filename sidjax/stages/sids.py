@@ -94,8 +94,9 @@ def item_embeddings(ctx) -> np.ndarray:
         return np.load(cache)
     items = ctx.dataset.items
     if e.method == "tfidf_lsa":
-        x = embed.tfidf_lsa(items, dim=e.dim, min_df=e.min_df, max_df=e.max_df, title_weight=e.title_weight,
-                            seed=ctx.config.seed)
+        with config_key("sids.embed", ValueError):
+            x = embed.tfidf_lsa(items, dim=e.dim, min_df=e.min_df, max_df=e.max_df, title_weight=e.title_weight,
+                                seed=ctx.config.seed)
     elif e.method == "precomputed":
         x = embed.load_precomputed(e.path, len(items))
     else:
