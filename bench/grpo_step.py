@@ -33,6 +33,7 @@ from sidjax.model.transformer import CausalLM
 from sidjax.sid.codes import SidTrie
 from sidjax.train import grpo
 from sidjax.train.state import make_train_state
+from sidjax.utils.settings import settings_from
 
 TEXT_VOCAB = 4096
 LEVELS, CODES, ITEMS = 3, 256, 2000
@@ -51,7 +52,7 @@ def sidjax_side(model, args, prompts, targets, tables):
     section.group_size = args.group
     section.mode = "reasoning"
     section.rollout = "sample"
-    settings = grpo.GrpoSettings.from_section(section, think_end_id=THINK_END)
+    settings = settings_from(grpo.GrpoSettings, section, think_end_id=THINK_END)
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
                             stop_tokens=(), num_samples=args.group)
     mask = jnp.ones(prompts.shape, bool)

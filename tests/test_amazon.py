@@ -9,8 +9,8 @@ import pytest
 
 from sidjax.configs import base_config
 from sidjax.data import amazon, minionerec
-from sidjax.data.errors import DataError
 from sidjax.data.sources import load_dataset, shipped_dir
+from sidjax.utils.errors import DataError
 
 DAY = 86400
 T0 = int(datetime.datetime(2017, 1, 1, tzinfo=datetime.timezone.utc).timestamp())

@@ -4,10 +4,10 @@ import collections
 import numpy as np
 import pytest
 
-from sidjax.data.errors import DataError
 from sidjax.data.minionerec import read_index
 from sidjax.data.sources import shipped_dir
 from sidjax.sid import codes as C
+from sidjax.utils.errors import DataError
 
 
 def _shipped_sids() -> np.ndarray:

@@ -6,8 +6,8 @@ import pytest
 
 from sidjax.data import minionerec
 from sidjax.data.dataset import SPLITS, Item, RecDataset, Split
-from sidjax.data.errors import DataError
 from sidjax.data.sources import shipped_dir
+from sidjax.utils.errors import DataError
 
 
 @pytest.fixture(scope="module")

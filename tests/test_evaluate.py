@@ -12,14 +12,14 @@ from flax import nnx
 
 from sidjax.data.dataset import Item, RecDataset, Split
 from sidjax.data.formatting import ChatFormat
-from sidjax.eval.evaluate import Recommender, SearchSettings, evaluate_split
-from sidjax.eval.metrics import ranking_metrics
 from sidjax.decode.sample import SamplingParams
+from sidjax.eval.evaluate import Recommender, SearchSettings, evaluate_split
 from sidjax.model.config import preset
 from sidjax.model.tokenizer import CHAT_TEMPLATE, EOS_TOKEN, item_texts, tokenizer_config, train_bpe
 from sidjax.model.transformer import CausalLM
 from sidjax.model.vocab import add_sid_tokens, padded_size
 from sidjax.parallel.mesh import make_mesh
+from sidjax.utils.ranking import ranking_metrics
 
 LEVEL_SIZES = (3, 4, 4)
 NUM_ITEMS = 24

@@ -15,6 +15,7 @@ from sidjax.train.losses import TokenScores, token_logprobs
 from sidjax.decode.beam import TrieTables
 from sidjax.decode.sample import SamplingParams
 from sidjax.train.state import make_train_state
+from sidjax.utils.settings import settings_from
 
 
 def reference_loss(lp, old, ref, adv, mask, lo, hi, beta, how):
@@ -109,7 +110,7 @@ def test_grpo_step_with_prefix_shared_scores_equals_full_sequence_scoring(monkey
     section.reward_weights = {"exact": 1.0, "prefix": 1.0}
     section.learning_rate = 1e-2
     section.adam_eps = 1.0  # updates proportional to the gradients, so parameters compare the numerics
-    settings = grpo.GrpoSettings.from_section(section, think_end_id=None)
+    settings = settings_from(grpo.GrpoSettings, section, think_end_id=None)
     fixed = parity_rollout()
     inputs = grpo.StepInputs(fixed.prompts, fixed.prompt_mask, jnp.asarray(SIDS[[0, 1, 3]]), jax.random.key(0))
     tables = TrieTables.from_trie(SidTrie.build(SIDS, (4, 4, 4)), OFFSETS)
@@ -168,7 +169,7 @@ def test_rewarded_sid_gains_probability():
     section.advantage = "pass_at_k"
     section.pass_k = 2
     section.updates_per_batch = 2
-    settings = grpo.GrpoSettings.from_section(section, think_end_id=None)
+    settings = settings_from(grpo.GrpoSettings, section, think_end_id=None)
     state = toy_state(learning_rate=3e-2)
     ref_params = jax.tree.map(jnp.copy, state.model_arrays())
     step = grpo.make_grpo_step(state.graphdef, state.wrt, catalogue_rollout, settings)
@@ -209,7 +210,7 @@ def test_beam_rollout_step_ranks_the_target_up():
     section.unlock()
     section.group_size = 4
     section.reward_weights = {"exact": 1.0, "rank": 1.0}
-    settings = grpo.GrpoSettings.from_section(section, think_end_id=None)
+    settings = settings_from(grpo.GrpoSettings, section, think_end_id=None)
     state = toy_state(learning_rate=3e-2)
     ref_params = jax.tree.map(jnp.copy, state.model_arrays())
     tables = TrieTables.from_trie(SidTrie.build(SIDS, (4, 4, 4)), OFFSETS)
@@ -234,7 +235,7 @@ def test_sample_rollout_step_runs_with_reasoning_format():
     section.unlock()
     section.group_size = 3
     section.mode = "reasoning"
-    settings = grpo.GrpoSettings.from_section(section, think_end_id=11)
+    settings = settings_from(grpo.GrpoSettings, section, think_end_id=11)
     params = SamplingParams(max_new_tokens=6, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
                             stop_tokens=(10,), num_samples=3)
     state = toy_state(learning_rate=1e-3)

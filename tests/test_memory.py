@@ -1,5 +1,5 @@
-"""The memory plan: its estimate against XLA's accounting of the real SFT step, its refusals,
-and the shipped pod configs' plans.
+"""The memory plan: its estimate against XLA's accounting of the real SFT step (`measure`, here
+since only this test needs it), its refusals, and the shipped pod configs' plans.
 
 `python tests/test_memory.py` prints estimate vs. XLA for each checked mesh (8 fake CPU devices);
 the test runs it in a subprocess (the device count must be set before jax starts).
@@ -19,6 +19,7 @@ from sidjax.model.config import ModelConfig
 from sidjax.model.hf import config_from_hf
 from sidjax.parallel import memory
 from sidjax.parallel.mesh import mesh_shape
+from sidjax.stages.memory_check import check_stage, stage_workload
 
 GIB = 1 << 30
 TINY = ModelConfig(vocab_size=1024, hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=32,
@@ -41,6 +42,41 @@ REMAT_CASES = [
 ]
 
 
+def measure(model_config: ModelConfig, mesh, workload: memory.Workload) -> int:
+    """Peak bytes per device of the real jitted SFT step, by XLA's own accounting (compiled, never run).
+
+    Arguments + outputs - donated aliases + temporaries of `compiled.memory_analysis()`: what
+    `memory.estimate` predicts, for checking it on any backend (CPU meshes of fake devices included).
+    """
+    import jax
+    import numpy as np
+    from flax import nnx
+    from jax.sharding import NamedSharding
+
+    from sidjax.configs.sft import section
+    from sidjax.model.transformer import CausalLM
+    from sidjax.parallel.mesh import create_sharded
+    from sidjax.parallel.rules import logical_spec
+    from sidjax.train import sft
+    from sidjax.train.state import make_train_state
+
+    model_config = model_config.replace(remat=workload.remat)
+    model = create_sharded(lambda: CausalLM(model_config, rngs=nnx.Rngs(0)), mesh)
+    c = section()
+    c.grad_accum_steps = workload.grad_accum_steps
+    state = sft.place_state(make_train_state(model, c, 10), mesh)
+    step = sft.make_train_step(state, grad_accum_steps=workload.grad_accum_steps, logits_chunk=workload.logits_chunk)
+    shape = (workload.batch_size, workload.seq_len)
+    host = {"tokens": np.zeros(shape, np.int32), "attention_mask": np.ones(shape, bool),
+            "loss_mask": np.ones(shape, bool), "example_mask": np.ones(shape[:1], bool)}
+    batch = {k: jax.device_put(v, NamedSharding(mesh, logical_spec(("activation_batch",) + (None,) * (v.ndim - 1))))
+             for k, v in host.items()}
+    with jax.set_mesh(mesh):
+        stats = step.lower(state.arrays, batch).compile().memory_analysis()
+    return (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+            + stats.temp_size_in_bytes)
+
+
 def _measure_cases(cases: list[tuple]) -> list[dict]:
     import jax
 
@@ -51,7 +87,7 @@ def _measure_cases(cases: list[tuple]) -> list[dict]:
         model_config = {"tiny": TINY, "untied": UNTIED}[name]
         workload = memory.Workload(batch_size=batch, seq_len=length, remat=(remat or ["none"])[0])
         mesh = make_mesh(sizes, jax.devices()[: sizes["data"] * sizes["fsdp"] * sizes["tensor"]])
-        real = memory.measure(model_config, mesh, workload)
+        real = measure(model_config, mesh, workload)
         planned = memory.estimate(model_config, sizes, workload).total
         out.append({"model": name, "batch": batch, "length": length, "mesh": sizes, "remat": workload.remat,
                     "xla_bytes": real,
@@ -105,14 +141,29 @@ def test_refuses_a_run_that_cannot_fit_and_says_what_to_change():
     config.sft.grad_accum_steps = 1
     config.sft.logits_chunk = 0
     sizes = {"data": 8, "fsdp": 1, "tensor": 1}
-    plan = memory.estimate(model_config, sizes, memory.stage_workload(config, "sft"))
+    plan = memory.estimate(model_config, sizes, stage_workload(config, "sft"))
     with pytest.raises(memory.MemoryPlanError) as error:
         memory.ensure_fits(plan, model_config, 80 * GIB, 0.1)
     message = str(error.value)
     assert "72.00 GiB budget" in message
-    for change in ("config.mesh.fsdp=2 (data=4)", "logits_chunk=256", "grad_accum_steps=2", "batch_size=64"):
+    for change in ("fsdp=2 (data=4)", "logits_chunk=256", "grad_accum_steps=2", "batch_size=64"):
         assert change in message
     assert "(fits)" in message
+
+
+def test_the_stage_check_names_the_config_keys():
+    import jax
+
+    from sidjax.parallel.mesh import make_mesh
+
+    module = _config_module("industrial_qwen3_1p7b")
+    config = module.get_config()
+    config.mesh.device_memory_gib = 1.0
+    model_config = config_from_hf(module.HF_CONFIG, dtype="bfloat16")
+    mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    with pytest.raises(memory.MemoryPlanError, match=r"(?s)1\.00 GiB less a margin.*config\.mesh\.memory_margin"
+                                                     r".*under config\.sft\."):
+        check_stage(config, "sft", model_config, mesh)
 
 
 def test_device_capacity():
@@ -134,7 +185,7 @@ def test_shipped_pod_configs_fit_their_devices(name, devices, device_gib):
                                   dtype=config.model.dtype, param_dtype=config.model.param_dtype)
     sizes = dict(zip(("data", "fsdp", "tensor"), mesh_shape(config.mesh, devices)))
     for stage in ("sft", "reason_sft", "grpo"):
-        plan = memory.estimate(model_config, sizes, memory.stage_workload(config, stage))
+        plan = memory.estimate(model_config, sizes, stage_workload(config, stage))
         memory.ensure_fits(plan, model_config, device_gib * GIB, config.mesh.memory_margin)
 
 

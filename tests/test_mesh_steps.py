@@ -71,6 +71,7 @@ GRPO_SCRIPT = textwrap.dedent(
     from sidjax.train import grpo
     from sidjax.parallel.placement import place_state
     from sidjax.train.state import make_train_state
+    from sidjax.utils.settings import settings_from
 
     section = base_config().grpo
     section.unlock()
@@ -78,7 +79,7 @@ GRPO_SCRIPT = textwrap.dedent(
     section.reward_weights = {"exact": 1.0, "rank": 1.0, "prefix": 1.0}
     section.learning_rate = 1e-2
     section.adam_eps = 1.0  # updates proportional to gradients (see SFT_SCRIPT)
-    settings = grpo.GrpoSettings.from_section(section, think_end_id=None)
+    settings = settings_from(grpo.GrpoSettings, section, think_end_id=None)
     tables = TrieTables.from_trie(SidTrie.build(toy.SIDS, (4, 4, 4)), toy.OFFSETS)
     config = ModelConfig(vocab_size=24, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
                          intermediate_size=64)

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from sidjax.eval.metrics import DEFAULT_KS, format_table, hit_ranks, ranking_metrics
+from sidjax.utils.ranking import DEFAULT_KS, format_table, hit_ranks, ranking_metrics
 
 
 def _reference(ranks, k):

@@ -8,8 +8,8 @@ import pytest
 
 from sidjax.data import minionerec
 from sidjax.data.dataset import Item, RecDataset, Split
-from sidjax.data.errors import DataError
 from sidjax.data.sources import shipped_dir
+from sidjax.utils.errors import DataError
 
 NAME = "Industrial_and_Scientific"
 TAG = minionerec.papers_tag(5, "2016-10", "2018-11")

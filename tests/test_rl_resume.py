@@ -27,6 +27,7 @@ from sidjax.train.checkpoint import TrainCheckpoints
 from sidjax.train.loop import Preempted, train_loop
 from sidjax.train.state import make_train_state
 from sidjax.utils.metrics import MetricsWriter
+from sidjax.utils.settings import settings_from
 
 STEPS, CHECKPOINT_EVERY, BATCH, SEED = 6, 2, 2, 7
 
@@ -58,7 +59,7 @@ def _grpo_step_fn():
     section = base_config().grpo
     section.group_size = 4
     state = _state(section)
-    settings = grpo.GrpoSettings.from_section(section, think_end_id=None)
+    settings = settings_from(grpo.GrpoSettings, section, think_end_id=None)
     # The fixed whole-catalogue group (test_grpo) keeps the compile cheap; the update is GRPO's own.
     step = grpo.make_grpo_step(state.graphdef, state.wrt, toy.catalogue_rollout, settings)
     tables = TrieTables.from_trie(SidTrie.build(toy.SIDS, (4, 4, 4)), toy.OFFSETS)
@@ -73,7 +74,7 @@ def _sdpo_step_fn():
     section = base_config().sdpo
     section.negatives = 2
     state = _state(section)
-    step = sdpo.make_sdpo_step(state.graphdef, state.wrt, sdpo.SdpoSettings.from_section(section))
+    step = sdpo.make_sdpo_step(state.graphdef, state.wrt, settings_from(sdpo.SdpoSettings, section))
     prompts = _prompts()
 
     def negatives(rows, i, arrays):

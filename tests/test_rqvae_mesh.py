@@ -72,4 +72,4 @@ def test_rqvae_training_on_a_2x2x2_mesh_equals_one_device():
     assert result["loss_diff"] < 1e-5
     assert result["param_diff"] < 1e-5
     assert result["residual_diff"] < 1e-5
-    assert "'sids.rqvae.batch_size' (6)" in result["error"] and "4 batch shards" in result["error"]
+    assert "batch size 6 must be a multiple of the 4 batch shards" in result["error"]

@@ -12,6 +12,7 @@ from sidjax.model.transformer import CausalLM
 from sidjax.train import sdpo
 from sidjax.train.grpo import Rollout, score
 from sidjax.train.state import make_train_state
+from sidjax.utils.settings import settings_from
 
 
 def test_sdpo_equals_dpo_when_one_negative():
@@ -53,7 +54,7 @@ def test_sdpo_step_raises_the_chosen_sid_over_negatives():
     section.negatives = 2
     state = make_train_state(CausalLM(config, rngs=nnx.Rngs(0)), section, total_steps=10)
     ref_params = jax.tree.map(jnp.copy, state.model_arrays())
-    step = sdpo.make_sdpo_step(state.graphdef, state.wrt, sdpo.SdpoSettings.from_section(section))
+    step = sdpo.make_sdpo_step(state.graphdef, state.wrt, settings_from(sdpo.SdpoSettings, section))
     responses = jnp.asarray([[[12, 17, 23], [12, 17, 22], [14, 16, 20]]])
     batch = sdpo.PreferenceBatch(jnp.asarray([[1, 2, 3]]), jnp.ones((1, 3), bool), responses,
                                  jnp.ones(responses.shape, bool))

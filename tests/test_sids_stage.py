@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from sidjax.configs import ConfigError, base_config, validate
-from sidjax.data.errors import DataError
 from sidjax.data.minionerec import read_index, read_info
 from sidjax.data.sources import shipped_dir
 from sidjax.sid import codes
 from sidjax.stages import run_pipeline
 from sidjax.stages.sids import load_output
+from sidjax.utils.errors import DataError
 
 N = 3686
 

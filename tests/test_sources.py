@@ -7,8 +7,8 @@ import pytest
 from sidjax.configs import ConfigError, base_config, validate
 from sidjax.data import minionerec
 from sidjax.data.dataset import SPLITS, Item, RecDataset, Split
-from sidjax.data.errors import DataError
 from sidjax.data.sources import load_dataset, shipped_dir
+from sidjax.utils.errors import DataError
 
 
 def data_config(**values):

@@ -7,10 +7,11 @@ import pytest
 
 from sidjax.configs.sft import mixture_knobs, validate_mixture
 from sidjax.data import task_names, tasks
+from sidjax.data.corpus import Corpus, ItemText, UserText
 from sidjax.data.dataset import Item, RecDataset, Split
-from sidjax.data.errors import DataError
 from sidjax.sid.codes import sid_string
-from sidjax.teacher.corpus import Corpus, ItemText, UserText
+from sidjax.utils.errors import DataError
+from sidjax.utils.settings import settings_from
 
 TITLES = ["Alpha Drill", "Bravo Saw", "Charlie Tape", "Delta Glue", "Echo Gloves", "Foxtrot Mask", "Golf Level", "Hotel Clamp"]
 SIDS = np.asarray([[0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 2, 1], [2, 0, 0], [2, 1, 3], [3, 3, 3], [3, 3, 3]], dtype=np.int32)
@@ -132,7 +133,7 @@ def test_mixture_caps_seed_and_splits(tmp_path):
     section.tasks.title2sid = 3
     section.tasks.titlehis2title = 0
     section.task_seed = 7
-    mixture = tasks.TaskMixture.from_section(section)
+    mixture = settings_from(tasks.TaskMixture, section)
     corpus = tiny_corpus(dataset, sids)
     train = tasks.build_mixture(mixture, dataset, sids, "train", corpus)
     counts = tasks.task_counts(train)
@@ -159,7 +160,7 @@ def test_replay_is_mixed_in_train_only_and_validated(tmp_path):
     section.tasks.reasoning = 0
     section.tasks.sidhis2sid = -1
     section.replay_path = str(path)
-    mixture = tasks.TaskMixture.from_section(section)
+    mixture = settings_from(tasks.TaskMixture, section)
     train = tasks.build_mixture(mixture, dataset, sids, "train")
     replay = [e for e in train if e.task == tasks.REPLAY]
     assert sorted((e.prompt, e.target, e.context) for e in replay) == [
@@ -231,7 +232,7 @@ def test_recent_train_samples_limit_the_sequence_tasks_to_the_latest_train_rows(
     dataset, sids = tiny_dataset(), tiny_item_sids()
     section = mixture_knobs("sft")
     section.recent_train_samples = 2  # train rows 3 and 4: (2, [5, 6, 7], 0) and (3, [4], 5)
-    mixture = tasks.TaskMixture.from_section(section)
+    mixture = settings_from(tasks.TaskMixture, section)
     corpus = tiny_corpus(dataset, sids)
     train = tasks.build_mixture(mixture, dataset, sids, "train", corpus)
     counts = tasks.task_counts(train)

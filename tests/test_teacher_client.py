@@ -11,13 +11,14 @@ import pytest
 
 from sidjax.configs import ConfigError, base_config, validate
 from sidjax.configs import teacher as teacher_config
+from sidjax.data.corpus import load_corpus, write_corpus
 from sidjax.data.sources import shipped_dir
 from sidjax.sid.codes import read_sids
 from sidjax.stages import DONE, run_pipeline
 from sidjax.teacher import prompts
 from sidjax.teacher.client import BudgetExceeded, ClientSettings, ResponseCache, TeacherClient, TeacherError
-from sidjax.teacher.corpus import load_corpus, write_corpus
 from sidjax.teacher.llm import write_llm
+from sidjax.utils.settings import settings_from
 from test_tasks import tiny_dataset, tiny_item_sids
 
 KEY_ENV = "SIDJAX_TEST_TEACHER_KEY"
@@ -137,7 +138,7 @@ def _settings(server, **overrides):
 def _run(server, cache_path, **overrides):
     dataset, sids = tiny_dataset(), tiny_item_sids()
     cache = ResponseCache(cache_path)
-    client = TeacherClient(ClientSettings.from_section(_settings(server, **overrides)), cache)
+    client = TeacherClient(settings_from(ClientSettings, _settings(server, **overrides)), cache)
     try:
         user_rows = [("train", r) for r in range(len(dataset.splits["train"]))]
         return write_llm(client, dataset, sids, range(dataset.num_items), user_rows, BOUNDS), client.usage
@@ -182,8 +183,9 @@ def test_faults_retried_every_prompt_cached_once_and_restart_is_free(server, tmp
 def test_budget_stops_the_run_and_a_rerun_resumes_without_paying_twice(server, tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
     cache_path = tmp_path / "cache.jsonl"
-    with pytest.raises(BudgetExceeded, match="teacher.max_requests"):
+    with pytest.raises(BudgetExceeded, match="budget of 12 requests spent") as stop:
         _run(server, cache_path, max_requests=12, concurrency=2)
+    assert stop.value.setting == "max_requests"  # the stage names the config key from it
     assert server.requests == 12
     partial = len(cache_path.read_text().splitlines())
     assert 0 < partial < CONVERSATIONS
@@ -197,10 +199,10 @@ def test_errors_that_must_not_be_retried(server, tmp_path, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     cache = ResponseCache(tmp_path / "cache.jsonl")
     with pytest.raises(TeacherError, match=KEY_ENV):
-        TeacherClient(ClientSettings.from_section(_settings(server)), cache)
+        TeacherClient(settings_from(ClientSettings, _settings(server)), cache)
     monkeypatch.setenv(KEY_ENV, SECRET)
     server.refuse_all = 401
-    client = TeacherClient(ClientSettings.from_section(_settings(server)), cache)
+    client = TeacherClient(settings_from(ClientSettings, _settings(server)), cache)
     with pytest.raises(TeacherError, match="HTTP 401"):
         client.ask([{"role": "user", "content": "hi"}], lambda text: None)
     assert server.requests == 1

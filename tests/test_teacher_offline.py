@@ -7,13 +7,14 @@ import pytest
 from sidjax.configs import base_config
 from sidjax.configs.sft import mixture_knobs
 from sidjax.data import tasks
-from sidjax.data.errors import DataError
+from sidjax.data.corpus import ITEMS_FILE, USERS_FILE, load_corpus, write_corpus
 from sidjax.data.sources import load_dataset, shipped_dir
 from sidjax.sid.codes import read_sids
 from sidjax.stages import DONE, run_pipeline
 from sidjax.teacher import prompts
-from sidjax.teacher.corpus import ITEMS_FILE, USERS_FILE, load_corpus, write_corpus
 from sidjax.teacher.offline import write_offline
+from sidjax.utils.errors import DataError
+from sidjax.utils.settings import settings_from
 from test_tasks import tiny_dataset, tiny_item_sids
 
 LOOSE = prompts.Bounds(min_chars=20, max_chars=4000)
@@ -88,6 +89,6 @@ def test_teacher_stage_on_the_shipped_data(tmp_path):
     assert corpus.manifest["teacher"] == "offline" and {k[0] for k in corpus.users} == {"train", "valid"}
     dataset = load_dataset(config.data)
     item_sids = tasks.sid_strings(sids)
-    mixture = tasks.TaskMixture.from_section(mixture_knobs("reason_sft"))
+    mixture = settings_from(tasks.TaskMixture, mixture_knobs("reason_sft"))
     examples = tasks.build_mixture(mixture, dataset, item_sids, "train", corpus)
     assert len(examples) == 40 and all(e.target.startswith("<think>\n") for e in examples)

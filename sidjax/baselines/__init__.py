@@ -10,7 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
-from sidjax.eval.metrics import hit_ranks, ranking_metrics
+from sidjax.utils.ranking import hit_ranks, ranking_metrics
 
 
 def item_metrics(top_items: np.ndarray, targets: np.ndarray, ks: Iterable[int]) -> dict[str, float]:

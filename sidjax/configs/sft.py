@@ -2,7 +2,7 @@
 
 Both sections share the trainer's knobs, the lineage knobs (`sidjax.configs.lineage`) and the
 task-mixture knobs (`tasks.<task>` caps, `task_seed`, `replay_*`, `recent_train_samples`) that
-`sidjax.data.tasks.TaskMixture.from_section` reads. The defaults
+`sidjax.data.tasks.TaskMixture` is filled from (`sidjax.utils.settings.settings_from`). The defaults
 suit a small scratch model on the shipped data; a real run (Qwen3-1.7B on a pod)
 raises `batch_size`, lowers `learning_rate` and sets `logits_chunk`. Each length
 bucket compiles its own step: few buckets on a CPU, more where padding costs more.

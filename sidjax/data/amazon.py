@@ -33,12 +33,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-import ml_collections
 from absl import logging
 
 from sidjax.data.dataset import SPLITS, Item, RecDataset, Split
-from sidjax.data.errors import DataError
-from sidjax.data.files import first_existing, open_text, resolve
+from sidjax.utils.errors import DataError
+from sidjax.utils.files import first_existing, open_text, resolve
 from sidjax.utils.progress import progress
 
 HTML_MARKER = "<span id"
@@ -104,17 +103,6 @@ class Rules:
     max_title_words: int
     max_history: int
     split_ratios: tuple[float, float, float]
-
-    @classmethod
-    def from_config(cls, cfg: ml_collections.ConfigDict) -> "Rules":
-        return cls(
-            start_date=cfg.start_date,
-            end_date=cfg.end_date,
-            k_core=cfg.k_core,
-            max_title_words=cfg.max_title_words,
-            max_history=cfg.max_history,
-            split_ratios=tuple(cfg.split_ratios),
-        )
 
     def window(self, time_per_second: int) -> tuple[int, int]:
         """[start, end] in review time units."""

@@ -6,17 +6,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from sidjax.data.errors import DataError
+from sidjax.utils.catalog import Item
+from sidjax.utils.errors import DataError
 
 SPLITS = ("train", "valid", "test")
-
-
-@dataclasses.dataclass(frozen=True)
-class Item:
-    title: str
-    description: str = ""
-    brand: str = ""
-    categories: str = ""
 
 
 def pad_histories(histories: Sequence[Sequence[int]], max_history: int) -> tuple[np.ndarray, np.ndarray]:

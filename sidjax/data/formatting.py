@@ -27,11 +27,11 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from sidjax.data.tasks import PROMPT_STYLES, Example
+from sidjax.model.tokenizer import PROMPT_STYLE_KEY
 
 TRUNCATION = ("error", "drop", "left")
 PLAIN_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 _SENTINEL = "\x00SIDJAX_RESPONSE\x00"
-PROMPT_STYLE_KEY = "sidjax_prompt_style"  # in tokenizer_config.json; absent = "chat"
 
 
 @dataclasses.dataclass(frozen=True)

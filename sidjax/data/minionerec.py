@@ -18,8 +18,9 @@ from typing import Any, Mapping, Sequence
 from absl import logging
 
 from sidjax.data.dataset import SPLITS, Item, RecDataset, Split
-from sidjax.data.errors import DataError
-from sidjax.data.files import first_existing, open_text, read_json, resolve
+from sidjax.sid.index_file import read_index, write_index
+from sidjax.utils.errors import DataError
+from sidjax.utils.files import first_existing, open_text, read_json, resolve
 from sidjax.utils.literal import literal_eval
 from sidjax.utils.progress import progress
 
@@ -146,25 +147,6 @@ def read_items(path: str | os.PathLike) -> tuple[Item, ...]:
 def write_items(path: str | os.PathLike, items: Sequence[Item]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump({str(i): {k: getattr(item, k) for k in ITEM_FIELDS} for i, item in enumerate(items)}, f, indent=2)
-
-
-def read_index(path: str | os.PathLike) -> dict[int, list[str]]:
-    """`index.json`: {item id: ["<a_X>", "<b_Y>", "<c_Z>"]}."""
-    p = resolve(path)
-    raw = read_json(p)
-    if not isinstance(raw, dict):
-        raise DataError(p, "expected a JSON object {item id: [SID tokens]}")
-    out = {}
-    for key, tokens in raw.items():
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise DataError(p, f"item {key}: expected a list of SID token strings")
-        out[_int(key, p, None, "item id")] = tokens
-    return out
-
-
-def write_index(path: str | os.PathLike, index: Mapping[int, Sequence[str]]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({str(k): list(v) for k, v in sorted(index.items())}, f)
 
 
 def read_info(path: str | os.PathLike) -> dict[int, tuple[str, str]]:

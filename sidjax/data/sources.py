@@ -8,6 +8,7 @@ import ml_collections
 
 from sidjax.data import amazon, minionerec
 from sidjax.data.dataset import RecDataset
+from sidjax.utils.settings import settings_from
 
 
 def shipped_dir() -> Path:
@@ -24,5 +25,5 @@ def load_dataset(cfg: ml_collections.ConfigDict) -> RecDataset:
     if cfg.source == "minionerec_csv":
         return minionerec.load_csv_dir(cfg.path, cfg.name, cfg.max_history)
     if cfg.source in ("amazon2018", "amazon2023"):
-        return amazon.load_raw(cfg.path, cfg.name, amazon.Rules.from_config(cfg), version=cfg.source)
-    raise ValueError(f"config key 'data.source': '{cfg.source}' has no loader")
+        return amazon.load_raw(cfg.path, cfg.name, settings_from(amazon.Rules, cfg), version=cfg.source)
+    raise ValueError(f"data source '{cfg.source}' has no loader")

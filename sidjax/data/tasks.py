@@ -22,11 +22,10 @@ import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import ml_collections
 import numpy as np
 
+from sidjax.data.corpus import ITEMS_FILE, USERS_FILE, Corpus, UserText
 from sidjax.data.dataset import RecDataset, Split
-from sidjax.data.errors import DataError
 from sidjax.data.task_names import (
     TITLE2SID,
     SID2TITLE,
@@ -46,7 +45,7 @@ from sidjax.data.task_names import (
     REPLAY,
 )
 from sidjax.sid.codes import sid_string
-from sidjax.teacher.corpus import ITEMS_FILE, USERS_FILE, Corpus, UserText
+from sidjax.utils.errors import DataError
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -148,31 +147,20 @@ def user_narrative_prompt(history_sids: Sequence[str]) -> str:
 class TaskMixture:
     """Which tasks a stage trains on and how many samples each contributes.
 
-    `caps[task]`: -1 = all samples, 0 = task off, n = at most n (a seeded random subset).
+    `tasks[task]`: -1 = all samples, 0 = task off, n = at most n (a seeded random subset).
     `replay_path`: optional JSONL of general-instruction chats mixed in (train only).
     `recent_train_samples`: > 0 makes the sequence tasks read only the train split's N most
     recent samples (a fine-tune on the period closest to valid/test); item tasks are unaffected.
     """
 
-    caps: Mapping[str, int]
-    seed: int = 0
-    replay_path: str = ""
-    replay_max_samples: int = -1
-    recent_train_samples: int = 0
-
-    @classmethod
-    def from_section(cls, section: ml_collections.ConfigDict) -> "TaskMixture":
-        """Read `<stage>.tasks.<task>`, `task_seed`, `replay_path`, `replay_max_samples`, `recent_train_samples`."""
-        return cls(
-            caps={name: int(section.tasks[name]) for name in TASKS},
-            seed=int(section.task_seed),
-            replay_path=str(section.replay_path),
-            replay_max_samples=int(section.replay_max_samples),
-            recent_train_samples=int(section.recent_train_samples),
-        )
+    tasks: Mapping[str, int]
+    task_seed: int
+    replay_path: str
+    replay_max_samples: int
+    recent_train_samples: int
 
     def enabled(self) -> tuple[str, ...]:
-        return tuple(t for t in TASKS if self.caps.get(t, 0) != 0)
+        return tuple(t for t in TASKS if self.tasks.get(t, 0) != 0)
 
     def needs_corpus(self) -> bool:
         return any(t in CORPUS_TASKS for t in self.enabled())
@@ -338,15 +326,15 @@ def build_mixture(
         raise ValueError(f"tasks {missing} need the teacher corpus: add the 'teacher' stage before this one")
     out: list[Example] = []
     for k, task in enumerate(mixture.enabled()):
-        rng = np.random.default_rng([mixture.seed, k])
+        rng = np.random.default_rng([mixture.task_seed, k])
         recent = mixture.recent_train_samples if split == "train" else 0
-        out.extend(task_examples(task, dataset, item_sids, split, cap=mixture.caps[task], corpus=corpus, rng=rng,
+        out.extend(task_examples(task, dataset, item_sids, split, cap=mixture.tasks[task], corpus=corpus, rng=rng,
                                  style=style, recent=recent))
     if mixture.replay_path and split == "train":
         replay = load_replay(mixture.replay_path)
-        rng = np.random.default_rng([mixture.seed, len(TASKS)])
+        rng = np.random.default_rng([mixture.task_seed, len(TASKS)])
         out.extend(replay[i] for i in _subset(len(replay), mixture.replay_max_samples, rng))
-    order = np.random.default_rng([mixture.seed, len(TASKS) + 1]).permutation(len(out))
+    order = np.random.default_rng([mixture.task_seed, len(TASKS) + 1]).permutation(len(out))
     return [out[i] for i in order]
 
 

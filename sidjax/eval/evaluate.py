@@ -32,13 +32,13 @@ from sidjax.data.tasks import THINK_CLOSE, reasoning_prompt, reasoning_target, s
 from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.options import MODES
 from sidjax.decode.sample import SamplingParams, generate, pad_prompts
-from sidjax.eval.metrics import hit_ranks, ranking_metrics
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.model.transformer import CausalLM
 from sidjax.parallel.placement import put_batch
 from sidjax.parallel.rules import logical_spec
 from sidjax.sid.codes import SidTrie, sid_string
 from sidjax.utils.progress import progress
+from sidjax.utils.ranking import hit_ranks, ranking_metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,8 @@ class Recommendations:
 
 @dataclasses.dataclass(frozen=True)
 class SearchSettings:
-    """How to search; `from_config(config.eval)` maps the config section onto it."""
+    """How to search (a public argument of `recommend`, so it keeps its defaults; `sidjax.stages.settings`
+    builds it from `config.eval`)."""
 
     beams: int
     normalize: str = "vocab"
@@ -62,16 +63,6 @@ class SearchSettings:
     prompt_bucket: int = 32
     think: SamplingParams | None = None  # reasoning mode's generation settings
     seed: int = 0
-
-    @classmethod
-    def from_config(cls, c: Any) -> "SearchSettings":
-        think = None
-        if c.mode == "reasoning":
-            think = SamplingParams(max_new_tokens=c.max_think_tokens, temperature=c.think_temperature,
-                                   top_k=c.think_top_k, top_p=c.think_top_p,
-                                   repetition_penalty=c.think_repetition_penalty, stop_tokens=(), num_samples=1)
-        return cls(beams=c.beams, normalize=c.normalize, mode=c.mode, prompt_bucket=c.prompt_bucket, think=think,
-                   seed=c.seed)
 
 
 class Recommender:
@@ -217,10 +208,9 @@ def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: 
     n = len(data) if max_users == 0 else min(max_users, len(data))
     multiple = batch_multiple(rec.mesh)
     if batch_size % multiple:
-        raise ValueError(f"config key 'eval.batch_size': {batch_size} is not a multiple of the mesh's batch "
-                         f"axes size {multiple}")
+        raise ValueError(f"batch size {batch_size} is not a multiple of the mesh's batch axes size {multiple}")
     if max(ks) > settings.beams:
-        raise ValueError(f"config key 'eval.topk': K={max(ks)} > beams={settings.beams}")
+        raise ValueError(f"top-K metrics need K <= beams, got K={max(ks)} > beams={settings.beams}")
     histories = data.histories()[:n]
     ranks = np.full(n, -1, np.int32)
     writer = open(samples_path, "w", encoding="utf-8") if samples_path and jax.process_index() == 0 else None

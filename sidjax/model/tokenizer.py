@@ -11,9 +11,9 @@ from typing import Any, Iterable
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from sidjax.data.dataset import Item
-from sidjax.data.formatting import PROMPT_STYLE_KEY
+from sidjax.utils.catalog import Item
 
+PROMPT_STYLE_KEY = "sidjax_prompt_style"  # in tokenizer_config.json; absent = "chat"
 PAD_TOKEN = "<|endoftext|>"
 EOS_TOKEN = "<|im_end|>"
 SPECIAL_TOKENS = (PAD_TOKEN, "<|im_start|>", EOS_TOKEN)

@@ -149,8 +149,3 @@ def initialize_from_flags() -> Topology:
     """`initialize` with this module's absl flags (`--distributed`, `--coordinator_address`, ...)."""
     return initialize(_MODE.value, coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                       process_id=_PROCESS_ID.value, timeout_s=_TIMEOUT.value)
-
-
-def is_primary() -> bool:
-    """Process 0 writes logs, reports and bundle files; the others only compute and save their shards."""
-    return jax.process_index() == 0

@@ -17,7 +17,8 @@ stage starts, this module adds up what each device will hold at the peak of a tr
 
 The activation terms are per-token element counts of this transformer's backward
 residuals; tests/test_memory.py compares the total with XLA's own accounting
-(`compiled.memory_analysis()`, see `measure`) of the real jitted SFT step.
+(`compiled.memory_analysis()`) of the real jitted SFT step. `sidjax.stages.memory_check`
+reads a stage's workload from its config and names the config keys in a refusal.
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from absl import logging
 from flax import nnx
 
@@ -198,7 +198,7 @@ def device_capacity(gib: float = 0.0) -> int:
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
     if device.platform != "cpu":
-        raise MemoryPlanError(f"{device.platform} device reports no memory limit: set config.mesh.device_memory_gib")
+        raise MemoryPlanError(f"{device.platform} device reports no memory limit: give its size in GiB")
     host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return host // jax.local_device_count()
 
@@ -210,9 +210,9 @@ def _changes(model_config: ModelConfig, sizes: dict[str, int], w: Workload) -> l
     """(label, layout -> layout) of the changes that shrink a step without changing what it computes."""
     changes: list[tuple[str, Any]] = []
     if w.remat != "full":
-        changes.append(("config.mesh.remat='full'", lambda s, x: (s, dataclasses.replace(x, remat="full"))))
+        changes.append(("remat='full'", lambda s, x: (s, dataclasses.replace(x, remat="full"))))
     if sizes["data"] > 1:
-        changes.append((f"config.mesh.fsdp={sizes['fsdp'] * 2} (data={sizes['data'] // 2})",
+        changes.append((f"fsdp={sizes['fsdp'] * 2} (data={sizes['data'] // 2})",
                         lambda s, x: (dict(s, data=s["data"] // 2, fsdp=s["fsdp"] * 2), x)))
     if w.logits_chunk <= 0 or w.logits_chunk > 256:
         changes.append(("logits_chunk=256", lambda s, x: (s, dataclasses.replace(x, logits_chunk=256))))
@@ -250,66 +250,5 @@ def ensure_fits(plan: MemoryPlan, model_config: ModelConfig, capacity: int, marg
     options = "\n  ".join(_alternatives(model_config, dict(plan.mesh), plan.workload, budget))
     raise MemoryPlanError(
         f"this run needs {plan.describe()}, more than the {budget / GIB:.2f} GiB budget per device "
-        f"({capacity / GIB:.2f} GiB less config.mesh.memory_margin={margin}). Estimated with these changes:\n  "
+        f"({capacity / GIB:.2f} GiB less a margin of {margin}). Estimated with these changes:\n  "
         f"{options}")
-
-
-def stage_workload(config: ml_collections.ConfigDict, stage: str) -> Workload:
-    """The train-step workload of model stage `stage` ("sft", "reason_sft", "grpo", "sdpo") under `config`."""
-    remat = config.mesh.remat
-    if stage in ("sft", "reason_sft"):
-        c = config[stage]
-        return Workload(batch_size=c.batch_size, seq_len=max(c.length_buckets), grad_accum_steps=c.grad_accum_steps,
-                        logits_chunk=c.logits_chunk, remat=remat)
-    if stage == "grpo":
-        c = config.grpo
-        generated = c.max_new_tokens if c.rollout == "sample" else config.sids.levels
-        sequences = c.batch_size * c.group_size
-        length = c.prompt_length + generated
-        return Workload(batch_size=sequences, seq_len=length, logits_chunk=c.logits_chunk, remat=remat,
-                        reference_model=c.kl_beta > 0, rollout_sequences=sequences, rollout_len=length)
-    if stage == "sdpo":
-        c = config.sdpo
-        return Workload(batch_size=c.batch_size * (c.negatives + 1), seq_len=c.prompt_length + config.sids.levels,
-                        logits_chunk=c.logits_chunk, remat=remat, reference_model=True)
-    raise ValueError(f"no memory plan for stage '{stage}' (model stages: sft, reason_sft, grpo, sdpo)")
-
-
-def check_stage(config: ml_collections.ConfigDict, stage: str, model_config: ModelConfig,
-                mesh: jax.sharding.Mesh) -> MemoryPlan:
-    """Plan model stage `stage` on `mesh` and refuse (MemoryPlanError) if it cannot fit; call before compiling."""
-    plan = estimate(model_config, dict(mesh.shape), stage_workload(config, stage))
-    ensure_fits(plan, model_config, device_capacity(config.mesh.device_memory_gib), config.mesh.memory_margin)
-    return plan
-
-
-def measure(model_config: ModelConfig, mesh: jax.sharding.Mesh, workload: Workload) -> int:
-    """Peak bytes per device of the real jitted SFT step, by XLA's own accounting (compiled, never run).
-
-    Arguments + outputs - donated aliases + temporaries of `compiled.memory_analysis()`: what
-    `estimate` predicts, for checking it on any backend (CPU meshes of fake devices included).
-    """
-    import numpy as np
-    from jax.sharding import NamedSharding
-
-    from sidjax.configs.sft import section
-    from sidjax.model.transformer import CausalLM
-    from sidjax.parallel.mesh import create_sharded
-    from sidjax.train import sft
-    from sidjax.train.state import make_train_state
-
-    model_config = model_config.replace(remat=workload.remat)
-    model = create_sharded(lambda: CausalLM(model_config, rngs=nnx.Rngs(0)), mesh)
-    c = section()
-    c.grad_accum_steps = workload.grad_accum_steps
-    state = sft.place_state(make_train_state(model, c, 10), mesh)
-    step = sft.make_train_step(state, grad_accum_steps=workload.grad_accum_steps, logits_chunk=workload.logits_chunk)
-    shape = (workload.batch_size, workload.seq_len)
-    host = {"tokens": np.zeros(shape, np.int32), "attention_mask": np.ones(shape, bool),
-            "loss_mask": np.ones(shape, bool), "example_mask": np.ones(shape[:1], bool)}
-    batch = {k: jax.device_put(v, NamedSharding(mesh, logical_spec(("activation_batch",) + (None,) * (v.ndim - 1))))
-             for k, v in host.items()}
-    with jax.set_mesh(mesh):
-        stats = step.lower(state.arrays, batch).compile().memory_analysis()
-    return (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
-            + stats.temp_size_in_bytes)

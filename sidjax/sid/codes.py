@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sidjax.data.errors import DataError
-from sidjax.data.minionerec import read_index, write_index
+from sidjax.sid.index_file import read_index, write_index
+from sidjax.utils.errors import DataError
 
 LETTERS = string.ascii_lowercase
 _TOKEN = re.compile(r"<([a-z])_(\d+)>")

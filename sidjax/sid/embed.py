@@ -9,25 +9,21 @@ Three ways, chosen by `config.sids.embed.method`:
   (scipy comes with jax), with a seeded randomized SVD so it is deterministic.
 - `precomputed`: the user's own `.npy` [num_items, D], validated.
 - `lm_mean_pool`: what the papers do (with Qwen): mean of a causal LM's last
-  hidden states over the tokens of title + description, batched and jitted.
+  hidden states over the tokens of `item_text` (title + description), in
+  `sidjax.model.pool`.
 """
 from __future__ import annotations
 
 import collections
 import os
 import re
-from typing import Callable, Sequence
+from typing import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
-from flax import nnx
 
-from sidjax.data.dataset import Item
-from sidjax.data.errors import DataError
-from sidjax.model.transformer import positions_from_mask
-from sidjax.utils.progress import progress
+from sidjax.utils.catalog import Item
+from sidjax.utils.errors import DataError
 
 _WORD = re.compile(r"[a-z0-9]+")
 # Function words carry no product semantics; a short fixed list keeps the result independent of any download.
@@ -63,7 +59,7 @@ def tfidf_matrix(items: Sequence[Item], *, min_df: int, max_df: float, title_wei
     vocab = {t: i for i, t in enumerate(sorted(t for t, n in df.items() if min_df <= n <= limit))}
     if not vocab:
         raise ValueError(
-            f"no term occurs in at least sids.embed.min_df={min_df} and at most sids.embed.max_df={max_df} "
+            f"no term occurs in at least min_df={min_df} and at most max_df={max_df} "
             f"of the {len(items)} items"
         )
     rows, cols, vals = [], [], []
@@ -103,7 +99,7 @@ def tfidf_lsa(
     x = tfidf_matrix(items, min_df=min_df, max_df=max_df, title_weight=title_weight)
     if dim >= min(x.shape):
         raise ValueError(
-            f"sids.embed.dim={dim} must be smaller than min(items, terms) = min{x.shape} for the LSA embedding"
+            f"dim={dim} must be smaller than min(items, terms) = min{x.shape} for the LSA embedding"
         )
     u, s, _ = randomized_svd(x, dim, seed=seed)
     z = u * s
@@ -113,7 +109,7 @@ def tfidf_lsa(
 def load_precomputed(path: str | os.PathLike, num_items: int) -> np.ndarray:
     """A user's `.npy` [num_items, D] of finite numbers, as float32."""
     if not os.path.exists(path):
-        raise DataError(path, "embedding file not found (sids.embed.path)")
+        raise DataError(path, "embedding file not found")
     try:
         x = np.load(path, allow_pickle=False)
     except ValueError as e:
@@ -133,40 +129,3 @@ def load_precomputed(path: str | os.PathLike, num_items: int) -> np.ndarray:
 def item_text(item: Item) -> str:
     """What the papers embed: title and description."""
     return f"{item.title}\n{item.description}".strip()
-
-
-@nnx.jit
-def _pooled(model: nnx.Module, tokens: jax.Array, mask: jax.Array) -> jax.Array:
-    hidden, _ = model.hidden_states(tokens, positions_from_mask(mask), attention_mask=mask)
-    weights = mask.astype(jnp.float32)[..., None]
-    return (hidden.astype(jnp.float32) * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
-
-
-def lm_mean_pool(
-    model: nnx.Module,
-    encode: Callable[[str], Sequence[int]],
-    texts: Sequence[str],
-    *,
-    batch_size: int,
-    max_length: int,
-    pad_id: int = 0,
-) -> np.ndarray:
-    """float32 [len(texts), hidden]: mean of `model.hidden_states` over each text's tokens.
-
-    Every batch has the static shape [batch_size, max_length] (left padding, as
-    the model's contract expects; the last batch is filled with padding rows),
-    so the pooled forward compiles once.
-    """
-    out = []
-    for start in progress(range(0, len(texts), batch_size), desc="embed items", unit="batch"):
-        chunk = texts[start : start + batch_size]
-        tokens = np.full((batch_size, max_length), pad_id, dtype=np.int32)
-        mask = np.zeros((batch_size, max_length), dtype=bool)
-        for row, text in enumerate(chunk):
-            ids = list(encode(text))[:max_length]
-            if not ids:
-                raise ValueError(f"item text {start + row} encodes to no tokens: {text[:60]!r}")
-            tokens[row, max_length - len(ids) :] = ids
-            mask[row, max_length - len(ids) :] = True
-        out.append(np.asarray(_pooled(model, jnp.asarray(tokens), jnp.asarray(mask)))[: len(chunk)])
-    return np.concatenate(out, axis=0)

@@ -258,7 +258,7 @@ def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh | None) -> None:
     shards = row_shards(mesh) if mesh is not None else 1
     if batch_size % shards:
         raise ValueError(
-            f"config key 'sids.rqvae.batch_size' ({batch_size}) must be a multiple of the {shards} batch shards "
+            f"batch size {batch_size} must be a multiple of the {shards} batch shards "
             f"of the mesh (data x fsdp = {dict(mesh.shape)}), since every batch is split over them"
         )
 

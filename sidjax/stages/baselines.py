@@ -20,8 +20,8 @@ from typing import Any
 import jax
 
 from sidjax.baselines import markov, popularity, sasrec
-from sidjax.eval.metrics import format_table
 from sidjax.stages.context import first_entry
+from sidjax.utils.ranking import format_table
 
 METRICS_FILE = "metrics.json"
 FIT_FILE = "fit.json"

@@ -20,12 +20,13 @@ import numpy as np
 
 from sidjax import bundle as bundles
 from sidjax.data.dataset import RecDataset
-from sidjax.eval.evaluate import Recommender, SearchSettings, evaluate_split
-from sidjax.eval.metrics import format_table
+from sidjax.eval.evaluate import Recommender, evaluate_split
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.parallel.mesh import make_mesh
 from sidjax.stages.context import DONE, MODEL_STAGES, parse_stage, stage_dirname
+from sidjax.stages.settings import search_settings
 from sidjax.utils.metrics import MetricsWriter
+from sidjax.utils.ranking import format_table
 
 METRICS_FILE = "metrics.json"
 # experiments.eval writes <workdir>/evals/<model stage dir, or members joined by '+'>[@<re-scorer dirs joined
@@ -89,7 +90,7 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
         rescorer = DenseRescorer.load([(parse_stage(entry)[0], Path(d), w)
                                        for entry, d, w in zip(c.rescore, rescore_dirs, c.rescore_weights)])
     rec = _recommender(members, mesh, rescorer)
-    settings = SearchSettings.from_config(c)
+    settings = search_settings(c)
     step = members[0].step if len(members) == 1 else [b.step for b in members]
     results: dict[str, Any] = {"model": str(dirs[0]) if len(dirs) == 1 else [str(d) for d in dirs], "step": step,
                                "mode": c.mode, "beams": c.beams, "normalize": c.normalize}

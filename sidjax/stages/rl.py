@@ -24,14 +24,15 @@ from sidjax.data.tasks import THINK_CLOSE
 from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.sample import SamplingParams
 from sidjax.eval.evaluate import Recommender
-from sidjax.parallel import memory
 from sidjax.parallel.mesh import make_mesh
 from sidjax.parallel.placement import place_state, put_batch
+from sidjax.stages import memory_check
 from sidjax.stages.context import StageContext
 from sidjax.train import checkpoint as ckpt
 from sidjax.train import grpo, sdpo
 from sidjax.train.loop import LoopResult, StepFn, train_loop
 from sidjax.train.state import TrainState, make_train_state
+from sidjax.utils.settings import settings_from
 
 
 @dataclasses.dataclass
@@ -99,7 +100,7 @@ class _Run:
                 shutil.rmtree(ctx.dir / name, ignore_errors=True)
         self.mesh = make_mesh(ctx.config.mesh)  # rollouts and updates share it
         self.bundle = bundle = bundles.load(ctx.output_of(source), mesh=self.mesh)
-        memory.check_stage(ctx.config, ctx.name, bundle.model.config, self.mesh)
+        memory_check.check_stage(ctx.config, ctx.name, bundle.model.config, self.mesh)
         self.rec = bundle.recommender(self.mesh)
         model = bundle.model
         self.ref_params = jax.tree.map(jnp.copy, nnx.state(model))
@@ -161,7 +162,7 @@ def run_grpo(ctx: StageContext) -> dict[str, Any]:
             raise ValueError(f"config key 'grpo.mode': 'reasoning' needs a '{THINK_CLOSE}' token, which the "
                              f"tokenizer of {run.bundle.directory} lacks")
     prompts = build_prompts(ctx, run.rec, c, c.mode)
-    settings = grpo.GrpoSettings.from_section(c, think_end)
+    settings = settings_from(grpo.GrpoSettings, c, think_end_id=think_end)
     step = grpo.make_grpo_step(run.state.graphdef, run.state.wrt, grpo_rollout(run, c), settings)
     step_fn = grpo_step_fn(step, prompts, run.bundle.sids[prompts.targets], run.ref_params, run.rec.tables,
                            batch_size=c.batch_size, seed=ctx.config.seed, mesh=run.mesh)
@@ -208,7 +209,7 @@ def run_sdpo(ctx: StageContext) -> dict[str, Any]:
     c = ctx.config.sdpo
     run = _Run(ctx, c)
     prompts = build_prompts(ctx, run.rec, c, "direct")
-    step = sdpo.make_sdpo_step(run.state.graphdef, run.state.wrt, sdpo.SdpoSettings.from_section(c))
+    step = sdpo.make_sdpo_step(run.state.graphdef, run.state.wrt, settings_from(sdpo.SdpoSettings, c))
     model_graphdef = nnx.graphdef(run.bundle.model)
 
     def negatives(rows: np.ndarray, i: int, arrays: nnx.State) -> np.ndarray:

@@ -25,12 +25,13 @@ from sidjax import bundle as bundles
 from sidjax.data import loader
 from sidjax.data.formatting import ChatFormat, Encoded, encode_all
 from sidjax.data.tasks import TaskMixture, build_mixture, sid_strings, task_counts
-from sidjax.parallel import memory
 from sidjax.parallel.mesh import make_mesh
+from sidjax.stages import memory_check
 from sidjax.stages.sids import load_output as load_sids
 from sidjax.train import checkpoint as ckpt
 from sidjax.train.sft import fit
 from sidjax.train.state import frozen_lm, make_train_state
+from sidjax.utils.settings import settings_from
 
 def run_alignment(ctx) -> dict[str, Any]:
     return _run(ctx, ctx.config.sft)
@@ -112,10 +113,10 @@ class _Data:
 
 def _data(ctx, c: ml_collections.ConfigDict, fmt: ChatFormat, sids: np.ndarray) -> _Data:
     """The task mixture of both splits, encoded and batched in length buckets."""
-    mixture = TaskMixture.from_section(c)
+    mixture = settings_from(TaskMixture, c)
     corpus = None
     if mixture.needs_corpus():
-        from sidjax.teacher.corpus import load_corpus
+        from sidjax.data.corpus import load_corpus
 
         corpus = load_corpus(ctx.output_of("teacher"))
     item_sids = sid_strings(sids)
@@ -155,7 +156,7 @@ def _run(ctx, c: ml_collections.ConfigDict) -> dict[str, Any]:
     sids, level_sizes = load_sids(ctx.output_of("sids"))
     mesh = make_mesh(config.mesh)
     start, source = _starting_bundle(ctx, sids, level_sizes, mesh)
-    memory.check_stage(config, ctx.name, start.model.config, mesh)
+    memory_check.check_stage(config, ctx.name, start.model.config, mesh)
     _check_same_tokenizer(ctx, start.tokenizer)
     bundles.save(start, ctx.dir)
     # Read back from the bundle: training formats prompts exactly as eval and `sidjax.load` will.

@@ -18,10 +18,12 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from sidjax.data.errors import DataError
 from sidjax.data.minionerec import write_info
+from sidjax.model import pool
 from sidjax.parallel.mesh import make_mesh
 from sidjax.sid import codes, embed, kmeans, rqvae
+from sidjax.stages.settings import config_key
+from sidjax.utils.errors import DataError
 
 SIDS_FILE = "sids.npy"
 INDEX_FILE = "index.json"
@@ -92,13 +94,14 @@ def item_embeddings(ctx) -> np.ndarray:
         return np.load(cache)
     items = ctx.dataset.items
     if e.method == "tfidf_lsa":
-        x = embed.tfidf_lsa(items, dim=e.dim, min_df=e.min_df, max_df=e.max_df, title_weight=e.title_weight,
-                            seed=ctx.config.seed)
+        with config_key("sids.embed", ValueError):
+            x = embed.tfidf_lsa(items, dim=e.dim, min_df=e.min_df, max_df=e.max_df, title_weight=e.title_weight,
+                                seed=ctx.config.seed)
     elif e.method == "precomputed":
         x = embed.load_precomputed(e.path, len(items))
     else:
         model, encode = _language_model(ctx.config)
-        x = embed.lm_mean_pool(model, encode, [embed.item_text(i) for i in items], batch_size=e.batch_size,
+        x = pool.lm_mean_pool(model, encode, [embed.item_text(i) for i in items], batch_size=e.batch_size,
                                max_length=e.max_length)
     np.save(cache, x)
     key_file.write_text(json.dumps(key, indent=2), encoding="utf-8")
@@ -132,6 +135,8 @@ def learn_rqvae(ctx, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         dead_code_every=r.dead_code_every, report_every=r.report_every, seed=ctx.config.seed)
     sizes = [c.codebook_size] * c.levels
     mesh = make_mesh(ctx.config.mesh)
+    with config_key("sids.rqvae.batch_size", ValueError):
+        rqvae.check_batch_size(r.batch_size, mesh)
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         ctx.writer.write(epoch, metrics, prefix="rqvae/")

@@ -13,12 +13,14 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from sidjax.data.corpus import write_corpus
 from sidjax.data.dataset import RecDataset
 from sidjax.data.tasks import sid_strings
 from sidjax.stages.context import StageContext
-from sidjax.teacher.corpus import write_corpus
+from sidjax.stages.settings import config_key
 from sidjax.teacher.offline import write_offline
 from sidjax.teacher.prompts import Bounds
+from sidjax.utils.settings import settings_from
 
 CACHE_FILE = "cache.jsonl"
 
@@ -53,13 +55,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
         items, users = write_offline(dataset, item_sids, item_ids, user_rows)
         usage: dict[str, Any] = {}
     else:
-        from sidjax.teacher.client import ClientSettings, ResponseCache, TeacherClient
+        from sidjax.teacher.client import BudgetExceeded, ClientSettings, ResponseCache, TeacherClient, TeacherError
         from sidjax.teacher.llm import write_llm
 
         cache = ResponseCache(Path(c.cache_path) if c.cache_path else ctx.dir / CACHE_FILE)
-        client = TeacherClient(ClientSettings.from_section(c), cache)
+        with config_key("teacher.api_key_env", TeacherError):
+            client = TeacherClient(settings_from(ClientSettings, c), cache)
         try:
             items, users = write_llm(client, dataset, item_sids, item_ids, user_rows, Bounds(c.min_chars, c.max_chars))
+        except BudgetExceeded as e:
+            raise BudgetExceeded(f"config key 'teacher.{e.setting}': {e}", e.setting) from e
         finally:
             client.close()
             cache.close()

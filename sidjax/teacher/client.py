@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import ml_collections
 import openai
 from absl import logging
 
@@ -38,6 +37,10 @@ class TeacherError(RuntimeError):
 
 class BudgetExceeded(TeacherError):
     """The configured request / token budget is spent; cached answers are kept for a resumed run."""
+
+    def __init__(self, message: str, setting: str):
+        super().__init__(message)
+        self.setting = setting  # the ClientSettings field that set the budget
 
 
 class _Malformed(Exception):
@@ -61,10 +64,6 @@ class ClientSettings:
     max_tokens: int
     temperature: float
     max_output_tokens: int
-
-    @classmethod
-    def from_section(cls, c: ml_collections.ConfigDict) -> "ClientSettings":
-        return cls(**{f.name: c[f.name] for f in dataclasses.fields(cls)})
 
 
 def prompt_key(model: str, messages: Messages, temperature: float, max_output_tokens: int) -> str:
@@ -145,7 +144,7 @@ class TeacherClient:
         key = os.environ.get(settings.api_key_env, "")
         if not key:
             raise TeacherError(
-                f"config key 'teacher.api_key_env': environment variable {settings.api_key_env!r} is not set "
+                f"environment variable {settings.api_key_env!r} (api_key_env) is not set "
                 "(servers without auth accept any non-empty value, e.g. EMPTY)"
             )
         self.settings = settings
@@ -197,9 +196,9 @@ class TeacherClient:
         s = self.settings
         with self._lock:
             if 0 <= s.max_requests <= self.usage.requests:
-                raise BudgetExceeded(f"config key 'teacher.max_requests': budget of {s.max_requests} requests spent")
+                raise BudgetExceeded(f"budget of {s.max_requests} requests spent", "max_requests")
             if 0 <= s.max_tokens <= self.usage.tokens:
-                raise BudgetExceeded(f"config key 'teacher.max_tokens': budget of {s.max_tokens} tokens spent")
+                raise BudgetExceeded(f"budget of {s.max_tokens} tokens spent", "max_tokens")
             self.usage.requests += 1
 
     def _complete(self, messages: Messages) -> str:

@@ -6,10 +6,10 @@ from typing import Callable, Sequence, TypeVar
 
 from absl import logging
 
+from sidjax.data.corpus import ItemText, UserText
 from sidjax.data.dataset import RecDataset
 from sidjax.teacher import prompts
 from sidjax.teacher.client import TeacherClient
-from sidjax.teacher.corpus import ItemText, UserText
 from sidjax.utils.progress import progress
 
 T = TypeVar("T")

@@ -12,8 +12,8 @@ import re
 from collections import Counter
 from typing import Sequence
 
+from sidjax.data.corpus import ItemText, UserText
 from sidjax.data.dataset import Item, RecDataset
-from sidjax.teacher.corpus import ItemText, UserText
 from sidjax.teacher.prompts import description_text
 from sidjax.utils.progress import progress
 

@@ -14,7 +14,6 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
 from sidjax.model.transformer import positions_from_mask
@@ -27,7 +26,7 @@ from sidjax.train.rewards import REWARD_COMPONENTS, compute_rewards
 
 @dataclasses.dataclass(frozen=True)
 class GrpoSettings:
-    """The static (hashable) part of `config.grpo` that shapes the compiled step."""
+    """The static (hashable) part of `config.grpo` that shapes the compiled step (`settings_from` builds it)."""
 
     group_size: int
     updates_per_batch: int
@@ -44,26 +43,6 @@ class GrpoSettings:
     gream_credit: tuple[float, ...]
     think_end_id: int | None  # set in reasoning mode: the SID must follow `</think>`
     logits_chunk: int
-
-    @classmethod
-    def from_section(cls, c: ml_collections.ConfigDict, think_end_id: int | None) -> "GrpoSettings":
-        return cls(
-            group_size=c.group_size,
-            updates_per_batch=c.updates_per_batch,
-            clip_eps_low=c.clip_eps_low,
-            clip_eps_high=c.clip_eps_high,
-            kl_beta=c.kl_beta,
-            aggregation=c.aggregation,
-            advantage=c.advantage,
-            advantage_eps=c.advantage_eps,
-            pass_k=c.pass_k,
-            reward_weights=tuple(sorted(dict(c.reward_weights).items())),
-            prefix_credit=tuple(c.prefix_credit),
-            real_item_bonus=c.real_item_bonus,
-            gream_credit=tuple(c.gream_credit),
-            think_end_id=think_end_id,
-            logits_chunk=c.logits_chunk,
-        )
 
 
 class Rollout(NamedTuple):

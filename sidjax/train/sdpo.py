@@ -11,7 +11,6 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -23,10 +22,6 @@ class SdpoSettings:
     negatives: int
     beta: float
     logits_chunk: int
-
-    @classmethod
-    def from_section(cls, c: ml_collections.ConfigDict) -> "SdpoSettings":
-        return cls(negatives=c.negatives, beta=c.beta, logits_chunk=c.logits_chunk)
 
 
 def sdpo_loss(chosen: jax.Array, rejected: jax.Array, beta: float) -> tuple[jax.Array, dict[str, jax.Array]]:

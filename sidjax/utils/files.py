@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
-from sidjax.data.errors import DataError
+from sidjax.utils.errors import DataError
 
 
 def first_existing(candidates: Sequence[Path]) -> Path:

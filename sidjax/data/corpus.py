@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from sidjax.data.errors import DataError
+from sidjax.utils.errors import DataError
 
 ITEMS_FILE = "items.jsonl"
 USERS_FILE = "users.jsonl"
