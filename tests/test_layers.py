@@ -3,17 +3,14 @@
 Read with `ast`, so no module is executed: every `import` / `from ... import`
 counts wherever it sits (module level, inside functions, under TYPE_CHECKING),
 and so does a string literal passed to `importlib.import_module`.
-A config file loads without jax (a subprocess checks `sys.modules`).
+That a config file loads without jax is tests/test_configs.py's.
 """
 from __future__ import annotations
 
 import ast
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("sidjax", "experiments", "bench")
@@ -38,22 +35,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 # imports nothing from sidjax. It counts as a package of its own in the cycle check.
 MODULE_LAYERS = {"sidjax.parallel.rules": 0}
 
-# Upward imports that other branches of issue 20 remove; the lead empties this set
-# after merging them. Pairs are (importing module, imported module).
-KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset({
-    # model/build.py becomes sidjax.bundle (the one-bundle branch).
-    ("sidjax.model.build", "sidjax.configs.model"),
-    ("sidjax.model.build", "sidjax.data.dataset"),
-    ("sidjax.model.build", "sidjax.parallel.mesh"),
-    # stages import the public API that imports stages (the api/stages branch).
-    ("sidjax.stages.eval", "sidjax.api"),
-    ("sidjax.stages.rl", "sidjax.api"),
-    # configs import stage names from stages (the configs branch).
-    ("sidjax.configs", "sidjax.stages"),
-    ("sidjax.configs.eval", "sidjax.stages"),
-    # The SFT mixture knobs and their rules move into configs/sft.py (the configs branch).
-    ("sidjax.data.tasks", "sidjax.configs"),
-})
 
 
 def module_name(path: Path) -> str:
@@ -97,9 +78,12 @@ def imported_modules(path: Path, module: str) -> set[str]:
             if node.level:
                 anchor = module.split(".")[: len(module.split(".")) - node.level + (1 if is_package else 0)]
                 base = ".".join(anchor + ([base] if base else []))
-            found.add(base)
-            # `from sidjax.sid import codes` imports the module sidjax.sid.codes
-            found.update(f"{base}.{alias.name}" for alias in node.names if _is_module(f"{base}.{alias.name}"))
+            # `from sidjax.sid import codes` imports the module sidjax.sid.codes; `base` counts only
+            # when a name is taken from it (`from sidjax import bundle` uses no name of sidjax/__init__)
+            submodules = {f"{base}.{alias.name}" for alias in node.names if _is_module(f"{base}.{alias.name}")}
+            found.update(submodules)
+            if len(submodules) < len(node.names):
+                found.add(base)
         elif (isinstance(node, ast.Call) and _called_name(node.func) == "import_module" and node.args
               and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
             found.add(node.args[0].value)
@@ -184,21 +168,11 @@ def test_every_scanned_module_has_a_layer():
 
 def test_no_import_points_up():
     upward = upward_imports(project_imports())
-    unexpected = sorted(upward - KNOWN_VIOLATIONS)
-    assert not unexpected, "imports from a higher layer:\n" + "\n".join(f"  {a} -> {b}" for a, b in unexpected)
-
-
-def test_known_violations_are_still_real():
-    """An entry that no longer occurs must leave KNOWN_VIOLATIONS, so the set only shrinks."""
-    stale = sorted(KNOWN_VIOLATIONS - upward_imports(project_imports()))
-    assert not stale, f"fixed, remove from KNOWN_VIOLATIONS: {stale}"
+    assert not upward, "imports from a higher layer:\n" + "\n".join(f"  {a} -> {b}" for a, b in sorted(upward))
 
 
 def test_no_package_cycles():
-    """Cycles among the imports that stay once the known violations are gone."""
-    graph = {src: {dst for dst in dsts if (src, dst) not in KNOWN_VIOLATIONS}
-             for src, dsts in project_imports().items()}
-    cycles = package_cycles(graph)
+    cycles = package_cycles(project_imports())
     assert not cycles, f"packages that import each other: {[sorted(g) for g in cycles]}"
 
 
@@ -216,20 +190,3 @@ def test_the_checker_sees_function_level_and_importlib_imports(tmp_path):
                            "sidjax.teacher.c": {"sidjax.sid.d"}}) == [
         frozenset({"sidjax.sid", "sidjax.data", "sidjax.teacher"})]
 
-
-_LOAD_CONFIG = """
-import runpy, sys
-import sidjax.configs
-runpy.run_path("experiments/configs/demo.py")["get_config"]()
-heavy = sorted(m for m in ("jax", "flax") if m in sys.modules)
-assert not heavy, heavy
-"""
-
-
-# jax comes in through configs/sft.py -> data.tasks (the mixture knobs) -> sid.codes, and
-# configs/eval.py -> decode.beam, eval.evaluate.
-@pytest.mark.xfail(strict=True, reason="configs layer reworked by another branch")
-def test_loading_a_config_imports_no_jax():
-    result = subprocess.run([sys.executable, "-c", _LOAD_CONFIG], cwd=ROOT, capture_output=True, text=True,
-                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert result.returncode == 0, result.stderr[-2000:]

@@ -51,12 +51,11 @@ def measure(model_config: ModelConfig, mesh, workload: memory.Workload) -> int:
     import jax
     import numpy as np
     from flax import nnx
-    from jax.sharding import NamedSharding
 
     from sidjax.configs.sft import section
     from sidjax.model.transformer import CausalLM
     from sidjax.parallel.mesh import create_sharded
-    from sidjax.parallel.rules import logical_spec
+    from sidjax.parallel.placement import place_state, put_batch
     from sidjax.train import sft
     from sidjax.train.state import make_train_state
 
@@ -64,13 +63,12 @@ def measure(model_config: ModelConfig, mesh, workload: memory.Workload) -> int:
     model = create_sharded(lambda: CausalLM(model_config, rngs=nnx.Rngs(0)), mesh)
     c = section()
     c.grad_accum_steps = workload.grad_accum_steps
-    state = sft.place_state(make_train_state(model, c, 10), mesh)
+    state = place_state(make_train_state(model, c, 10), mesh)
     step = sft.make_train_step(state, grad_accum_steps=workload.grad_accum_steps, logits_chunk=workload.logits_chunk)
     shape = (workload.batch_size, workload.seq_len)
     host = {"tokens": np.zeros(shape, np.int32), "attention_mask": np.ones(shape, bool),
             "loss_mask": np.ones(shape, bool), "example_mask": np.ones(shape[:1], bool)}
-    batch = {k: jax.device_put(v, NamedSharding(mesh, logical_spec(("activation_batch",) + (None,) * (v.ndim - 1))))
-             for k, v in host.items()}
+    batch = put_batch(host, mesh, rows="global")
     with jax.set_mesh(mesh):
         stats = step.lower(state.arrays, batch).compile().memory_analysis()
     return (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
