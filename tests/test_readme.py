@@ -78,8 +78,8 @@ def test_every_config_key_exists(name):
 
 def test_readme_names_the_keys_users_set():
     keys = config_keys(_docs_text()["README.md"], set(base_config().keys()))
-    assert {"stages", "redo", "data.source", "sids.embed.method", "model.source", "eval.ensemble",
-            "eval.rescore", "eval.rescore_weights"} <= keys
+    assert {"stages", "redo", "data.source", "sids.embed.method", "model.source", "entries",
+            "eval.models", "eval.rescore", "eval.rescore_weights"} <= keys
 
 
 @pytest.mark.parametrize("name", [str(p.relative_to(ROOT)) for p in USER_DOCS])
