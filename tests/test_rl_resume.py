@@ -4,8 +4,6 @@ import functools
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from flax import nnx
 
 import test_grpo as toy
+from killing import kill_after_checkpoint
 from sidjax.configs import base_config
 from sidjax.decode.beam import TrieTables
 from sidjax.model.config import ModelConfig
@@ -129,7 +128,6 @@ def _assert_equal(params, reference):
 
 
 _CHILD = """
-import sys
 sys.path.insert(0, {tests!r})
 import test_rl_resume
 test_rl_resume._train({stage!r}, test_rl_resume.Path({workdir!r}), slow=0.3)
@@ -139,19 +137,8 @@ test_rl_resume._train({stage!r}, test_rl_resume.Path({workdir!r}), slow=0.3)
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_a_run_killed_with_sigkill_resumes_to_exactly_the_uninterrupted_parameters(tmp_path, uninterrupted, stage):
     workdir = tmp_path / stage
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD.format(tests=str(Path(__file__).parent), stage=stage, workdir=str(workdir))],
-        env=dict(os.environ, JAX_PLATFORMS="cpu"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and child.poll() is None:
-        found = (workdir / "checkpoints").glob("*") if workdir.exists() else []
-        if any(p.name.isdigit() and int(p.name) >= CHECKPOINT_EVERY for p in found):
-            break
-        time.sleep(0.05)
-    assert child.poll() is None, f"the child ended before it could be killed: {child.stderr.read()[-2000:]}"
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    kill_after_checkpoint(_CHILD.format(tests=str(Path(__file__).parent), stage=stage, workdir=str(workdir)),
+                          workdir / "checkpoints", min_step=CHECKPOINT_EVERY)
     killed_at = TrainCheckpoints(workdir, keep=2).latest_step()
     assert killed_at is not None and CHECKPOINT_EVERY <= killed_at < STEPS
     _assert_equal(_train(stage, workdir), uninterrupted[stage])

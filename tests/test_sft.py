@@ -1,8 +1,6 @@
 """The SFT step (loss, gradient accumulation) and loop (eval, early stopping, exact resume after SIGKILL/SIGTERM)."""
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from killing import kill_after_checkpoint
 from sidjax.configs import base_config
 from sidjax.data import loader
 from sidjax.model.config import preset
@@ -181,7 +180,6 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path
 
 
 _CHILD = """
-import sys
 sys.path.insert(0, {tests!r})
 import test_sft
 test_sft._train({workdir!r}, slow=0.3)
@@ -190,21 +188,8 @@ test_sft._train({workdir!r}, slow=0.3)
 
 def test_a_run_killed_with_sigkill_resumes_to_exactly_the_uninterrupted_parameters(tmp_path, reference):
     workdir = tmp_path / "killed"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD.format(tests=str(Path(__file__).parent), workdir=str(workdir))],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and child.poll() is None:
-        found = (workdir / "checkpoints").glob("*") if workdir.exists() else []
-        steps = [int(p.name) for p in found if p.name.isdigit()]
-        if steps and max(steps) >= 6:
-            break
-        time.sleep(0.05)
-    assert child.poll() is None, f"the child ended before it could be killed: {child.stderr.read()[-2000:]}"
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    kill_after_checkpoint(_CHILD.format(tests=str(Path(__file__).parent), workdir=str(workdir)),
+                          workdir / "checkpoints", min_step=6)
     killed_at = TrainCheckpoints(workdir, keep=2).latest_step()
     assert killed_at is not None and 6 <= killed_at < TOTAL_STEPS
     resumed, _ = _train(workdir)
