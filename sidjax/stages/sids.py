@@ -24,6 +24,7 @@ from sidjax.parallel.mesh import make_mesh
 from sidjax.sid import codes, embed, kmeans, rqvae
 from sidjax.stages.settings import config_key
 from sidjax.utils.errors import DataError
+from sidjax.utils.settings import settings_from
 
 SIDS_FILE = "sids.npy"
 INDEX_FILE = "index.json"
@@ -129,10 +130,8 @@ def learn_rqvae(ctx, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                      levels=c.levels, codebook_size=c.codebook_size, beta=r.beta,
                                      quant_weight=r.quant_weight)
     model = rqvae.RQVAE(model_config, rngs=nnx.Rngs(ctx.config.seed))
-    train_config = rqvae.TrainConfig(
-        epochs=r.epochs, batch_size=r.batch_size, learning_rate=r.learning_rate, weight_decay=r.weight_decay,
-        kmeans_init=r.kmeans_init, kmeans_iters=c.kmeans.iters, kmeans_init_method=c.kmeans.init,
-        dead_code_every=r.dead_code_every, report_every=r.report_every, seed=ctx.config.seed)
+    train_config = settings_from(rqvae.TrainConfig, r, kmeans_iters=c.kmeans.iters, kmeans_init_method=c.kmeans.init,
+                                 seed=ctx.config.seed)
     sizes = [c.codebook_size] * c.levels
     mesh = make_mesh(ctx.config.mesh)
     with config_key("sids.rqvae.batch_size", ValueError):
