@@ -16,7 +16,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import jax
 import ml_collections
@@ -91,27 +91,42 @@ def _one_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
-def _end(error: BaseException, prefix: str, code: int) -> None:
-    """Log the traceback, print one line (and the traceback with --verbose), and end the process now."""
-    trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+def _end(error: BaseException, raised: BaseException, prefix: str, code: int) -> None:
+    """Log the traceback of what was `raised`, print `error` as one line (and the traceback with --verbose),
+    and end the process now."""
+    trace = "".join(traceback.format_exception(type(raised), raised, raised.__traceback__))
     if _log_file is not None:
         _log_file.handle(std_logging.LogRecord("launch", std_logging.ERROR, __file__, 0, "%s", (trace,), None))
         _log_file.flush()
     if VERBOSE.value:
         sys.stderr.write(trace)
+    for handler in std_logging.getLogger().handlers:
+        handler.flush()
     sys.stderr.write(f"{prefix}: {_one_line(error)}\n")
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
 
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """The error and those it was raised from or during (a library may wrap the OSError of a failed save)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
 def _guarded(main: Callable[[list[str]], None], argv: list[str]) -> None:
     try:
         main(argv)
-    except Preempted as e:
-        _end(e, "preempted", PREEMPTED_EXIT)
-    except USER_ERRORS as e:
-        _end(e, "error", USER_ERROR_EXIT)
+    except Exception as e:
+        for error in _chain(e):
+            if isinstance(error, Preempted):
+                _end(error, e, "preempted", PREEMPTED_EXIT)
+            if isinstance(error, USER_ERRORS):
+                _end(error, e, "error", USER_ERROR_EXIT)
+        raise
 
 
 def run(main: Callable[[list[str]], None]) -> None:

@@ -204,7 +204,8 @@ def test_a_full_disk_is_one_line_not_a_hundred_shutdown_tracebacks(tmp_path):
         def full_disk(ctx):
             atexit.register(lambda: [print("Traceback (most recent call last):\\nRuntimeError: Event loop is closed",
                                            file=sys.stderr) for _ in range(100)])
-            raise OSError(errno.ENOSPC, "No space left on device", str(ctx.dir / "statistics.json"))
+            full = OSError(errno.ENOSPC, "No space left on device", str(ctx.dir / "statistics.json"))
+            raise RuntimeError("the async save failed") from full  # as a checkpointer wraps it
 
         registry.STAGES["data"] = full_disk
         from experiments import train
@@ -217,6 +218,7 @@ def test_a_full_disk_is_one_line_not_a_hundred_shutdown_tracebacks(tmp_path):
     assert _error_line(result) == (f"error: the disk is full writing {tmp_path / 'data' / 'statistics.json'} "
                                    f"(No space left on device); free space or use another --workdir")
     assert "Event loop is closed" not in result.stderr and "Traceback" not in result.stderr
+    assert "RuntimeError: the async save failed" in (tmp_path / launch.LOG_FILE).read_text()
 
 
 def test_preempted_is_its_own_line_and_exit_code(tmp_path):

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import ml_collections
+from absl import logging
 
 from sidjax.configs import ConfigError, entry_section, stage_of
 from sidjax.stages.context import DONE, MODEL_STAGES, first_entry, stage_dirname
+from sidjax.utils.errors import DataError
 
 # Stages whose outputs a model stage reads, by their entry name (`ctx.output_of("sids")`).
 _MODEL_STAGE_READS = ("sids", "teacher")
@@ -79,15 +81,22 @@ def uses(config: ml_collections.ConfigDict, spec: str) -> tuple[str, ...]:
     return tuple(u for u in used if u and u in listed and u != spec)
 
 
-def recorded_inputs(done: Path) -> dict[str, Any] | None:
+def recorded_inputs(done: Path, spec: str) -> dict[str, Any] | None:
     """The inputs a finished entry's DONE.json recorded; None for one written before they were recorded."""
-    return json.loads(done.read_text(encoding="utf-8")).get("inputs")
+    try:
+        return json.loads(done.read_text(encoding="utf-8")).get("inputs")
+    except (ValueError, AttributeError) as e:
+        raise DataError(done, f"not a DONE record ({e}); add '{spec}' to config.redo to run it again") from None
+
+
+def _shown(values: Mapping[str, Any], key: str) -> str:
+    return repr(values[key]) if key in values else "(unset)"
 
 
 def _changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    missing = object()
-    return [f"{key} {old.get(key, missing)!r} -> {new.get(key, missing)!r}".replace(repr(missing), "(unset)")
-            for key in sorted(set(old) | set(new)) if old.get(key, missing) != new.get(key, missing)]
+    keys = sorted(set(old) | set(new))
+    return [f"{key} {_shown(old, key)} -> {_shown(new, key)}" for key in keys
+            if key not in old or key not in new or old[key] != new[key]]
 
 
 def check_relaunch(config: ml_collections.ConfigDict, workdir: Path) -> None:
@@ -101,7 +110,10 @@ def check_relaunch(config: ml_collections.ConfigDict, workdir: Path) -> None:
         if not done.exists() or spec in config.redo:
             runs.add(spec)
             continue
-        old = recorded_inputs(done)
+        old = recorded_inputs(done, spec)
+        if old is None:
+            logging.warning("stage %s: %s records no config (written before fingerprints); taken as made with this "
+                            "one", spec, done)
         diff = [] if old is None else _changes(old, inputs(config, spec))
         upstream = [u for u in uses(config, spec) if u in runs or u in changed or u in stale]
         if diff:
