@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import types
 from pathlib import Path
 
 import pytest
@@ -109,7 +108,7 @@ def test_a_changed_config_is_refused_naming_keys_and_entries_then_redone(tmp_pat
 
     same = _markov_config()
     same.redo = ("markov",)  # baselines scores markov's model: it must be redone too
-    with pytest.raises(ConfigError, match=r"'baselines' uses 'markov', which run\(s\) again.*"
+    with pytest.raises(ConfigError, match=r"'baselines' uses 'markov', which runs again.*"
                                           r"""--config.redo="\('markov', 'baselines'\)\""""):
         run_pipeline(same, tmp_path)
     assert (tmp_path / "config.json").read_text() == saved
@@ -154,8 +153,8 @@ def test_an_eval_prompt_longer_than_the_model_is_refused_at_launch(tmp_path):
 def test_paper_sids_that_do_not_match_the_config_are_refused_before_any_stage(tmp_path):
     result = _launch(tmp_path, "--config.sids.levels=4")
     assert result.returncode == launch.USER_ERROR_EXIT
-    assert _error_line(result) == ("error: the Industrial_and_Scientific index.json: SIDs have 3 levels but config "
-                                   "key 'sids.levels' is 4")
+    line = _error_line(result)
+    assert line.startswith("error: ") and line.endswith("SIDs have 3 levels but config key 'sids.levels' is 4"), line
     assert not (tmp_path / "data").exists(), "the data stage (and any paid teacher) did not run first"
     config = base_config()
     config.stages = ("data", "sids")

@@ -100,7 +100,8 @@ def _changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 def check_relaunch(config: ml_collections.ConfigDict, workdir: Path) -> None:
-    """Refuse (ConfigError) when a finished entry that would be kept was made with other inputs, or uses one that runs now."""
+    """Refuse (ConfigError) when a finished entry that would be kept was made with other inputs, or uses the
+    outputs of an entry that runs now."""
     stages: Sequence[str] = tuple(config.stages)
     changed: dict[str, list[str]] = {}
     stale: dict[str, list[str]] = {}
@@ -120,16 +121,20 @@ def check_relaunch(config: ml_collections.ConfigDict, workdir: Path) -> None:
             changed[spec] = diff
         elif upstream:
             stale[spec] = upstream
-    if not changed and not stale:
-        return
-    parts = []
+    if changed or stale:
+        redo = tuple(s for s in stages if s in config.redo or s in changed or s in stale)
+        raise ConfigError(f"workdir {workdir} holds finished entries made with another config: "
+                          f"{_reasons(changed, stale)}. Redo them with --config.redo=\"{redo!r}\", or use a new "
+                          f"--workdir")
+
+
+def _reasons(changed: Mapping[str, list[str]], stale: Mapping[str, list[str]]) -> str:
+    """'key old -> new (affects entries)' per changed key, then 'entry uses entries, which run again'."""
     by_change: dict[str, list[str]] = {}
     for spec, diff in changed.items():
         for change in diff:
             by_change.setdefault(change, []).append(spec)
-    parts += [f"{change} (affects {', '.join(specs)})" for change, specs in by_change.items()]
-    parts += [f"'{spec}' uses {', '.join(repr(u) for u in upstream)}, which run(s) again" for spec, upstream in
-              stale.items()]
-    redo = tuple(s for s in stages if s in config.redo or s in changed or s in stale)
-    raise ConfigError(f"workdir {workdir} holds finished entries made with another config: {'; '.join(parts)}. "
-                      f"Redo them with --config.redo=\"{redo!r}\", or use a new --workdir")
+    parts = [f"{change} (affects {', '.join(specs)})" for change, specs in by_change.items()]
+    parts += [f"'{spec}' uses {', '.join(repr(u) for u in upstream)}, which {'runs' if len(upstream) == 1 else 'run'}"
+              f" again" for spec, upstream in stale.items()]
+    return "; ".join(parts)
