@@ -32,6 +32,8 @@ class WorkdirBusy(RuntimeError):
 
 
 def _describe(holder: str) -> str:
+    if not holder:
+        return "another launch (starting: its record is not written yet)"
     try:
         h = json.loads(holder)
         return f"pid {h['pid']} on {h['host']} (since {h['since']})"
