@@ -52,16 +52,45 @@ class _LibraryInfoFilter(std_logging.Filter):
         return record.levelno >= std_logging.WARNING or not any(lib in record.pathname for lib in _CHATTY_LIBRARIES)
 
 
+class _ConsoleFilter(_LibraryInfoFilter):
+    """On stderr, also a library's error line without its traceback (one per failed background write of
+    a save, on a full disk): the log file, which sees each record first, keeps them."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if record.exc_info and any(lib in record.pathname for lib in _CHATTY_LIBRARIES):
+            record.exc_info = record.exc_text = None
+        return super().filter(record)
+
+
+class _LogFile(std_logging.FileHandler):
+    """The run's log file; one that cannot be written (a full disk) stops quietly instead of printing a
+    traceback per log line."""
+
+    def handleError(self, record: std_logging.LogRecord) -> None:
+        std_logging.getLogger().removeHandler(self)
+
+
+def _quiet_closed_loop_hook(default: Callable) -> Callable:
+    """sys.unraisablehook that drops "Event loop is closed": after a failed async save (a full disk) every
+    pending write's completion reports one, from native code, before the real error arrives."""
+
+    def hook(unraisable) -> None:
+        if not (type(unraisable.exc_value) is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"):
+            default(unraisable)
+
+    return hook
+
+
 def _open_log(workdir: Path) -> None:
     """Append this launch's log lines (process 0's) to `<workdir>/launch.log`."""
     global _log_file
     if jax.process_index() != 0:
         return
     workdir.mkdir(parents=True, exist_ok=True)
-    _log_file = std_logging.FileHandler(workdir / LOG_FILE, encoding="utf-8")
+    _log_file = _LogFile(workdir / LOG_FILE, encoding="utf-8")
     _log_file.setFormatter(std_logging.Formatter("%(asctime)s pid %(process)d %(levelname)s %(message)s"))
     _log_file.addFilter(_LibraryInfoFilter())
-    std_logging.getLogger().addHandler(_log_file)
+    std_logging.getLogger().handlers.insert(0, _log_file)  # before the console's filter strips library tracebacks
 
 
 def start(argv: list[str]) -> ml_collections.ConfigDict:
@@ -72,7 +101,7 @@ def start(argv: list[str]) -> ml_collections.ConfigDict:
     """
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.get_absl_handler().addFilter(_LibraryInfoFilter())
+    logging.get_absl_handler().addFilter(_ConsoleFilter())
     distributed.initialize_from_flags()
     config = _CONFIG.value
     validate(config)
@@ -88,6 +117,8 @@ def _one_line(error: BaseException) -> str:
         message = f"the disk is full{where} ({error.strerror or error}); free space or use another --workdir"
     else:
         message = str(error) or type(error).__name__
+        if "No space left on device" in message:  # a library's own error around the OSError
+            message += "; the disk is full: free space or use another --workdir"
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
@@ -131,4 +162,5 @@ def _guarded(main: Callable[[list[str]], None], argv: list[str]) -> None:
 
 def run(main: Callable[[list[str]], None]) -> None:
     """`app.run(main)`, with a user error ending as one line (see the module docstring)."""
+    sys.unraisablehook = _quiet_closed_loop_hook(sys.unraisablehook)
     app.run(functools.partial(_guarded, main))
