@@ -6,7 +6,8 @@
   splits, `data.max_history` at most, each item its SID tokens, the answer's SID and in reasoning
   mode the thinking budget) against the positions of the model it scores. The count is a lower
   bound (SID tokens and one separator per item; the template's words not counted), so a refusal
-  is never wrong. A longer prompt does not fail: it runs out of memory.
+  is never wrong. Unchecked, a longer prompt does not fail cleanly: the search runs out of memory
+  (a 1,000-item history: a 39.5 GB allocation).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def check(config: ml_collections.ConfigDict, workdir: Path, to_run: Sequence[str
         return
     dataset = load_dataset_cached(config.data.to_json())
     if paper:
+        # The stage's own check; it reads only ctx.config and ctx.dataset.
         sids_stage.paper_sids(types.SimpleNamespace(config=entry_config(config, "sids"), dataset=dataset))
     for spec in evals:
         c = entry_section(config, spec)
@@ -56,6 +58,18 @@ def _positions(config: ml_collections.ConfigDict, model_dir: Path | None) -> tup
     return None
 
 
+def _sid_tokens(config: ml_collections.ConfigDict, model_dir: Path | None) -> int:
+    """Tokens per item SID: the model's own levels once it is made, else what `config.sids` will make."""
+    if model_dir is not None and (model_dir / bundles.BUNDLE).is_file():
+        try:
+            record = json.loads((model_dir / bundles.BUNDLE).read_text(encoding="utf-8"))
+        except ValueError:
+            record = {}  # a damaged bundle is named when it loads
+        if record.get("level_offsets"):
+            return len(record["level_offsets"])
+    return config.sids.levels + (config.sids.collision == "append")
+
+
 def check_prompt_length(config: ml_collections.ConfigDict, dataset: RecDataset, model_dir: Path | None,
                         what: str) -> None:
     """Refuse (ConfigError naming data.max_history) an eval whose longest prompt exceeds the model's positions.
@@ -67,7 +81,7 @@ def check_prompt_length(config: ml_collections.ConfigDict, dataset: RecDataset, 
         return
     positions, where = known
     c = config.eval
-    per_item = config.sids.levels + (config.sids.collision == "append")
+    per_item = _sid_tokens(config, model_dir)
     separator = 0 if config.model.prompt_style == "sid_sequence" else 1
     fixed = per_item + (c.max_think_tokens if c.mode == "reasoning" else 0) - separator
     for split in c.splits:
@@ -77,8 +91,9 @@ def check_prompt_length(config: ml_collections.ConfigDict, dataset: RecDataset, 
         if tokens <= positions:
             continue
         fits = (positions - fixed) // (per_item + separator)
-        change = (f"set data.max_history to at most {fits}" if fits >= 1 else
-                  "shorten eval.max_think_tokens" if c.mode == "reasoning" else "use a model with more positions")
+        change = f"set data.max_history to at most {fits}" if fits >= 1 else "use a model with more positions"
+        if c.mode == "reasoning":
+            change += f" or shorten eval.max_think_tokens ({c.max_think_tokens} of them)"
         raise ConfigError(
             f"config key 'data.max_history': the longest '{split}' history has {longest} items, so a prompt of "
             f"'{what}' is at least {tokens} tokens with its answer, over the {positions} positions of the model "
