@@ -5,16 +5,19 @@ finished model stage), else the model stage entries of `--workdir` named in `--c
 (two or more: one ensemble). With `--config.eval.rescore` (`sasrec` / `markov` entries of
 `--workdir`) their dense models re-score the beams. Results go to
 `<workdir>/evals/<model dirs joined by '+'>[@<re-scorer dirs joined by '+'>]/` (metrics.json,
-<split>.jsonl), beside the stages' own directories and never inside one.
+<split>.jsonl), beside the stages' own directories and never inside one. It holds the workdir's lock
+while it runs (`sidjax.stages.lock`), and refuses a prompt longer than the model's positions first.
 """
 from pathlib import Path
 
-from absl import app, logging
+from absl import logging
 
-from experiments.launch import WORKDIR, start
+from experiments.launch import WORKDIR, run, start
 from sidjax.data.sources import load_dataset
 from sidjax.stages import stage_dirname
 from sidjax.stages.eval import evaluate_bundle, find_bundle, standalone_dir
+from sidjax.stages.launch_checks import check_prompt_length
+from sidjax.stages.lock import workdir_lock
 
 
 def main(argv) -> None:
@@ -27,9 +30,12 @@ def main(argv) -> None:
         model_dirs = [find_bundle(workdir / stage_dirname(entry)) for entry in c.models]
     rescore_dirs = [workdir / stage_dirname(entry) for entry in c.rescore]
     out_dir = standalone_dir(workdir, model_dirs, rescore_dirs)
-    logging.info("evaluating %s -> %s", model_dirs, out_dir)
-    evaluate_bundle(model_dirs, config, load_dataset(config.data), out_dir, rescore_dirs=rescore_dirs)
+    dataset = load_dataset(config.data)
+    check_prompt_length(config, dataset, model_dirs[0], "experiments.eval")
+    with workdir_lock(workdir):
+        logging.info("evaluating %s -> %s", model_dirs, out_dir)
+        evaluate_bundle(model_dirs, config, dataset, out_dir, rescore_dirs=rescore_dirs)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

@@ -1,7 +1,7 @@
 """Run the stages of a config: python -m experiments.train --config=experiments/configs/demo.py --workdir=DIR"""
-from absl import app, logging
+from absl import logging
 
-from experiments.launch import WORKDIR, start
+from experiments.launch import WORKDIR, run, start
 from sidjax.stages import run_pipeline
 
 
@@ -12,4 +12,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run(main)

@@ -186,7 +186,7 @@ def test_unknown_item_id_in_a_sequence(tmp_path, shipped):
     write_tiny(tmp_path)
     items = {"0": {"title": "Red pen"}, "1": {"title": "Blue pen, fine"}}
     (tmp_path / "Office.item.json").write_text(json.dumps(items))
-    with pytest.raises(DataError, match=r"train/Office_5_2020-01-2021-01\.csv:3: field 'item_id': unknown item id 2"):
+    with pytest.raises(DataError, match=r"train/Office_5_2020-01-2021-01\.csv:3: field 'history_item_id': unknown item id 2"):
         minionerec.load_csv_dir(tmp_path, "Office", 3)
     inter = tmp_path / "Tiny.train.inter"
     inter.write_text(minionerec.INTER_HEADER + "\n0\t0 1\t2\n1\t0 7\t1\n")

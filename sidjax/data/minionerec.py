@@ -367,9 +367,6 @@ class _CsvCatalog:
 
     def add(self, row: CsvRow, user: int, path: Path) -> None:
         ids = row.history + [row.target]
-        bad = [i for i in ids if i < 0]
-        if bad:
-            raise DataError(path, f"negative item id {bad[0]}", line=row.line, field="item_id")
         for i, title in zip(ids, row.history_titles + [row.title]):
             _record(self.titles, i, title, path, row.line, "item_title")
             self.first_seen.setdefault(i, (path, row.line))
@@ -399,6 +396,9 @@ def load_csv_dir(directory: str | os.PathLike, name: str, max_history: int) -> R
     for s in SPLITS:
         if not rows_by_split[s]:
             raise DataError(paths[s], f"split '{s}' has no samples")
+    item_path = find_optional(d, f"{name}.item.json")
+    items = read_items(item_path) if item_path is not None else None
+    _check_item_ids(rows_by_split, paths, items, item_path)
     users = _user_ids(rows_by_split)
     catalog = _CsvCatalog()
     samples: dict[str, list[Row]] = {s: [] for s in SPLITS}
@@ -406,7 +406,7 @@ def load_csv_dir(directory: str | os.PathLike, name: str, max_history: int) -> R
         for row in rows_by_split[s]:
             catalog.add(row, users[row.user], paths[s])
             samples[s].append((users[row.user], row.history, row.target))
-    items = _csv_items(d, name, catalog.titles, catalog.first_seen)
+    items = _csv_items(d, name, items, catalog.titles, catalog.first_seen)
     dataset = RecDataset(
         name=name,
         items=items,
@@ -436,25 +436,42 @@ def _csv_paper_sids(
     return None
 
 
+def _check_item_ids(rows_by_split: Mapping[str, list[CsvRow]], paths: Mapping[str, Path],
+                    items: Sequence[Item] | None, item_path: Path | None) -> None:
+    """Every id in the rows names an item, checked at the row that holds it (before continuity is).
+
+    Items are those of `<name>.item.json` when it is there, else the CSVs' own: ids 0..N-1 for the N
+    distinct ids they hold, so an id past that range is a typo wherever it sits in a history.
+    """
+    if items is not None:
+        count, known = len(items), f"{item_path.name} has items 0..{len(items) - 1}"
+    else:
+        count = len({i for s in SPLITS for row in rows_by_split[s] for i in row.history + [row.target]})
+        known = f"the CSVs name {count} distinct items, so ids are 0..{count - 1}"
+    for s in SPLITS:
+        for row in rows_by_split[s]:
+            for field, ids in (("history_item_id", row.history), ("item_id", [row.target])):
+                bad = [i for i in ids if not 0 <= i < count]
+                if bad:
+                    what = "negative item id" if bad[0] < 0 else "unknown item id"
+                    raise DataError(paths[s], f"{what} {bad[0]} ({known})", line=row.line, field=field)
+
+
 def _csv_items(
-    directory: Path, name: str, titles: Mapping[int, str], first_seen: Mapping[int, tuple[Path, int]]
+    directory: Path, name: str, items: tuple[Item, ...] | None, titles: Mapping[int, str],
+    first_seen: Mapping[int, tuple[Path, int]]
 ) -> tuple[Item, ...]:
-    """Items 0..N-1: the CSVs' titles, with the rest of the text from `<name>.item.json` if it is there."""
-    item_path = find_optional(directory, f"{name}.item.json")
-    if item_path is None:
+    """Items 0..N-1: the CSVs' titles, with the rest of the text from `<name>.item.json` (`items`) if it is there."""
+    if items is None:
         count = max(titles) + 1
         missing = sorted(set(range(count)) - set(titles))
         if missing:
             raise DataError(directory, f"item ids {missing[:5]} appear in no CSV and there is no {name}.item.json "
                                        f"to name them (items must be 0..{count - 1})")
         return tuple(Item(title=titles[i]) for i in range(count))
-    items = read_items(item_path)
     for i, title in sorted(titles.items()):
         path, line = first_seen[i]
-        if i >= len(items):
-            raise DataError(path, f"unknown item id {i}: {item_path.name} has items 0..{len(items) - 1}",
-                            line=line, field="item_id")
         if items[i].title != title:
-            raise DataError(path, f"item {i} is {title!r} here but {items[i].title!r} in {item_path.name}",
+            raise DataError(path, f"item {i} is {title!r} here but {items[i].title!r} in {name}.item.json",
                             line=line, field="item_title")
     return items

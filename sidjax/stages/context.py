@@ -47,7 +47,7 @@ def entry_config(config: ml_collections.ConfigDict, spec: str) -> ml_collections
 
 
 @functools.lru_cache(maxsize=None)
-def _load_dataset_cached(data_json: str) -> RecDataset:
+def load_dataset_cached(data_json: str) -> RecDataset:
     from sidjax.data.sources import load_dataset
 
     return load_dataset(ml_collections.ConfigDict(json.loads(data_json)))
@@ -67,7 +67,7 @@ class StageContext:
 
     @property
     def dataset(self) -> RecDataset:
-        return _load_dataset_cached(self.config.data.to_json())
+        return load_dataset_cached(self.config.data.to_json())
 
     @property
     def writer(self) -> MetricsWriter:

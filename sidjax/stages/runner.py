@@ -1,7 +1,10 @@
 """Run a config's stage entries in order, each once: a finished entry is skipped on the next launch.
 
-Each entry owns `workdir/<entry with : -> _>/`; a finished one wrote `DONE.json` there and runs
-again only when it is in `config.redo`.
+Each entry owns `workdir/<entry with : -> _>/`; a finished one wrote `DONE.json` there (with the
+config keys it was made with, `sidjax.stages.fingerprint`) and runs again only when it is in
+`config.redo`. Before any entry runs: the workdir is locked (`sidjax.stages.lock`), a relaunch whose
+config changed for a finished entry is refused, and the checks that need the data run
+(`sidjax.stages.launch_checks`); only then is `config.json` written.
 """
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ import jax
 import ml_collections
 from absl import logging
 
-from sidjax.stages import entries
-from sidjax.stages.context import DONE, StageContext
+from sidjax.stages import entries, fingerprint, launch_checks
+from sidjax.stages.context import DONE, StageContext, stage_dirname
+from sidjax.stages.lock import workdir_lock
 from sidjax.stages.registry import STAGES
 
 
@@ -36,7 +40,15 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
     """Run `config.stages` in order, skipping finished ones; returns each stage's summary."""
     entries.check(config)
     workdir = Path(workdir)
-    save_resolved_config(config, workdir)
+    with workdir_lock(workdir):
+        fingerprint.check_relaunch(config, workdir)
+        to_run = [s for s in config.stages if s in config.redo or not (workdir / stage_dirname(s) / DONE).exists()]
+        launch_checks.check(config, workdir, to_run)
+        save_resolved_config(config, workdir)
+        return _run_entries(config, workdir)
+
+
+def _run_entries(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, dict[str, Any]]:
     summaries = {}
     for spec in config.stages:
         ctx = StageContext(config, workdir, spec)
@@ -56,6 +68,9 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
         seconds = round(time.time() - start, 2)
         logging.info("stage %s: done in %.1fs", spec, seconds)
         if jax.process_index() == 0:
-            _write_atomic(done, json.dumps({"seconds": seconds, "summary": summary}, indent=2, default=str))
+            inputs = fingerprint.inputs(config, spec)
+            record = {"seconds": seconds, "summary": summary, "fingerprint": fingerprint.fingerprint(inputs),
+                      "inputs": inputs}
+            _write_atomic(done, json.dumps(record, indent=2, default=str))
         summaries[spec] = summary
     return summaries
