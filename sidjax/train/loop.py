@@ -135,9 +135,10 @@ def train_loop(
     """
     hook = hook or LoopHook()
     step = 0
-    latest = checkpoints.latest_step()
-    if latest is not None:
-        arrays, data_state, meta = checkpoints.restore(latest, arrays)
+    latest = None
+    restored = checkpoints.restore_latest(arrays)  # the newest intact checkpoint (a damaged one is set aside)
+    if restored is not None:
+        latest, arrays, data_state, meta = restored
         if data is not None:
             data.set_state(data_state)
         hook.restore(meta)
