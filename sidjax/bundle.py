@@ -44,6 +44,7 @@ from sidjax.sid.codes import sid_token
 from sidjax.train.checkpoint import BEST, CHECKPOINTS, NonFiniteParamsError, restore_model_arrays, with_shardings
 from sidjax.utils.checksums import DamagedFileError, verify_manifest, write_manifest
 from sidjax.utils.errors import DataError
+from sidjax.utils.files import read_npy
 
 BUNDLE = "bundle.json"
 MODEL_CONFIG = "model_config.json"
@@ -283,9 +284,9 @@ def _read_tokenizer(path: Path) -> tokenizers.Tokenizer:
 
 def _read_sids(path: Path) -> np.ndarray:
     try:
-        sids = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, OSError) as e:
-        raise DataError(path, f"{_DAMAGED} ({e})") from None
+        sids = read_npy(path)
+    except DataError as e:
+        raise DataError(path, f"{e.message}; {_REDO}") from None
     if sids.ndim != 2 or not np.issubdtype(sids.dtype, np.integer):
         raise DataError(path, f"{_DAMAGED} (expected int SIDs [items, levels], got {sids.dtype} {sids.shape})")
     return sids

@@ -16,7 +16,7 @@ import ml_collections
 from absl import logging
 
 from sidjax.stages import entries
-from sidjax.stages.context import DONE, StageContext
+from sidjax.stages.context import DONE, StageContext, read_done
 from sidjax.stages.registry import STAGES
 
 
@@ -43,7 +43,7 @@ def run_pipeline(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
         done = ctx.dir / DONE
         if done.exists() and spec not in config.redo:
             logging.info("stage %s: already done in %s (add it to config.redo to run it again)", spec, ctx.dir)
-            summaries[spec] = json.loads(done.read_text(encoding="utf-8"))["summary"]
+            summaries[spec] = read_done(ctx.dir, spec)["summary"]
             continue
         if done.exists():
             done.unlink()

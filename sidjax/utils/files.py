@@ -8,6 +8,8 @@ import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Sequence
 
+import numpy as np
+
 from sidjax.utils.errors import DataError
 
 
@@ -86,3 +88,13 @@ def read_json(path: str | os.PathLike) -> Any:
             return json.load(f)
         except json.JSONDecodeError as e:
             raise DataError(p, f"invalid JSON: {e.msg}", line=e.lineno) from None
+
+
+def read_npy(path: str | os.PathLike) -> np.ndarray:
+    """A `.npy` array (no pickles); a truncated or damaged file is a `DataError` naming it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (ValueError, EOFError, OSError) as e:
+        raise DataError(path, f"is not a readable .npy array (truncated or damaged: {e})") from None
