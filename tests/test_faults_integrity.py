@@ -75,7 +75,8 @@ def test_a_damaged_train_checkpoint_is_refused_when_loaded_by_step(tmp_path):
 
 def test_nan_parameters_are_refused_naming_the_parameter(tmp_path):
     model = _model(0)
-    model.layers[0].attn.k_proj.value = model.layers[0].attn.k_proj.value.at[3, 1, 0].set(jnp.nan)
+    k_proj = model.layers[0].attn.k_proj
+    k_proj[...] = k_proj[...].at[3, 1, 0].set(jnp.nan)
     _finished_bundle(tmp_path, model)  # checksums are intact: the NaN was saved
     with pytest.raises(ckpt.NonFiniteParamsError, match=r"best/7: model parameter 'layers\.0\.attn\.k_proj' holds NaN"):
         bundles.load(tmp_path)
@@ -147,7 +148,7 @@ def test_no_intact_train_checkpoint_is_an_error_naming_each(tmp_path):
 
 def test_a_search_whose_beams_are_all_invalid_is_an_error_naming_the_user():
     dataset, rec = build()
-    rec.model.embed.value = jnp.full_like(rec.model.embed.value, jnp.nan)  # what loading the damaged weights used to give
+    rec.model.embed[...] = jnp.full_like(rec.model.embed[...], jnp.nan)  # what loading the damaged weights used to give
     users = dataset.splits["test"].users
     with pytest.raises(ValueError, match=rf"split 'test' sample 0 \(user {users[0]}\): the constrained search found "
                                          "no valid SID beam"):

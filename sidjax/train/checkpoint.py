@@ -155,7 +155,8 @@ class TrainCheckpoints:
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
-        self._unsealed = _seal(self.directory, self._unsealed)
+        _seal(self.directory, self._unsealed)
+        self._unsealed = []
 
     def close(self) -> None:
         self.wait()
@@ -184,7 +185,8 @@ class BestModel:
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
-        self._unsealed = _seal(self.stage_dir / BEST, self._unsealed)
+        _seal(self.stage_dir / BEST, self._unsealed)
+        self._unsealed = []
 
     def close(self) -> None:
         self.wait()
@@ -212,8 +214,8 @@ def check_finite(tree: Any, where: Path, item: str) -> None:
     bad = [_path_name(path) for (path, _), ok in zip(leaves, finite) if not ok]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise NonFiniteParamsError(f"{where}: {item} parameter '{bad[0]}'{more} holds NaN or Inf values: the checkpoint "
-                                   f"is damaged or was saved from a diverged run")
+        raise NonFiniteParamsError(f"{where}: {item} parameter '{bad[0]}'{more} holds NaN or Inf values: "
+                                   "the checkpoint is damaged or was saved from a diverged run")
 
 
 @jax.jit
@@ -238,11 +240,10 @@ def _verify(step_dir: Path) -> None:
                         step_dir)
 
 
-def _seal(directory: Path, steps: list[int]) -> list[int]:
-    """Write the manifest of each finished step directory (process 0); returns the steps still to seal (none)."""
+def _seal(directory: Path, steps: list[int]) -> None:
+    """Write the manifest of each step directory orbax has finished (process 0)."""
     if jax.process_index() == 0:
         for step in steps:
             step_dir = directory / str(step)
             if step_dir.is_dir():  # gone when a later save already replaced it (max_to_keep)
                 write_manifest(step_dir)
-    return []

@@ -128,7 +128,7 @@ def train_loop(
     summarize: Summarize = per_step_rows,
     loss_key: str = "loss",
 ) -> LoopResult:
-    """Run `step_fn` from the latest checkpoint in `checkpoints` (or from `arrays` at step 0) to `total_steps`.
+    """Run `step_fn` from the latest intact checkpoint in `checkpoints` (or from `arrays` at step 0) to `total_steps`.
 
     `data`: the iterator `step_fn` draws from, if it has a position to checkpoint (without one,
     `step_fn` must derive its batch from the step number). The caller closes `checkpoints`.

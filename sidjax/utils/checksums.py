@@ -54,10 +54,6 @@ def write_manifest(directory: str | os.PathLike, names: Iterable[str] | None = N
     return path
 
 
-def has_manifest(directory: str | os.PathLike) -> bool:
-    return (Path(directory) / MANIFEST).is_file()
-
-
 def verify_manifest(directory: str | os.PathLike) -> bool:
     """Check every file `directory/SHA256SUMS` lists; False when there is no manifest (nothing checked).
 
