@@ -11,6 +11,9 @@ later stages, eval and `sidjax.load` `load` it back. Layout of a model stage's d
     best/<step>/model                                the stage's output model (best valid loss, or last)
     bundle.json       {"step": <best step>, "level_offsets": [...], "level_sizes": [...], "first_new_row": n, ...}
     model_config.json  tokenizer.json  tokenizer_config.json  sids.npy  config.json
+    SHA256SUMS        checksums of the six files above (each step directory has its own: sidjax.train.checkpoint)
+
+`load` checks the checksums and refuses NaN / Inf parameters, naming the damaged file or parameter.
 """
 from __future__ import annotations
 
@@ -38,7 +41,10 @@ from sidjax.model.config import ModelConfig, scratch
 from sidjax.model.transformer import CausalLM
 from sidjax.parallel.mesh import create_sharded, shard_model
 from sidjax.sid.codes import sid_token
-from sidjax.train.checkpoint import BEST, CHECKPOINTS, restore_model_arrays, with_shardings
+from sidjax.train.checkpoint import BEST, CHECKPOINTS, NonFiniteParamsError, restore_model_arrays, with_shardings
+from sidjax.utils.checksums import DamagedFileError, verify_manifest, write_manifest
+from sidjax.utils.errors import DataError
+from sidjax.utils.files import read_npy
 
 BUNDLE = "bundle.json"
 MODEL_CONFIG = "model_config.json"
@@ -46,6 +52,7 @@ TOKENIZER = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SIDS = "sids.npy"
 CONFIG = "config.json"
+FILES = (BUNDLE, MODEL_CONFIG, TOKENIZER, TOKENIZER_CONFIG, SIDS, CONFIG)  # what the bundle's SHA256SUMS covers
 
 
 @dataclasses.dataclass
@@ -168,22 +175,24 @@ def save(bundle: Bundle, directory: str | os.PathLike) -> None:
     _write_json(d / BUNDLE, {"step": None, "level_offsets": np.asarray(bundle.level_offsets).tolist(),
                              "level_sizes": [int(s) for s in bundle.level_sizes],
                              "first_new_row": int(bundle.first_new_row)})
+    write_manifest(d, FILES)
 
 
 def finish(directory: str | os.PathLike, step: int, **info: Any) -> None:
     """Record which `best/<step>` is the bundle's model (plus JSON-able `info`, e.g. its valid loss)."""
     if jax.process_index() != 0:
         return
-    path = Path(directory) / BUNDLE
-    record = json.loads(path.read_text(encoding="utf-8"))
+    d = Path(directory)
+    record = _read_json(d / BUNDLE)
     record.update(info, step=int(step))
-    _write_json(path, record)
+    _write_json(d / BUNDLE, record)
+    write_manifest(d, [name for name in FILES if (d / name).is_file()])
 
 
 def finished_step(directory: str | os.PathLike) -> int | None:
     """The model step a stage's bundle names: None while the stage has not finished (or wrote no bundle)."""
     path = Path(directory) / BUNDLE
-    return json.loads(path.read_text(encoding="utf-8")).get("step") if path.is_file() else None
+    return _read_json(path).get("step") if path.is_file() else None
 
 
 def load(directory: str | os.PathLike, *, step: int | None = None, mesh: jax.sharding.Mesh | None = None) -> Bundle:
@@ -193,8 +202,15 @@ def load(directory: str | os.PathLike, *, step: int | None = None, mesh: jax.sha
     train checkpoint instead. With a `mesh`, parameters are restored straight into their shards.
     """
     d = Path(directory).absolute()
-    record = json.loads(_required(d, BUNDLE).read_text(encoding="utf-8"))
-    model_config = ModelConfig.from_json(str(_required(d, MODEL_CONFIG)))
+    _required(d, BUNDLE)
+    try:
+        if not verify_manifest(d):
+            logging.warning("%s has no checksums (written before sidjax wrote them): its files are read unchecked", d)
+    except DamagedFileError as e:
+        raise DamagedFileError(e.path, f"{e.reason}; {_REDO}") from None
+    record = _read_json(d / BUNDLE)
+    _read_json(_required(d, MODEL_CONFIG))  # a clear error for a damaged one, before ModelConfig reads it
+    model_config = ModelConfig.from_json(str(d / MODEL_CONFIG))
     if step is None:
         if record.get("step") is None:
             raise FileNotFoundError(f"{d / BUNDLE} names no model step: the stage that writes it has not finished")
@@ -202,19 +218,23 @@ def load(directory: str | os.PathLike, *, step: int | None = None, mesh: jax.sha
     else:
         arrays_dir = d / CHECKPOINTS
     graphdef, like = nnx.split(nnx.eval_shape(lambda: CausalLM(model_config, rngs=nnx.Rngs(0))))
-    arrays = restore_model_arrays(arrays_dir, step, with_shardings(like, mesh))
-    tokenizer = tokenizers.Tokenizer.from_file(str(_required(d, TOKENIZER)))
+    try:
+        arrays = restore_model_arrays(arrays_dir, step, with_shardings(like, mesh))
+    except DamagedFileError as e:
+        raise DamagedFileError(e.path, f"{e.reason}; {_REDO}") from None
+    except NonFiniteParamsError as e:
+        raise NonFiniteParamsError(f"{e}; {_REDO}") from None
+    tokenizer = _read_tokenizer(_required(d, TOKENIZER))
     offsets = np.asarray(record["level_offsets"], np.int32)
     tokenizer_config_path = d / TOKENIZER_CONFIG
     return Bundle(
         model=nnx.merge(graphdef, arrays),
         tokenizer=tokenizer,
-        sids=np.load(_required(d, SIDS)),
+        sids=_read_sids(_required(d, SIDS)),
         level_offsets=offsets,
         level_sizes=tuple(record["level_sizes"]) if "level_sizes" in record else _level_sizes_in(tokenizer, offsets),
-        tokenizer_config=(json.loads(tokenizer_config_path.read_text(encoding="utf-8"))
-                          if tokenizer_config_path.is_file() else {}),
-        config=ml_collections.ConfigDict(json.loads(_required(d, CONFIG).read_text(encoding="utf-8"))),
+        tokenizer_config=_read_json(tokenizer_config_path) if tokenizer_config_path.is_file() else {},
+        config=ml_collections.ConfigDict(_read_json(_required(d, CONFIG))),
         first_new_row=int(record.get("first_new_row", 0)),
         directory=d,
         step=step,
@@ -239,6 +259,37 @@ def _write_json(path: Path, value: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2), encoding="utf-8")
     os.replace(tmp, path)
+
+
+_REDO = "rerun the stage that wrote it (add it to config key 'redo')"
+_DAMAGED = f"is damaged (truncated or overwritten); {_REDO}"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, f"{_DAMAGED} ({e})") from None
+    if not isinstance(value, dict):
+        raise DataError(path, f"{_DAMAGED} (expected a JSON object)")
+    return value
+
+
+def _read_tokenizer(path: Path) -> tokenizers.Tokenizer:
+    try:
+        return tokenizers.Tokenizer.from_file(str(path))
+    except Exception as e:  # the tokenizers library raises a bare Exception for a file it cannot parse
+        raise DataError(path, f"{_DAMAGED} ({e})") from None
+
+
+def _read_sids(path: Path) -> np.ndarray:
+    try:
+        sids = read_npy(path)
+    except DataError as e:
+        raise DataError(path, f"{e.message}; {_REDO}") from None
+    if sids.ndim != 2 or not np.issubdtype(sids.dtype, np.integer):
+        raise DataError(path, f"{_DAMAGED} (expected int SIDs [items, levels], got {sids.dtype} {sids.shape})")
+    return sids
 
 
 def _required(directory: Path, name: str) -> Path:

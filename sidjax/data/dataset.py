@@ -70,6 +70,7 @@ class RecDataset:
     sequences: Mapping[int, tuple[int, ...]]
     splits: Mapping[str, Split]
     paper_sids: Mapping[int, tuple[str, ...]] | None = None
+    paper_sids_origin: str | None = None  # the file (or files) `paper_sids` were read from, for errors
 
     @property
     def num_items(self) -> int:

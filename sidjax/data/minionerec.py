@@ -178,7 +178,8 @@ def load_recbole_dir(directory: str | os.PathLike, name: str, max_history: int) 
     }
     index_path = find_optional(directory, f"{name}.index.json")
     paper_sids = None if index_path is None else {i: tuple(t) for i, t in read_index(index_path).items()}
-    dataset = RecDataset(name=name, items=items, sequences=sequences, splits=splits, paper_sids=paper_sids)
+    dataset = RecDataset(name=name, items=items, sequences=sequences, splits=splits, paper_sids=paper_sids,
+                         paper_sids_origin=None if index_path is None else os.fspath(index_path))
     return dataset.check(os.fspath(directory))
 
 
@@ -407,33 +408,38 @@ def load_csv_dir(directory: str | os.PathLike, name: str, max_history: int) -> R
             catalog.add(row, users[row.user], paths[s])
             samples[s].append((users[row.user], row.history, row.target))
     items = _csv_items(d, name, items, catalog.titles, catalog.first_seen)
+    paper_sids, paper_sids_origin = _csv_paper_sids(d, name, catalog.sids, len(items), paths)
     dataset = RecDataset(
         name=name,
         items=items,
         sequences={u: tuple(seq) for u, seq in catalog.sequences.items()},
         splits={s: Split.from_rows(samples[s], max_history) for s in SPLITS},
-        paper_sids=_csv_paper_sids(d, name, catalog.sids, len(items)),
+        paper_sids=paper_sids,
+        paper_sids_origin=paper_sids_origin,
     )
     return dataset.check(os.fspath(d))
 
 
 def _csv_paper_sids(
-    directory: Path, name: str, csv_sids: Mapping[int, tuple[str, ...]], num_items: int
-) -> dict[int, tuple[str, ...]] | None:
-    """`<name>.index.json` beside the CSVs (checked against their SID columns), else those columns if complete."""
+    directory: Path, name: str, csv_sids: Mapping[int, tuple[str, ...]], num_items: int, paths: Mapping[str, Path]
+) -> tuple[dict[int, tuple[str, ...]] | None, str | None]:
+    """`<name>.index.json` beside the CSVs (checked against their SID columns), else those columns if complete.
+
+    Returns the SIDs and the file(s) they were read from.
+    """
     index_path = find_optional(directory, f"{name}.index.json")
     if index_path is not None:
         paper_sids = {i: tuple(t) for i, t in read_index(index_path).items()}
         for i, sid in csv_sids.items():
             if paper_sids.get(i) != sid:
                 raise DataError(index_path, f"item {i}: SID {paper_sids.get(i)} but the CSVs say {sid}")
-        return paper_sids
+        return paper_sids, os.fspath(index_path)
     if csv_sids and len(csv_sids) == num_items:
-        return dict(csv_sids)
+        return dict(csv_sids), "the SID columns of " + ", ".join(os.fspath(paths[s]) for s in SPLITS)
     if csv_sids:
         logging.warning("%s: the CSVs give SIDs for %d of %d items and no %s.index.json is beside them; "
                         "the dataset has no paper SIDs", directory, len(csv_sids), num_items, name)
-    return None
+    return None, None
 
 
 def _check_item_ids(rows_by_split: Mapping[str, list[CsvRow]], paths: Mapping[str, Path],

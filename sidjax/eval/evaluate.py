@@ -153,6 +153,7 @@ class Recommender:
             think = SamplingParams(max_new_tokens=max_think_tokens, temperature=0.0, top_k=0, top_p=1.0,
                                    repetition_penalty=repetition_penalty, stop_tokens=(), num_samples=1)
         out = self.search([list(history)], SearchSettings(beams=beams, normalize=normalize, mode=mode, think=think))
+        require_found(out, ["the history"])
         titles = self.bundle.dataset.titles()
         rows = []
         for b in np.flatnonzero(out.valid[0]):
@@ -167,6 +168,19 @@ class Recommender:
     def items(self, leaf: int) -> list[int]:
         """Item ids that carry the SID of `leaf` (several when items share a SID)."""
         return [int(i) for i in self.trie.leaf_items[leaf] if i >= 0]
+
+
+def require_found(out: Recommendations, names: Sequence[str]) -> None:
+    """Refuse a search whose beams for a row are all invalid or score NaN, naming the row (`names[i]`).
+
+    The constrained search always finds SIDs when the model's scores are finite, so this is a
+    damaged or diverged model: never an empty list or a silent metric of 0.
+    """
+    valid = out.valid[: len(names)]
+    bad = ~valid.any(axis=1) | (valid & np.isnan(out.scores[: len(names)])).any(axis=1)
+    if bad.any():
+        raise ValueError(f"{names[int(np.flatnonzero(bad)[0])]}: the constrained search found no valid SID beam "
+                         f"(the model's scores are NaN or Inf): its weights are damaged or diverged")
 
 
 def _think(rec: Recommender, prompts: list[list[int]], settings: SearchSettings, pad_id: int,
@@ -220,6 +234,7 @@ def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: 
             rows = list(range(start, min(start + batch_size, n)))
             padded = rows + [rows[0]] * (batch_size - len(rows))  # fixed shapes; extra rows are dropped
             out = rec.search([histories[i] for i in padded], settings, batch_index=start // batch_size)
+            require_found(out, [f"split '{split}' sample {i} (user {int(data.users[i])})" for i in rows])
             targets = rec.sids[data.target[rows]]
             batch_ranks = hit_ranks(out.codes[: len(rows)], targets, out.valid[: len(rows)])
             ranks[rows] = batch_ranks

@@ -13,11 +13,25 @@ import ml_collections
 
 from sidjax.configs import entry_section, stage_of
 from sidjax.data.dataset import RecDataset
+from sidjax.utils.errors import DataError
 from sidjax.utils.metrics import MetricsWriter
 
 DONE = "DONE.json"
 # Stages whose output is a model checkpoint that later stages continue from (their sections have `init_from`).
 MODEL_STAGES = ("sft", "reason_sft", "grpo", "sdpo")
+
+
+def read_done(directory: Path, spec: str) -> dict:
+    """The `DONE.json` record ({"seconds", "summary"}) of finished entry `spec`; a damaged one is a clear error."""
+    path = directory / DONE
+    redo = f"add '{spec}' to config key 'redo' to run that stage again"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, f"is damaged ({e}); {redo}") from None
+    if not isinstance(record, dict) or "summary" not in record:
+        raise DataError(path, f"is damaged (not a record with a 'summary'); {redo}")
+    return record
 
 
 def parse_stage(spec: str) -> tuple[str, str]:
@@ -82,6 +96,7 @@ class StageContext:
             raise FileNotFoundError(
                 f"stage '{self.spec}' needs the output of stage '{spec}', which has not finished in {self.workdir}"
             )
+        read_done(d, spec)
         return d
 
     def init_from(self) -> str | None:

@@ -19,7 +19,7 @@ import ml_collections
 from absl import logging
 
 from sidjax.stages import entries, fingerprint, launch_checks
-from sidjax.stages.context import DONE, StageContext, stage_dirname
+from sidjax.stages.context import DONE, StageContext, read_done, stage_dirname
 from sidjax.stages.lock import workdir_lock
 from sidjax.stages.registry import STAGES
 
@@ -55,7 +55,7 @@ def _run_entries(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, 
         done = ctx.dir / DONE
         if done.exists() and spec not in config.redo:
             logging.info("stage %s: already done in %s (add it to config.redo to run it again)", spec, ctx.dir)
-            summaries[spec] = json.loads(done.read_text(encoding="utf-8"))["summary"]
+            summaries[spec] = read_done(ctx.dir, spec)["summary"]
             continue
         if done.exists():
             done.unlink()

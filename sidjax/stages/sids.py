@@ -24,6 +24,7 @@ from sidjax.parallel.mesh import make_mesh
 from sidjax.sid import codes, embed, kmeans, rqvae
 from sidjax.stages.settings import config_key
 from sidjax.utils.errors import DataError
+from sidjax.utils.files import read_json, read_npy
 from sidjax.utils.settings import settings_from
 
 SIDS_FILE = "sids.npy"
@@ -36,8 +37,12 @@ EMBEDDINGS_FILE = "embeddings.npy"
 def load_output(directory: str | Path) -> tuple[np.ndarray, tuple[int, ...]]:
     """What a finished `sids` stage left: (sids int32 [num_items, L], level_sizes = codes per level)."""
     d = Path(directory)
-    report = json.loads((d / REPORT_FILE).read_text(encoding="utf-8"))
-    return np.load(d / SIDS_FILE), tuple(report["final"]["level_sizes"])
+    try:
+        report = read_json(d / REPORT_FILE)
+        return read_npy(d / SIDS_FILE), tuple(report["final"]["level_sizes"])
+    except DataError as e:
+        raise DataError(e.path, f"{e.message}; redo the stage that wrote it (add '{d.name}' to config key 'redo')",
+                        line=e.line) from None
 
 
 def paper_sids(ctx) -> np.ndarray:
@@ -53,12 +58,14 @@ def paper_sids(ctx) -> np.ndarray:
                 ctx.config.data.path or ctx.dataset.name,
                 "sids.source='paper' but the dataset has no index.json; set config key 'sids.path'",
             )
-        sids = codes.index_to_sids(ctx.dataset.paper_sids, n, where=f"{ctx.dataset.name} index.json")
-        where = f"the {ctx.dataset.name} index.json"
+        where = ctx.dataset.paper_sids_origin or ctx.config.data.path or ctx.dataset.name
+        sids = codes.index_to_sids(ctx.dataset.paper_sids, n, where=where)
     if sids.shape[1] != c.levels:
         raise DataError(where, f"SIDs have {sids.shape[1]} levels but config key 'sids.levels' is {c.levels}")
     if sids.max() >= c.codebook_size:
-        raise DataError(where, f"code {int(sids.max())} >= config key 'sids.codebook_size' ({c.codebook_size})")
+        item, level = (int(x[0]) for x in np.nonzero(sids >= c.codebook_size))
+        raise DataError(where, f"item {item}: code {int(sids[item, level])} at level {level} >= config key "
+                               f"'sids.codebook_size' ({c.codebook_size}); raise it or fix the SID")
     return sids
 
 

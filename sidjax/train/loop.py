@@ -128,16 +128,17 @@ def train_loop(
     summarize: Summarize = per_step_rows,
     loss_key: str = "loss",
 ) -> LoopResult:
-    """Run `step_fn` from the latest checkpoint in `checkpoints` (or from `arrays` at step 0) to `total_steps`.
+    """Run `step_fn` from the latest intact checkpoint in `checkpoints` (or from `arrays` at step 0) to `total_steps`.
 
     `data`: the iterator `step_fn` draws from, if it has a position to checkpoint (without one,
     `step_fn` must derive its batch from the step number). The caller closes `checkpoints`.
     """
     hook = hook or LoopHook()
     step = 0
-    latest = checkpoints.latest_step()
-    if latest is not None:
-        arrays, data_state, meta = checkpoints.restore(latest, arrays)
+    latest = None
+    restored = checkpoints.restore_latest(arrays)  # the newest intact checkpoint (a damaged one is set aside)
+    if restored is not None:
+        latest, arrays, data_state, meta = restored
         if data is not None:
             data.set_state(data_state)
         hook.restore(meta)

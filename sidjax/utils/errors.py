@@ -14,5 +14,6 @@ class DataError(ValueError):
         what = f"field '{field}': {message}" if field is not None else message
         super().__init__(f"{where}: {what}")
         self.path = os.fspath(path)
+        self.message = message
         self.line = line
         self.field = field
