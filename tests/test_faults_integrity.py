@@ -4,7 +4,6 @@ Damaged weights (noise written into the middle of the largest file), NaN paramet
 latest train checkpoint, a search whose beams are all invalid, and truncated or non-UTF-8 inputs.
 """
 import gzip
-import json
 import logging
 import re
 
