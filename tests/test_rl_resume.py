@@ -128,6 +128,7 @@ def _assert_equal(params, reference):
 
 
 _CHILD = """
+import sys
 sys.path.insert(0, {tests!r})
 import test_rl_resume
 test_rl_resume._train({stage!r}, test_rl_resume.Path({workdir!r}), slow=0.3)

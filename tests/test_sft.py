@@ -180,6 +180,7 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path
 
 
 _CHILD = """
+import sys
 sys.path.insert(0, {tests!r})
 import test_sft
 test_sft._train({workdir!r}, slow=0.3)
