@@ -29,6 +29,8 @@ from sidjax.utils.metrics import MetricsWriter
 from sidjax.utils.ranking import format_table
 
 METRICS_FILE = "metrics.json"
+# <split>.progress.json: the batches a killed evaluation finished, so its relaunch resumes after them.
+PROGRESS_SUFFIX = ".progress.json"
 # experiments.eval writes <workdir>/evals/<model stage dir, or members joined by '+'>[@<re-scorer dirs joined
 # by '+'>]/: no stage entry's directory (`<stage>` or `<stage>_<tag>`) lies in it, so a later evaluation never
 # overwrites a stage's results.
@@ -99,10 +101,14 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
     tables = []
     if jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
+    if writer is not None:
+        writer.forget_after(members[0].step - 1)  # the rows a killed run of this eval wrote
+    header = dict(results)  # the model and search: a marker another evaluation left is not resumed
     for split in c.splits:
         samples = out_dir / f"{split}.jsonl" if c.write_samples else None
         metrics = evaluate_split(rec, dataset, split, settings, batch_size=c.batch_size, ks=c.topk,
-                                 max_users=c.max_users, samples_path=samples)
+                                 max_users=c.max_users, samples_path=samples,
+                                 progress_path=out_dir / f"{split}{PROGRESS_SUFFIX}", progress_tag=header)
         results[split] = metrics
         tables.append(f"{split} ({int(metrics['users'])} samples, {c.beams} beams, {c.mode}):\n"
                       f"{format_table(metrics, c.topk)}")
@@ -110,7 +116,11 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
             writer.write(members[0].step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
     if jax.process_index() == 0:
         print("\n".join(tables), flush=True)
-        (out_dir / METRICS_FILE).write_text(json.dumps(results, indent=2), encoding="utf-8")
+        metrics_path = out_dir / METRICS_FILE
+        metrics_path.with_name(METRICS_FILE + ".tmp").write_text(json.dumps(results, indent=2), encoding="utf-8")
+        os.replace(metrics_path.with_name(METRICS_FILE + ".tmp"), metrics_path)
+        for split in c.splits:  # metrics.json holds them now
+            (out_dir / f"{split}{PROGRESS_SUFFIX}").unlink(missing_ok=True)
     return results
 
 
