@@ -14,6 +14,7 @@ SASRec with per-epoch curves in `metrics.jsonl` (prefix `sasrec/`).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from typing import Any
 
@@ -25,6 +26,9 @@ from sidjax.utils.ranking import format_table
 
 METRICS_FILE = "metrics.json"
 FIT_FILE = "fit.json"
+# SASRec's per-epoch state (sidjax.baselines.sasrec): a killed stage resumes from it; removed once the stage's
+# outputs are written (a kill after that retrains from the start, to the same model).
+RESUME_DIR = "sasrec_resume"
 
 
 def _tune_sasrec(ctx) -> tuple[sasrec.SasRec, dict[str, Any]]:
@@ -33,7 +37,7 @@ def _tune_sasrec(ctx) -> tuple[sasrec.SasRec, dict[str, Any]]:
     data = ctx.dataset
     start = time.time()
     best, trials = sasrec.tune(data.splits["train"], data.splits["valid"], data.num_items, c.sasrec, c.topk,
-                               c.eval_batch_size, writer=ctx.writer)
+                               c.eval_batch_size, writer=ctx.writer, resume_dir=ctx.dir / RESUME_DIR)
     fit = {"valid": best.valid, "dropout": best.dropout, "best_epoch": best.best_epoch, "epochs": best.epochs,
            "trials": trials, "seconds": round(time.time() - start, 1)}
     return best.model, fit
@@ -44,6 +48,7 @@ def run_sasrec(ctx) -> dict[str, Any]:
     sasrec.save(model, ctx.dir, fit["best_epoch"])
     if jax.process_index() == 0:
         (ctx.dir / FIT_FILE).write_text(json.dumps(fit, indent=2), encoding="utf-8")
+        shutil.rmtree(ctx.dir / RESUME_DIR, ignore_errors=True)
     return fit
 
 
@@ -97,4 +102,5 @@ def run(ctx) -> dict[str, Any]:
     if jax.process_index() == 0:
         print("\n".join(tables), flush=True)
         (ctx.dir / METRICS_FILE).write_text(json.dumps(results, indent=2), encoding="utf-8")
+        shutil.rmtree(ctx.dir / RESUME_DIR, ignore_errors=True)
     return results

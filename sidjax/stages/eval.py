@@ -24,6 +24,7 @@ from sidjax.eval.evaluate import Recommender, evaluate_split
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.parallel.mesh import make_mesh
 from sidjax.stages.context import DONE, MODEL_STAGES, parse_stage, stage_dirname
+from sidjax.stages.preemption import sigterm_stops
 from sidjax.stages.settings import search_settings
 from sidjax.utils.metrics import MetricsWriter
 from sidjax.utils.ranking import format_table
@@ -128,4 +129,5 @@ def run(ctx) -> dict[str, Any]:
     c = ctx.config.eval
     model_dir = find_bundle(c.checkpoint) if c.checkpoint else [ctx.output_of(entry) for entry in c.models]
     rescore_dirs = [ctx.output_of(entry) for entry in c.rescore]
-    return evaluate_bundle(model_dir, ctx.config, ctx.dataset, ctx.dir, ctx.writer, rescore_dirs)
+    with sigterm_stops(ctx.spec, "the finished batches are kept in <split>" + PROGRESS_SUFFIX):
+        return evaluate_bundle(model_dir, ctx.config, ctx.dataset, ctx.dir, ctx.writer, rescore_dirs)
