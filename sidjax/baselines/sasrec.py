@@ -277,7 +277,7 @@ def fit(train: Split, valid: Split, num_items: int, c: ml_collections.ConfigDict
             p.finished = epoch - p.best_epoch >= c.patience or epoch == c.max_epochs
             if path is not None:
                 _save_progress(path, p)
-            if sigterm is not None and sigterm.raised and not p.finished:
+            if sigterm is not None and sigterm.raised:  # (a finished fit too: the next one would not see it)
                 raise Preempted(desc, epoch)
     bar.close()
     logging.info("sasrec dropout=%s: best valid %s %.4f at epoch %d of %d", dropout, c.select_metric, p.best_value,
