@@ -5,6 +5,7 @@ SASRec and eval stages, then a relaunch, give exactly the outputs of an uninterr
 A killed run is a child process that patches one function to signal itself on its k-th call; the
 relaunch runs here, and is compared byte for byte with an uninterrupted run.
 """
+import functools
 import http.server
 import json
 import logging
@@ -250,6 +251,17 @@ def test_killed_sasrec_fit_resumes_after_its_last_epoch_to_the_same_model_and_me
     for a, b in zip(jax.tree.leaves(nnx.state(resumed.model)), jax.tree.leaves(nnx.state(best.model))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert _rows(tmp_path / "killed" / "metrics.jsonl") == _rows(tmp_path / "reference" / "metrics.jsonl")
+
+
+def test_sasrec_state_saved_by_other_settings_is_not_resumed(tmp_path):
+    from sidjax.baselines import sasrec
+    from test_sasrec import NUM_ITEMS, _next_item_split, _settings as sasrec_settings
+
+    train, valid = _next_item_split(128, 0), _next_item_split(64, 1)
+    fit = functools.partial(sasrec.fit, train, valid, NUM_ITEMS, dropout=0.0, ks=(1, 3), eval_batch_size=32)
+    fit(sasrec_settings(max_epochs=2, patience=9), resume_dir=tmp_path)  # saved as finished after 2 epochs
+    longer = sasrec_settings(max_epochs=3, patience=9)
+    assert fit(longer, resume_dir=tmp_path).curve == fit(longer).curve
 
 
 # --------------------------------------------------------------------------------------------- eval

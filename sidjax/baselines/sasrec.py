@@ -201,12 +201,12 @@ def _progress_path(resume_dir: Path, dropout: float) -> Path:
     return resume_dir / f"dropout_{dropout}.npz"
 
 
-def _save_progress(path: Path, p: _Progress) -> None:
+def _save_progress(path: Path, p: _Progress, signature: str) -> None:
     """The fit's state after an epoch, replacing the previous one atomically (process 0)."""
     if jax.process_index() != 0:
         return
     leaves = jax.tree.leaves((p.params, p.opt_state, p.best_params))
-    meta = {"epoch": p.epoch, "best_value": p.best_value, "best_epoch": p.best_epoch, "best_metrics": p.best_metrics,
+    meta = {"signature": signature, "epoch": p.epoch, "best_value": p.best_value, "best_epoch": p.best_epoch, "best_metrics": p.best_metrics,
             "curve": p.curve, "finished": p.finished, "order": p.order.bit_generator.state}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -215,10 +215,16 @@ def _save_progress(path: Path, p: _Progress) -> None:
     os.replace(tmp, path)
 
 
-def _load_progress(path: Path, fresh: _Progress) -> _Progress:
-    """The state `_save_progress` wrote, in the structure of `fresh` (the state before epoch 1)."""
+def _load_progress(path: Path, fresh: _Progress, signature: str) -> _Progress:
+    """The state `_save_progress` wrote, in the structure of `fresh` (the state before epoch 1).
+
+    A state saved by a fit of other settings or data is not resumed: `fresh` is returned.
+    """
     with np.load(path, allow_pickle=False) as saved:
         meta = json.loads(str(saved["meta"]))
+        if meta["signature"] != signature:
+            logging.warning("sasrec: %s was saved by a fit of other settings or data; starting this fit over", path)
+            return fresh
         structure = jax.tree.structure((fresh.params, fresh.opt_state, fresh.params))
         leaves = [jnp.asarray(saved[f"leaf_{i}"]) for i in range(structure.num_leaves)]
         key = jax.random.wrap_key_data(jnp.asarray(saved["key"]))
@@ -247,9 +253,12 @@ def fit(train: Split, valid: Split, num_items: int, c: ml_collections.ConfigDict
     p = _Progress(epoch=0, params=params, opt_state=opt_state, key=jax.random.key(c.seed),
                   order=np.random.default_rng(c.seed))
     path = _progress_path(Path(resume_dir), dropout) if resume_dir is not None else None
+    signature = json.dumps({"settings": c.to_dict(), "dropout": dropout, "ks": ks, "items": num_items,
+                            "train": len(train), "valid": len(valid)}, sort_keys=True, default=str)
     if path is not None and path.exists():
-        p = _load_progress(path, p)
-        logging.info("sasrec dropout=%s: resumed after epoch %d", dropout, p.epoch)
+        p = _load_progress(path, p, signature)
+        if p.epoch:
+            logging.info("sasrec dropout=%s: resumed after epoch %d", dropout, p.epoch)
     prefix = f"sasrec/dropout_{dropout}/"
     if writer is not None:
         writer.forget_after(p.epoch, prefix=prefix)  # rows of epochs redone after a kill
@@ -276,7 +285,7 @@ def fit(train: Split, valid: Split, num_items: int, c: ml_collections.ConfigDict
             bar.set_postfix(loss=f"{float(loss):.4f}", valid=f"{value:.4f}", best=f"{p.best_value:.4f}@{p.best_epoch}")
             p.finished = epoch - p.best_epoch >= c.patience or epoch == c.max_epochs
             if path is not None:
-                _save_progress(path, p)
+                _save_progress(path, p, signature)
             if sigterm is not None and sigterm.raised:  # (a finished fit too: the next one would not see it)
                 raise Preempted(desc, epoch)
     bar.close()

@@ -9,7 +9,8 @@ the tried settings, wall time), for `eval.rescore`. `markov` counts the item Mar
 also records the fit above. When the run has a `sasrec` (`markov`) entry (its first one, listed
 before `baselines`: `sidjax.stages.entries` checks it at launch), the stage scores that entry's saved
 model instead of fitting the same one again (and records `from_stage`); otherwise it fits its own,
-SASRec with per-epoch curves in `metrics.jsonl` (prefix `sasrec/`).
+SASRec with per-epoch curves in `metrics.jsonl` (prefix `sasrec/`). A killed SASRec fit resumes
+after its last finished epoch from `sasrec_resume/` (SIGTERM: after the current epoch, with `Preempted`).
 """
 from __future__ import annotations
 
