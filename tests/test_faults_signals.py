@@ -88,6 +88,19 @@ def test_api_key_env_must_be_a_variable_name_and_a_key_typed_there_is_never_echo
     validate(config)
 
 
+def test_the_client_refuses_a_key_in_api_key_env_without_showing_it(tmp_path):
+    settings = settings_from(ClientSettings, _settings(_FakeAddress(), api_key_env=SECRET))  # never validated
+    cache = ResponseCache(tmp_path / "cache.jsonl")
+    with pytest.raises(TeacherError, match="looks like an API key") as error:
+        TeacherClient(settings, cache)
+    cache.close()
+    assert SECRET not in str(error.value)
+
+
+class _FakeAddress:
+    server_address = ("127.0.0.1", 9)
+
+
 def test_a_launch_with_a_key_in_api_key_env_stops_before_writing_anything_and_never_shows_it(tmp_path):
     key = "sk-live-Zq9vX2mN4bT7rW1yK8pL3s"
     result = subprocess.run(

@@ -29,7 +29,7 @@ import openai
 from absl import logging
 
 from sidjax.teacher.prompts import Check, Messages, clean_answer
-from sidjax.utils.redact import redact
+from sidjax.utils.redact import looks_like_secret, redact
 
 _RETRY_STATUS = (408, 409, 429)
 
@@ -144,6 +144,9 @@ class TeacherClient:
     """`ask(messages, check)` -> accepted text or None (rejected after re-asks); thread-safe."""
 
     def __init__(self, settings: ClientSettings, cache: ResponseCache):
+        if looks_like_secret(settings.api_key_env):
+            raise TeacherError("api_key_env holds what looks like an API key (not shown): it must name the "
+                               "environment variable that holds the key, e.g. OPENAI_API_KEY")
         key = os.environ.get(settings.api_key_env, "")
         if not key:
             raise TeacherError(
