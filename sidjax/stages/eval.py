@@ -104,7 +104,10 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
         out_dir.mkdir(parents=True, exist_ok=True)
     if writer is not None:
         writer.forget_after(members[0].step - 1)  # the rows a killed run of this eval wrote
-    header = dict(results)  # the model and search: a marker another evaluation left is not resumed
+    # The model, its files' write times and the search: a marker another evaluation left (or one of a model
+    # written again since) is not resumed.
+    header = {**results, "written_ns": [_written_ns(d / bundles.BUNDLE) for d in dirs]
+              + [_written_ns(Path(d) / DONE) for d in rescore_dirs]}
     for split in c.splits:
         samples = out_dir / f"{split}.jsonl" if c.write_samples else None
         metrics = evaluate_split(rec, dataset, split, settings, batch_size=c.batch_size, ks=c.topk,
@@ -123,6 +126,10 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
         for split in c.splits:  # metrics.json holds them now
             (out_dir / f"{split}{PROGRESS_SUFFIX}").unlink(missing_ok=True)
     return results
+
+
+def _written_ns(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
 
 
 def run(ctx) -> dict[str, Any]:
