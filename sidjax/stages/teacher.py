@@ -54,7 +54,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     item_ids, user_rows = coverage(dataset, c)
     logging.info("teacher (%s): %d items, %d user samples", c.kind, len(item_ids), len(user_rows))
     manifest: dict[str, Any] = {"teacher": c.kind, "template": c.kind == "offline"}
-    kept = "every answer bought so far is in its answer cache" if c.kind == "openai" else "nothing to keep"
+    kept = ("every answer bought so far is in its answer cache" if c.kind == "openai"
+            else "the offline teacher writes the same texts again")
     with sigterm_stops(ctx.spec, kept):
         items, users, usage = _write_texts(ctx, dataset, item_sids, item_ids, user_rows)
     if c.kind == "openai":
