@@ -4,9 +4,15 @@ A small Flax NNX module and its trainer. Training uses each train sample's
 (history -> target) pair with the loss at the last history position; epochs run
 as one jitted `lax.scan` over shuffled batches. The number of epochs (early
 stopping) and the dropout rate are chosen on the valid split only.
+
+Given a `resume_dir`, a fit saves its whole state after every epoch (parameters,
+optimizer, best parameters, shuffle and dropout RNGs, curve: `dropout_<d>.npz`,
+atomically), so a run killed by SIGKILL resumes after its last finished epoch and
+ends with the same model; SIGTERM finishes the epoch, saves and raises `Preempted`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -25,6 +31,7 @@ from flax import nnx
 from sidjax.baselines import item_metrics
 from sidjax.data.dataset import Split
 from sidjax.train.checkpoint import BEST, BestModel, restore_model_arrays
+from sidjax.train.loop import Preempted, SigtermFlag
 from sidjax.utils.metrics import MetricsWriter
 from sidjax.utils.progress import progress
 
@@ -173,9 +180,68 @@ class FitResult:
     curve: list[dict[str, float]]  # per epoch: train loss and valid metrics
 
 
+@dataclasses.dataclass
+class _Progress:
+    """Everything a fit carries from one epoch to the next (what `resume_dir` keeps)."""
+
+    epoch: int
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    order: np.random.Generator
+    best_value: float = -1.0
+    best_epoch: int = 0
+    best_params: Any = None
+    best_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    curve: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    finished: bool = False
+
+
+def _progress_path(resume_dir: Path, dropout: float) -> Path:
+    return resume_dir / f"dropout_{dropout}.npz"
+
+
+def _save_progress(path: Path, p: _Progress, signature: str) -> None:
+    """The fit's state after an epoch, replacing the previous one atomically (process 0)."""
+    if jax.process_index() != 0:
+        return
+    leaves = jax.tree.leaves((p.params, p.opt_state, p.best_params))
+    meta = {"signature": signature, "epoch": p.epoch, "best_value": p.best_value, "best_epoch": p.best_epoch, "best_metrics": p.best_metrics,
+            "curve": p.curve, "finished": p.finished, "order": p.order.bit_generator.state}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, meta=np.array(json.dumps(meta)), key=np.asarray(jax.random.key_data(p.key)),
+             **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)})
+    os.replace(tmp, path)
+
+
+def _load_progress(path: Path, fresh: _Progress, signature: str) -> _Progress:
+    """The state `_save_progress` wrote, in the structure of `fresh` (the state before epoch 1).
+
+    A state saved by a fit of other settings or data is not resumed: `fresh` is returned.
+    """
+    with np.load(path, allow_pickle=False) as saved:
+        meta = json.loads(str(saved["meta"]))
+        if meta["signature"] != signature:
+            logging.warning("sasrec: %s was saved by a fit of other settings or data; starting this fit over", path)
+            return fresh
+        structure = jax.tree.structure((fresh.params, fresh.opt_state, fresh.params))
+        leaves = [jnp.asarray(saved[f"leaf_{i}"]) for i in range(structure.num_leaves)]
+        key = jax.random.wrap_key_data(jnp.asarray(saved["key"]))
+    params, opt_state, best_params = jax.tree.unflatten(structure, leaves)
+    fresh.order.bit_generator.state = meta["order"]
+    return _Progress(epoch=meta["epoch"], params=params, opt_state=opt_state, key=key, order=fresh.order,
+                     best_value=meta["best_value"], best_epoch=meta["best_epoch"], best_params=best_params,
+                     best_metrics=meta["best_metrics"], curve=meta["curve"], finished=meta["finished"])
+
+
 def fit(train: Split, valid: Split, num_items: int, c: ml_collections.ConfigDict, dropout: float, ks: Iterable[int],
-        eval_batch_size: int, writer: MetricsWriter | None = None) -> FitResult:
-    """Train one SASRec with `dropout`, early-stopped on the valid `c.select_metric`."""
+        eval_batch_size: int, writer: MetricsWriter | None = None, resume_dir: str | os.PathLike | None = None
+        ) -> FitResult:
+    """Train one SASRec with `dropout`, early-stopped on the valid `c.select_metric`.
+
+    `resume_dir`: where the fit keeps its state after every epoch and resumes from it (module doc).
+    """
     ks = tuple(ks)
     config = SasRecConfig(num_items=num_items, max_len=train.history.shape[1], dim=c.dim, layers=c.layers,
                           heads=c.heads, dropout=dropout)
@@ -184,38 +250,56 @@ def fit(train: Split, valid: Split, num_items: int, c: ml_collections.ConfigDict
     opt_state = _optimizer(c.learning_rate, c.weight_decay).init(params)
     epoch_fn = make_epoch_fn(graphdef, c.learning_rate, c.weight_decay)
     data = (jnp.asarray(train.history), jnp.asarray(train.history_len), jnp.asarray(train.target))
-    order = np.random.default_rng(c.seed)
-    key = jax.random.key(c.seed)
-    best_value, best_epoch, best_params, best_metrics, curve = -1.0, 0, None, {}, []
-    bar = progress(range(1, c.max_epochs + 1), desc=f"sasrec dropout={dropout}", unit="epoch")
-    for epoch in bar:
-        key, epoch_key = jax.random.split(key)
-        params, opt_state, loss = epoch_fn(params, opt_state, *data, _batches(len(train), c.batch_size, order),
-                                           epoch_key)
-        metrics = evaluate(nnx.merge(graphdef, params), valid, ks, eval_batch_size)
-        value = metrics[c.select_metric]
-        curve.append({"epoch": epoch, "loss": float(loss), **metrics})
-        if writer is not None:
-            writer.write(epoch, {"train/loss": float(loss), **{f"valid/{k}": v for k, v in metrics.items()
-                                                               if k != "users"}},
-                         prefix=f"sasrec/dropout_{dropout}/")
-        if value > best_value:
-            best_value, best_epoch, best_metrics = value, epoch, metrics
-            best_params = jax.tree.map(jnp.copy, params)
-        bar.set_postfix(loss=f"{float(loss):.4f}", valid=f"{value:.4f}", best=f"{best_value:.4f}@{best_epoch}")
-        if epoch - best_epoch >= c.patience:
-            break
+    p = _Progress(epoch=0, params=params, opt_state=opt_state, key=jax.random.key(c.seed),
+                  order=np.random.default_rng(c.seed))
+    path = _progress_path(Path(resume_dir), dropout) if resume_dir is not None else None
+    signature = json.dumps({"settings": c.to_dict(), "dropout": dropout, "ks": ks, "items": num_items,
+                            "train": len(train), "valid": len(valid)}, sort_keys=True, default=str)
+    if path is not None and path.exists():
+        p = _load_progress(path, p, signature)
+        if p.epoch:
+            logging.info("sasrec dropout=%s: resumed after epoch %d", dropout, p.epoch)
+    prefix = f"sasrec/dropout_{dropout}/"
+    if writer is not None:
+        writer.forget_after(p.epoch, prefix=prefix)  # rows of epochs redone after a kill
+    desc = f"sasrec dropout={dropout}"
+    bar = progress(range(p.epoch + 1, c.max_epochs + 1), desc=desc, unit="epoch")
+    # SIGTERM finishes the epoch, saves it and stops (only where there is somewhere to save it).
+    with SigtermFlag() if path is not None else contextlib.nullcontext() as sigterm:
+        for epoch in bar:
+            if p.finished:
+                break
+            p.key, epoch_key = jax.random.split(p.key)
+            p.params, p.opt_state, loss = epoch_fn(p.params, p.opt_state, *data,
+                                                   _batches(len(train), c.batch_size, p.order), epoch_key)
+            metrics = evaluate(nnx.merge(graphdef, p.params), valid, ks, eval_batch_size)
+            value = metrics[c.select_metric]
+            p.epoch = epoch
+            p.curve.append({"epoch": epoch, "loss": float(loss), **metrics})
+            if writer is not None:
+                writer.write(epoch, {"train/loss": float(loss), **{f"valid/{k}": v for k, v in metrics.items()
+                                                                   if k != "users"}}, prefix=prefix)
+            if value > p.best_value:
+                p.best_value, p.best_epoch, p.best_metrics = value, epoch, metrics
+                p.best_params = jax.tree.map(jnp.copy, p.params)
+            bar.set_postfix(loss=f"{float(loss):.4f}", valid=f"{value:.4f}", best=f"{p.best_value:.4f}@{p.best_epoch}")
+            p.finished = epoch - p.best_epoch >= c.patience or epoch == c.max_epochs
+            if path is not None:
+                _save_progress(path, p, signature)
+            if sigterm is not None and sigterm.raised:  # (a finished fit too: the next one would not see it)
+                raise Preempted(desc, epoch)
     bar.close()
-    logging.info("sasrec dropout=%s: best valid %s %.4f at epoch %d of %d", dropout, c.select_metric, best_value,
-                 best_epoch, epoch)
-    return FitResult(model=nnx.merge(graphdef, best_params), dropout=dropout, best_epoch=best_epoch, epochs=epoch,
-                     valid=best_metrics, curve=curve)
+    logging.info("sasrec dropout=%s: best valid %s %.4f at epoch %d of %d", dropout, c.select_metric, p.best_value,
+                 p.best_epoch, p.epoch)
+    return FitResult(model=nnx.merge(graphdef, p.best_params), dropout=dropout, best_epoch=p.best_epoch,
+                     epochs=p.epoch, valid=p.best_metrics, curve=p.curve)
 
 
 def tune(train: Split, valid: Split, num_items: int, c: ml_collections.ConfigDict, ks: Iterable[int],
-         eval_batch_size: int, writer: MetricsWriter | None = None) -> tuple[FitResult, list[dict[str, Any]]]:
+         eval_batch_size: int, writer: MetricsWriter | None = None, resume_dir: str | os.PathLike | None = None
+         ) -> tuple[FitResult, list[dict[str, Any]]]:
     """Fit one model per `c.dropouts`; keep the one with the best valid metric (first wins ties)."""
-    fits = [fit(train, valid, num_items, c, d, ks, eval_batch_size, writer) for d in c.dropouts]
+    fits = [fit(train, valid, num_items, c, d, ks, eval_batch_size, writer, resume_dir) for d in c.dropouts]
     trials = [{"dropout": f.dropout, "best_epoch": f.best_epoch, "epochs": f.epochs,
                c.select_metric: f.valid[c.select_metric]} for f in fits]
     best = max(fits, key=lambda f: f.valid[c.select_metric])

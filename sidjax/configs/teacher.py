@@ -1,10 +1,27 @@
 """`config.teacher`: who writes the enrichment / reasoning corpus (tasks 7, 8, stage 2), and for what."""
+import re
+
 import ml_collections
 
 from sidjax.configs.rules import require
+from sidjax.utils.redact import looks_like_secret
 
 KINDS = ("offline", "openai")
 SPLITS = ("train", "valid", "test")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _api_key_env_problem(value: str) -> str | None:
+    """Why `value` is not an environment variable's name, never quoting it (it may be the key itself)."""
+    if not value:
+        return "must name the environment variable holding the API key"
+    looks_like_key = looks_like_secret(value)
+    if looks_like_key or not ENV_NAME.fullmatch(value):
+        return ("must be the NAME of an environment variable (letters, digits, '_'), not the key: "
+                "export the key, e.g. `export OPENAI_API_KEY=...`, and set api_key_env=OPENAI_API_KEY"
+                + (" (the value given looks like a key; it is not shown, and it was not saved)" if looks_like_key else ""))
+    return None
+
 
 
 def section() -> ml_collections.ConfigDict:
@@ -47,11 +64,15 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
         f"must be distinct names from {SPLITS}, got {tuple(c.user_splits)}",
     )
     require(0 < c.min_chars < c.max_chars, f"{name}.max_chars", "need 0 < min_chars < max_chars")
+    # Checked whatever the kind: config.json records this value, so it must never be a key.
+    problem = _api_key_env_problem(c.api_key_env)
+    require(problem is None, f"{name}.api_key_env", problem or "")
     if c.kind != "openai":
         return
-    require(c.base_url.startswith(("http://", "https://")), f"{name}.base_url", f"'{c.base_url}' is not an http(s) URL")
+    require(c.base_url.startswith(("http://", "https://")), f"{name}.base_url", "is not an http(s) URL")
+    require("@" not in c.base_url.split("/")[2], f"{name}.base_url",
+            "must not hold credentials (user:key@host): the key comes from the variable named by api_key_env")
     require(bool(c.model), f"{name}.model", "must name the served model")
-    require(bool(c.api_key_env), f"{name}.api_key_env", "must name the environment variable holding the API key")
     require(c.concurrency >= 1, f"{name}.concurrency", "must be >= 1")
     require(c.timeout_s > 0, f"{name}.timeout_s", "must be > 0")
     require(c.max_retries >= 0, f"{name}.max_retries", "must be >= 0")

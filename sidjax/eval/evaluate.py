@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -214,10 +215,79 @@ def batch_multiple(mesh: jax.sharding.Mesh | None) -> int:
     return int(np.prod([mesh.shape[a] for a in axes]))
 
 
+class _SplitProgress:
+    """The batches of one split evaluated so far, so a killed eval resumes after its last finished batch.
+
+    Records go to `<samples>.partial`, fsynced per batch; then the marker at `path` (written
+    atomically) records the batches done, the partial file's length and the ranks so far. A
+    relaunch whose `signature` matches cuts the partial file back to that length and skips those
+    batches; the finished file is renamed into place last, so a partial one is never taken as
+    complete. Process 0 keeps the marker and tells the other processes where to start.
+    """
+
+    def __init__(self, path: str | Path | None, signature: dict[str, Any], samples_path: str | Path | None,
+                 total: int):
+        self.path = Path(path) if path else None
+        self.signature = signature
+        self.samples = Path(samples_path) if samples_path else None
+        self.partial = self.samples.with_name(self.samples.name + ".partial") if self.samples else None
+        self.batches, self.length, self.ranks = 0, 0, []
+        if self.path is not None and self.path.exists() and jax.process_index() == 0:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            finished = saved["batches"] == total
+            if saved["signature"] == signature and (self.partial is None or self.partial.exists()
+                                                    or (finished and self.samples.exists())):
+                self.batches, self.length, self.ranks = saved["batches"], saved["length"], saved["ranks"]
+            else:
+                logging.warning("eval: %s was written by another evaluation; starting this split over", self.path)
+        if jax.process_count() > 1:
+            self.batches = int(multihost_utils.broadcast_one_to_all(np.int32(self.batches)))
+        if self.batches:
+            logging.info("eval: resuming %s after batch %d", signature["split"], self.batches)
+
+    def open_samples(self, total: int):
+        """The partial samples file cut back to the last finished batch (None: nothing to write here)."""
+        if self.partial is None or jax.process_index() != 0:
+            return None
+        if self.batches == total:
+            if self.partial.exists():  # killed between the last batch and the rename
+                os.replace(self.partial, self.samples)
+            return None
+        f = open(self.partial, "r+b" if self.batches else "wb")
+        f.truncate(self.length)
+        f.seek(self.length)
+        return f
+
+    def batch_done(self, writer, ranks: np.ndarray) -> None:
+        self.batches += 1
+        if writer is not None:
+            writer.flush()
+            os.fsync(writer.fileno())
+            self.length = writer.tell()
+        if self.path is not None and jax.process_index() == 0:
+            state = {"signature": self.signature, "batches": self.batches, "length": self.length,
+                     "ranks": ranks.tolist()}
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(state), encoding="utf-8")
+            os.replace(tmp, self.path)
+
+    def finish(self, writer) -> None:
+        """Put the finished samples file in place."""
+        if writer is not None:
+            writer.close()
+            os.replace(self.partial, self.samples)
+
+
 def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: SearchSettings, *,
                    batch_size: int, ks: Sequence[int], max_users: int = 0,
-                   samples_path: str | Path | None = None) -> dict[str, float]:
-    """HR@K / NDCG@K of `split` (and per-sample JSONL at `samples_path`, process 0)."""
+                   samples_path: str | Path | None = None, progress_path: str | Path | None = None,
+                   progress_tag: Any = None) -> dict[str, float]:
+    """HR@K / NDCG@K of `split` (and per-sample JSONL at `samples_path`, process 0).
+
+    `progress_path`: where to keep the finished batches (`_SplitProgress`), so a killed run
+    relaunched resumes to the same metrics and samples file; `progress_tag` names the model
+    (a marker of another model or other settings is ignored).
+    """
     data = dataset.splits[split]
     n = len(data) if max_users == 0 else min(max_users, len(data))
     multiple = batch_multiple(rec.mesh)
@@ -227,13 +297,23 @@ def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: 
         raise ValueError(f"top-K metrics need K <= beams, got K={max(ks)} > beams={settings.beams}")
     histories = data.histories()[:n]
     ranks = np.full(n, -1, np.int32)
-    writer = open(samples_path, "w", encoding="utf-8") if samples_path and jax.process_index() == 0 else None
+    signature = json.loads(json.dumps({"split": split, "users": n, "batch_size": batch_size,
+                                       "settings": dataclasses.asdict(settings), "samples": samples_path is not None,
+                                       "model": progress_tag}, default=str))
+    total = -(-n // batch_size)
+    done = _SplitProgress(progress_path, signature, samples_path, total)
+    if done.batches and jax.process_index() == 0:
+        ranks[:len(done.ranks)] = done.ranks
+    if jax.process_count() > 1:
+        ranks = np.asarray(multihost_utils.broadcast_one_to_all(ranks))
+    writer = done.open_samples(total)
     titles = dataset.titles()
     try:
-        for start in progress(range(0, n, batch_size), desc=f"eval {split}", total=-(-n // batch_size), unit="batch"):
+        for b in progress(range(done.batches, total), desc=f"eval {split}", total=total, unit="batch"):
+            start = b * batch_size
             rows = list(range(start, min(start + batch_size, n)))
             padded = rows + [rows[0]] * (batch_size - len(rows))  # fixed shapes; extra rows are dropped
-            out = rec.search([histories[i] for i in padded], settings, batch_index=start // batch_size)
+            out = rec.search([histories[i] for i in padded], settings, batch_index=b)
             require_found(out, [f"split '{split}' sample {i} (user {int(data.users[i])})" for i in rows])
             targets = rec.sids[data.target[rows]]
             batch_ranks = hit_ranks(out.codes[: len(rows)], targets, out.valid[: len(rows)])
@@ -241,7 +321,10 @@ def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: 
             if writer is not None:
                 for j, i in enumerate(rows):
                     record = _sample_record(rec, data, i, histories[i], titles, out, j, int(batch_ranks[j]), split)
-                    writer.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    writer.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            done.batch_done(writer, ranks[:rows[-1] + 1])
+        done.finish(writer)
+        writer = None
     finally:
         if writer is not None:
             writer.close()

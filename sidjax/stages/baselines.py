@@ -9,11 +9,13 @@ the tried settings, wall time), for `eval.rescore`. `markov` counts the item Mar
 also records the fit above. When the run has a `sasrec` (`markov`) entry (its first one, listed
 before `baselines`: `sidjax.stages.entries` checks it at launch), the stage scores that entry's saved
 model instead of fitting the same one again (and records `from_stage`); otherwise it fits its own,
-SASRec with per-epoch curves in `metrics.jsonl` (prefix `sasrec/`).
+SASRec with per-epoch curves in `metrics.jsonl` (prefix `sasrec/`). A killed SASRec fit resumes
+after its last finished epoch from `sasrec_resume/` (SIGTERM: after the current epoch, with `Preempted`).
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from typing import Any
 
@@ -25,6 +27,9 @@ from sidjax.utils.ranking import format_table
 
 METRICS_FILE = "metrics.json"
 FIT_FILE = "fit.json"
+# SASRec's per-epoch state (sidjax.baselines.sasrec): a killed stage resumes from it; removed once the stage's
+# outputs are written (a kill after that retrains from the start, to the same model).
+RESUME_DIR = "sasrec_resume"
 
 
 def _tune_sasrec(ctx) -> tuple[sasrec.SasRec, dict[str, Any]]:
@@ -33,7 +38,7 @@ def _tune_sasrec(ctx) -> tuple[sasrec.SasRec, dict[str, Any]]:
     data = ctx.dataset
     start = time.time()
     best, trials = sasrec.tune(data.splits["train"], data.splits["valid"], data.num_items, c.sasrec, c.topk,
-                               c.eval_batch_size, writer=ctx.writer)
+                               c.eval_batch_size, writer=ctx.writer, resume_dir=ctx.dir / RESUME_DIR)
     fit = {"valid": best.valid, "dropout": best.dropout, "best_epoch": best.best_epoch, "epochs": best.epochs,
            "trials": trials, "seconds": round(time.time() - start, 1)}
     return best.model, fit
@@ -44,6 +49,7 @@ def run_sasrec(ctx) -> dict[str, Any]:
     sasrec.save(model, ctx.dir, fit["best_epoch"])
     if jax.process_index() == 0:
         (ctx.dir / FIT_FILE).write_text(json.dumps(fit, indent=2), encoding="utf-8")
+        shutil.rmtree(ctx.dir / RESUME_DIR, ignore_errors=True)
     return fit
 
 
@@ -97,4 +103,5 @@ def run(ctx) -> dict[str, Any]:
     if jax.process_index() == 0:
         print("\n".join(tables), flush=True)
         (ctx.dir / METRICS_FILE).write_text(json.dumps(results, indent=2), encoding="utf-8")
+        shutil.rmtree(ctx.dir / RESUME_DIR, ignore_errors=True)
     return results

@@ -24,11 +24,14 @@ from sidjax.eval.evaluate import Recommender, evaluate_split
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.parallel.mesh import make_mesh
 from sidjax.stages.context import DONE, MODEL_STAGES, parse_stage, stage_dirname
+from sidjax.stages.preemption import sigterm_stops
 from sidjax.stages.settings import search_settings
 from sidjax.utils.metrics import MetricsWriter
 from sidjax.utils.ranking import format_table
 
 METRICS_FILE = "metrics.json"
+# <split>.progress.json: the batches a killed evaluation finished, so its relaunch resumes after them.
+PROGRESS_SUFFIX = ".progress.json"
 # experiments.eval writes <workdir>/evals/<model stage dir, or members joined by '+'>[@<re-scorer dirs joined
 # by '+'>]/: no stage entry's directory (`<stage>` or `<stage>_<tag>`) lies in it, so a later evaluation never
 # overwrites a stage's results.
@@ -99,10 +102,17 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
     tables = []
     if jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
+    if writer is not None:
+        writer.forget_after(members[0].step - 1)  # the rows a killed run of this eval wrote
+    # The model, its files' write times and the search: a marker another evaluation left (or one of a model
+    # written again since) is not resumed.
+    header = {**results, "written_ns": [_written_ns(d / bundles.BUNDLE) for d in dirs]
+              + [_written_ns(Path(d) / DONE) for d in rescore_dirs]}
     for split in c.splits:
         samples = out_dir / f"{split}.jsonl" if c.write_samples else None
         metrics = evaluate_split(rec, dataset, split, settings, batch_size=c.batch_size, ks=c.topk,
-                                 max_users=c.max_users, samples_path=samples)
+                                 max_users=c.max_users, samples_path=samples,
+                                 progress_path=out_dir / f"{split}{PROGRESS_SUFFIX}", progress_tag=header)
         results[split] = metrics
         tables.append(f"{split} ({int(metrics['users'])} samples, {c.beams} beams, {c.mode}):\n"
                       f"{format_table(metrics, c.topk)}")
@@ -110,12 +120,21 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
             writer.write(members[0].step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
     if jax.process_index() == 0:
         print("\n".join(tables), flush=True)
-        (out_dir / METRICS_FILE).write_text(json.dumps(results, indent=2), encoding="utf-8")
+        metrics_path = out_dir / METRICS_FILE
+        metrics_path.with_name(METRICS_FILE + ".tmp").write_text(json.dumps(results, indent=2), encoding="utf-8")
+        os.replace(metrics_path.with_name(METRICS_FILE + ".tmp"), metrics_path)
+        for split in c.splits:  # metrics.json holds them now
+            (out_dir / f"{split}{PROGRESS_SUFFIX}").unlink(missing_ok=True)
     return results
+
+
+def _written_ns(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
 
 
 def run(ctx) -> dict[str, Any]:
     c = ctx.config.eval
     model_dir = find_bundle(c.checkpoint) if c.checkpoint else [ctx.output_of(entry) for entry in c.models]
     rescore_dirs = [ctx.output_of(entry) for entry in c.rescore]
-    return evaluate_bundle(model_dir, ctx.config, ctx.dataset, ctx.dir, ctx.writer, rescore_dirs)
+    with sigterm_stops(ctx.spec, "the finished batches are kept in <split>" + PROGRESS_SUFFIX):
+        return evaluate_bundle(model_dir, ctx.config, ctx.dataset, ctx.dir, ctx.writer, rescore_dirs)

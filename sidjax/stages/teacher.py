@@ -2,7 +2,9 @@
 
 Reads the SIDs of the `sids` stage. `teacher.kind = "offline"` writes template
 text with no network; `"openai"` asks an OpenAI-compatible server, resuming
-from its answer cache when rerun after an interruption or a spent budget.
+from its answer cache when rerun after an interruption (SIGKILL, or SIGTERM, which
+stops it at once: `sidjax.stages.preemption`) or a spent budget; nothing is written
+to the stage dir but the cache until the whole corpus is there.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from sidjax.data.corpus import write_corpus
 from sidjax.data.dataset import RecDataset
 from sidjax.data.tasks import sid_strings
 from sidjax.stages.context import StageContext
+from sidjax.stages.preemption import sigterm_stops
 from sidjax.stages.settings import config_key
 from sidjax.teacher.offline import write_offline
 from sidjax.teacher.prompts import Bounds
@@ -51,6 +54,26 @@ def run(ctx: StageContext) -> dict[str, Any]:
     item_ids, user_rows = coverage(dataset, c)
     logging.info("teacher (%s): %d items, %d user samples", c.kind, len(item_ids), len(user_rows))
     manifest: dict[str, Any] = {"teacher": c.kind, "template": c.kind == "offline"}
+    kept = ("every answer bought so far is in its answer cache" if c.kind == "openai"
+            else "the offline teacher writes the same texts again")
+    with sigterm_stops(ctx.spec, kept):
+        items, users, usage = _write_texts(ctx, dataset, item_sids, item_ids, user_rows)
+    if c.kind == "openai":
+        manifest.update(model=c.model, base_url=c.base_url)
+    counts = write_corpus(ctx.dir, items, users, manifest)
+    return {
+        **manifest,
+        **counts,
+        "requested_items": len(item_ids),
+        "requested_users": len(user_rows),
+        **{f"usage_{k}": v for k, v in usage.items()},
+    }
+
+
+def _write_texts(ctx: StageContext, dataset: RecDataset, item_sids: list[str], item_ids: list[int],
+                 user_rows: list[tuple[str, int]]) -> tuple[list, list, dict[str, Any]]:
+    """The item and user texts of the configured teacher, and its usage (requests, tokens, cache hits)."""
+    c = ctx.config.teacher
     if c.kind == "offline":
         items, users = write_offline(dataset, item_sids, item_ids, user_rows)
         usage: dict[str, Any] = {}
@@ -70,12 +93,4 @@ def run(ctx: StageContext) -> dict[str, Any]:
             cache.close()
         usage = dict(vars(client.usage))
         logging.info("teacher usage: %s", usage)
-        manifest.update(model=c.model, base_url=c.base_url)
-    counts = write_corpus(ctx.dir, items, users, manifest)
-    return {
-        **manifest,
-        **counts,
-        "requested_items": len(item_ids),
-        "requested_users": len(user_rows),
-        **{f"usage_{k}": v for k, v in usage.items()},
-    }
+    return items, users, usage

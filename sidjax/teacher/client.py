@@ -8,7 +8,9 @@ run replays what it already paid for and resumes where it stopped. Transient
 failures (429, 5xx, timeouts, connection errors, malformed bodies) are retried
 with exponential backoff (or the server's Retry-After); a budget caps requests
 and tokens. The API key is read from the environment variable the config names
-and is never written anywhere.
+and is never written anywhere: every error, warning and answer passes through
+`sidjax.utils.redact` first, so a server that echoes the Authorization header
+leaks it nowhere.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import openai
 from absl import logging
 
 from sidjax.teacher.prompts import Check, Messages, clean_answer
+from sidjax.utils.redact import looks_like_secret, redact
 
 _RETRY_STATUS = (408, 409, 429)
 
@@ -141,6 +144,9 @@ class TeacherClient:
     """`ask(messages, check)` -> accepted text or None (rejected after re-asks); thread-safe."""
 
     def __init__(self, settings: ClientSettings, cache: ResponseCache):
+        if looks_like_secret(settings.api_key_env):
+            raise TeacherError("api_key_env holds what looks like an API key (not shown): it must name the "
+                               "environment variable that holds the key, e.g. OPENAI_API_KEY")
         key = os.environ.get(settings.api_key_env, "")
         if not key:
             raise TeacherError(
@@ -152,6 +158,7 @@ class TeacherClient:
         self.usage = Usage()
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
+        self._secrets = (key,)
         self._client = openai.OpenAI(base_url=settings.base_url, api_key=key, max_retries=0, timeout=settings.timeout_s)
 
     def ask(self, messages: Messages, check: Check) -> str | None:
@@ -171,7 +178,7 @@ class TeacherClient:
                 {"role": "assistant", "content": text},
                 {"role": "user", "content": f"Your answer was rejected: {reason}. Write the whole answer again, fixing this."},
             ]
-        logging.warning("teacher: answer rejected after %d re-asks: %s", s.max_reasks, reason)
+        logging.warning("teacher: answer rejected after %d re-asks: %s", s.max_reasks, self._redact(reason))
         with self._lock:
             self.usage.rejected += 1
         return None
@@ -211,9 +218,11 @@ class TeacherClient:
                     model=s.model, messages=messages, temperature=s.temperature, max_tokens=s.max_output_tokens
                 )
                 text, tokens = _parse_completion(raw.http_response.text)
+                text = self._redact(text)  # checked, cached and written only without secrets
             except openai.APIStatusError as e:
                 if e.status_code not in _RETRY_STATUS and e.status_code < 500:
-                    raise TeacherError(f"teacher server {s.base_url} refused the request: HTTP {e.status_code} {e.message}") from None
+                    raise TeacherError(self._redact(
+                        f"teacher server {s.base_url} refused the request: HTTP {e.status_code} {e.message}")) from None
                 failure = f"HTTP {e.status_code}"
                 wait = _retry_after(e.response.headers.get("retry-after"))
             except (openai.APITimeoutError, openai.APIConnectionError) as e:
@@ -232,6 +241,9 @@ class TeacherClient:
             with self._lock:
                 self.usage.retries += 1
             time.sleep(delay)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
 
     def close(self) -> None:
         self._client.close()

@@ -1,7 +1,8 @@
 """Metrics to JSONL and TensorBoard (via tensorboardX), written by process 0 only.
 
 A resumed training loop redoes the steps after its checkpoint: `forget_after(step)` drops
-their rows first, so each step is logged once.
+their rows first, so each step is logged once (`prefix`: only the rows of one series, e.g.
+one of SASRec's dropout trials).
 """
 from __future__ import annotations
 
@@ -39,8 +40,12 @@ class MetricsWriter:
             # TensorBoard tag names allow [A-Za-z0-9_./-]: HR@10 is written as HR_10 there.
             self._tb.add_scalar(key.replace("@", "_"), value, global_step=int(step))
 
-    def forget_after(self, step: int) -> None:
-        """Drop the rows of steps after `step` (and a line cut short by a kill), here and in TensorBoard."""
+    def forget_after(self, step: int, prefix: str = "") -> None:
+        """Drop the rows of steps after `step` (and a line cut short by a kill), here and in TensorBoard.
+
+        With a `prefix`, only rows whose metrics all carry it; TensorBoard, which purges by step
+        alone, then keeps the other series' events (a redone step may show twice there).
+        """
         if not self._enabled:
             return
         self._jsonl.close()
@@ -50,7 +55,8 @@ class MetricsWriter:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if row["step"] <= step:
+            names = [k for k in row if k not in ("step", "time")]
+            if row["step"] <= step or not all(k.startswith(prefix) for k in names):
                 kept.append(line + "\n")
         partial = self._path.with_suffix(".jsonl.tmp")
         partial.write_text("".join(kept), encoding="utf-8")
@@ -58,7 +64,7 @@ class MetricsWriter:
         self._jsonl = open(self._path, "a", encoding="utf-8")
         # TensorBoard hides the events at or after `purge_step` that earlier runs wrote.
         self._tb.close()
-        self._tb = SummaryWriter(logdir=str(self._dir / "tensorboard"), purge_step=step + 1)
+        self._tb = SummaryWriter(logdir=str(self._dir / "tensorboard"), purge_step=None if prefix else step + 1)
 
     def close(self) -> None:
         if self._enabled:
