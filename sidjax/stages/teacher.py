@@ -21,6 +21,7 @@ from sidjax.data.tasks import sid_strings
 from sidjax.stages.context import StageContext
 from sidjax.stages.preemption import sigterm_stops
 from sidjax.stages.settings import config_key
+from sidjax.stages.sids import load_output as load_sids
 from sidjax.teacher.offline import write_offline
 from sidjax.teacher.prompts import Bounds
 from sidjax.utils.settings import settings_from
@@ -47,9 +48,9 @@ def coverage(dataset: RecDataset, c: ml_collections.ConfigDict) -> tuple[list[in
 def run(ctx: StageContext) -> dict[str, Any]:
     c = ctx.config.teacher
     dataset = ctx.dataset
-    sids = np.load(ctx.output_of("sids") / "sids.npy")
+    sids, _ = load_sids(ctx.output_of("sids"))
     if sids.shape[0] != dataset.num_items:
-        raise ValueError(f"sids.npy has {sids.shape[0]} rows but the dataset has {dataset.num_items} items")
+        raise ValueError(f"the sids stage's sids.npy has {sids.shape[0]} rows but the dataset has {dataset.num_items} items")
     item_sids = sid_strings(sids)
     item_ids, user_rows = coverage(dataset, c)
     logging.info("teacher (%s): %d items, %d user samples", c.kind, len(item_ids), len(user_rows))
