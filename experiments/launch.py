@@ -23,6 +23,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments.exits import LOG_FILE, PREEMPTED_EXIT, USER_ERROR_EXIT
 from sidjax.configs import ConfigError, validate
 from sidjax.parallel import distributed
 from sidjax.parallel.memory import MemoryPlanError
@@ -35,9 +36,6 @@ WORKDIR = flags.DEFINE_string("workdir", None, "The run directory: every stage's
 VERBOSE = flags.DEFINE_bool("verbose", False, "On an error, print its traceback too (it is always in the log file).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-LOG_FILE = "launch.log"
-USER_ERROR_EXIT = 2
-PREEMPTED_EXIT = 75
 # Errors a user causes or can fix; each message names the file / key and what to do.
 USER_ERRORS = (ConfigError, ValueError, OSError, MemoryPlanError, WorkdirBusy, NonFiniteLoss)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import launch
+from experiments import exits
 from sidjax.configs import ConfigError, base_config
 from sidjax.data import minionerec
 from sidjax.data.dataset import Item, RecDataset, Split
@@ -46,7 +46,7 @@ def _error_line(result) -> str:
 def test_a_second_launch_is_refused_naming_the_holder(tmp_path):
     with workdir_lock(tmp_path):
         result = _launch(tmp_path, "--config.stages=('data',)")
-    assert result.returncode == launch.USER_ERROR_EXIT
+    assert result.returncode == exits.USER_ERROR_EXIT
     line = _error_line(result)
     assert line.startswith(f"error: workdir {tmp_path} is in use by pid {os.getpid()} on {socket.gethostname()} "
                            f"(since "), line
@@ -142,7 +142,7 @@ def test_an_eval_prompt_longer_than_the_model_is_refused_at_launch(tmp_path):
     result = _launch(tmp_path / "run", "--config.data.source=recbole", f"--config.data.path={data}",
                      "--config.data.name=Long", "--config.data.max_history=1000",
                      "--config.stages=('data','sids','teacher','sft','eval:sft')")
-    assert result.returncode == launch.USER_ERROR_EXIT
+    assert result.returncode == exits.USER_ERROR_EXIT
     assert _error_line(result) == (
         "error: config key 'data.max_history': the longest 'valid' history has 1000 items, so a prompt of "
         "'eval:sft' is at least 4002 tokens with its answer, over the 512 positions of the model "
@@ -152,7 +152,7 @@ def test_an_eval_prompt_longer_than_the_model_is_refused_at_launch(tmp_path):
 
 def test_paper_sids_that_do_not_match_the_config_are_refused_before_any_stage(tmp_path):
     result = _launch(tmp_path, "--config.sids.levels=4")
-    assert result.returncode == launch.USER_ERROR_EXIT
+    assert result.returncode == exits.USER_ERROR_EXIT
     line = _error_line(result)
     assert line.startswith("error: ") and line.endswith("SIDs have 3 levels but config key 'sids.levels' is 4"), line
     assert not (tmp_path / "data").exists(), "the data stage (and any paid teacher) did not run first"
@@ -182,14 +182,14 @@ def test_an_unknown_item_id_mid_history_is_named_at_its_own_line(tmp_path):
 def test_a_user_error_is_one_line_with_exit_code_2_and_the_traceback_behind_verbose(tmp_path):
     flags = ("--config.stages=('data',)", "--config.data.source=recbole", f"--config.data.path={tmp_path / 'none'}")
     quiet = _launch(tmp_path / "run", *flags)
-    assert quiet.returncode == launch.USER_ERROR_EXIT
+    assert quiet.returncode == exits.USER_ERROR_EXIT
     line = _error_line(quiet)
     assert line.startswith(f"error: {tmp_path / 'none'}") and "file not found" in line, line
     assert "Traceback" not in quiet.stderr
-    log = (tmp_path / "run" / launch.LOG_FILE).read_text()
+    log = (tmp_path / "run" / exits.LOG_FILE).read_text()
     assert "Traceback" in log and "file not found" in log, "the traceback is always in the run's log"
     verbose = _launch(tmp_path / "run", *flags, "--verbose")
-    assert verbose.returncode == launch.USER_ERROR_EXIT
+    assert verbose.returncode == exits.USER_ERROR_EXIT
     assert "Traceback" in verbose.stderr and _error_line(verbose) == line
 
 
@@ -224,12 +224,12 @@ def test_a_full_disk_is_one_line_not_a_hundred_tracebacks(tmp_path):
         train.run(train.main)
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == launch.USER_ERROR_EXIT
+    assert result.returncode == exits.USER_ERROR_EXIT
     assert _error_line(result) == (f"error: the disk is full writing {tmp_path / 'data' / 'statistics.json'} "
                                    f"(No space left on device); free space or use another --workdir")
     assert "Event loop is closed" not in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.count("background save raised") == 5, "the library's error lines stay, one line each"
-    log = (tmp_path / launch.LOG_FILE).read_text()
+    log = (tmp_path / exits.LOG_FILE).read_text()
     assert "RuntimeError: the async save failed" in log and log.count("OSError: [Errno 28]") >= 5
 
 
@@ -249,7 +249,7 @@ def test_preempted_is_its_own_line_and_exit_code(tmp_path):
         train.run(train.main)
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == launch.PREEMPTED_EXIT
+    assert result.returncode == exits.PREEMPTED_EXIT
     assert result.stderr.strip().splitlines()[-1] == \
         "preempted: sft: SIGTERM at step 7; checkpoint saved, relaunch to resume"
     assert "Traceback" not in result.stderr
