@@ -27,8 +27,7 @@ import ml_collections
 from absl import logging
 
 from sidjax.configs import ConfigError, entry_section, stage_of
-from sidjax.stages.context import DONE, MODEL_STAGES, first_entry, stage_dirname
-from sidjax.utils.errors import DataError
+from sidjax.stages.context import DONE, MODEL_STAGES, first_entry, read_done, stage_dirname
 
 # Stages whose outputs a model stage reads, by their entry name (`ctx.output_of("sids")`).
 _MODEL_STAGE_READS = ("sids", "teacher")
@@ -83,10 +82,7 @@ def uses(config: ml_collections.ConfigDict, spec: str) -> tuple[str, ...]:
 
 def recorded_inputs(done: Path, spec: str) -> dict[str, Any] | None:
     """The inputs a finished entry's DONE.json recorded; None for one written before they were recorded."""
-    try:
-        return json.loads(done.read_text(encoding="utf-8")).get("inputs")
-    except (ValueError, AttributeError) as e:
-        raise DataError(done, f"not a DONE record ({e}); add '{spec}' to config.redo to run it again") from None
+    return read_done(done.parent, spec).get("inputs")
 
 
 def _shown(values: Mapping[str, Any], key: str) -> str:

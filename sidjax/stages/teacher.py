@@ -21,9 +21,10 @@ from sidjax.data.tasks import sid_strings
 from sidjax.stages.context import StageContext
 from sidjax.stages.preemption import sigterm_stops
 from sidjax.stages.settings import config_key
-from sidjax.stages.sids import load_output as load_sids
+from sidjax.stages.sids import SIDS_FILE
 from sidjax.teacher.offline import write_offline
 from sidjax.teacher.prompts import Bounds
+from sidjax.utils.files import read_npy
 from sidjax.utils.settings import settings_from
 
 CACHE_FILE = "cache.jsonl"
@@ -48,7 +49,7 @@ def coverage(dataset: RecDataset, c: ml_collections.ConfigDict) -> tuple[list[in
 def run(ctx: StageContext) -> dict[str, Any]:
     c = ctx.config.teacher
     dataset = ctx.dataset
-    sids, _ = load_sids(ctx.output_of("sids"))
+    sids = read_npy(ctx.output_of("sids") / SIDS_FILE)
     if sids.shape[0] != dataset.num_items:
         raise ValueError(f"the sids stage's sids.npy has {sids.shape[0]} rows but the dataset has {dataset.num_items} items")
     item_sids = sid_strings(sids)
