@@ -159,7 +159,7 @@ def test_paper_sids_that_do_not_match_the_config_are_refused_before_any_stage(tm
     config = base_config()
     config.stages = ("data", "sids")
     config.sids.codebook_size = 100
-    with pytest.raises(DataError, match=r"code 255 >= config key 'sids.codebook_size' \(100\)"):
+    with pytest.raises(DataError, match=r"index\.json\.gz: item 0: code 236 at level 0 >= config key 'sids.codebook_size' \(100\)"):
         launch_checks.check(config, tmp_path, config.stages)
 
 
