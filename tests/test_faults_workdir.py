@@ -193,13 +193,27 @@ def test_a_user_error_is_one_line_with_exit_code_2_and_the_traceback_behind_verb
     assert "Traceback" in verbose.stderr and _error_line(verbose) == line
 
 
+def _launch_with_data_stage(script: str, stage: str, workdir) -> subprocess.CompletedProcess:
+    """Run `experiments.train` on the demo config's `data` entry alone, with `script`'s function `stage` as it."""
+    launch = textwrap.dedent(f"""
+        import sys
+        from sidjax.stages import registry
+        registry.STAGES["data"] = {stage}
+        from experiments import train
+        sys.argv = ["train", "--config=experiments/configs/demo.py", "--workdir={workdir}",
+                    "--config.stages=('data',)"]
+        train.run(train.main)
+    """)
+    return subprocess.run([sys.executable, "-c", script + launch], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
 def test_a_full_disk_is_one_line_not_a_hundred_tracebacks(tmp_path):
     # What a checkpoint save on a full disk does (seen with orbax on a full tmpfs): every pending write's
     # completion reports "Event loop is closed" from native code, each failed background thread logs its
     # error with a traceback, and the save's error arrives wrapped.
-    script = textwrap.dedent(f"""
-        import errno, logging, sys
-        from sidjax.stages import registry
+    script = textwrap.dedent("""
+        import errno, logging
 
         class PendingWrite:
             def __del__(self):
@@ -216,14 +230,8 @@ def test_a_full_disk_is_one_line_not_a_hundred_tracebacks(tmp_path):
                                                     msg="background save raised", exc_info=(OSError, full, None)))
                 logging.getLogger().handle(record)
             raise RuntimeError("the async save failed") from full
-
-        registry.STAGES["data"] = full_disk
-        from experiments import train
-        sys.argv = ["train", "--config=experiments/configs/demo.py", "--workdir={tmp_path}",
-                    "--config.stages=('data',)"]
-        train.run(train.main)
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = _launch_with_data_stage(script, "full_disk", tmp_path)
     assert result.returncode == exits.USER_ERROR_EXIT
     assert _error_line(result) == (f"error: the disk is full writing {tmp_path / 'data' / 'statistics.json'} "
                                    f"(No space left on device); free space or use another --workdir")
@@ -234,21 +242,13 @@ def test_a_full_disk_is_one_line_not_a_hundred_tracebacks(tmp_path):
 
 
 def test_preempted_is_its_own_line_and_exit_code(tmp_path):
-    script = textwrap.dedent(f"""
-        import sys
-        from sidjax.stages import registry
+    script = textwrap.dedent("""
         from sidjax.train.loop import Preempted
 
         def preempted(ctx):
             raise Preempted("sft", 7)
-
-        registry.STAGES["data"] = preempted
-        from experiments import train
-        sys.argv = ["train", "--config=experiments/configs/demo.py", "--workdir={tmp_path}",
-                    "--config.stages=('data',)"]
-        train.run(train.main)
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = _launch_with_data_stage(script, "preempted", tmp_path)
     assert result.returncode == exits.PREEMPTED_EXIT
     assert result.stderr.strip().splitlines()[-1] == \
         "preempted: sft: SIGTERM at step 7; checkpoint saved, relaunch to resume"
