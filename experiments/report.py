@@ -5,8 +5,11 @@
 Each workdir is one run (one configuration or ablation). Every stage directory
 in it is read: `DONE.json` (wall time), `metrics.json` of `eval*` stages and of
 experiments.eval's `evals/*` (HR@K / NDCG@K per split) and of `baselines` (per method and split), and
-`metrics.jsonl` (training curves; GRPO reward and response length). The papers'
-numbers on the same test split are printed beside ours. Output: `report.md` and
+`metrics.jsonl` (training curves; GRPO reward and response length), and the per-sample hit ranks
+(`ranks.npz` / `ranks_<method>.npz`, else the eval's `<split>.jsonl`), from which a paired bootstrap
+gives every metric a 95 % interval and every row its difference from a reference row on the same
+users. Rows are ordered purely generative, ensemble, hybrid, baselines, then the papers' rows on the
+same test split with their sources. Output: `report.md` and
 PNGs in `--out` (default: `<first workdir>/report`).
 """
 from __future__ import annotations
@@ -24,25 +27,52 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from absl import app, flags, logging  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from sidjax.stages import DONE, STAGES  # noqa: E402
+from sidjax.stages.baselines import ranks_file  # noqa: E402
 from sidjax.stages.eval import STANDALONE_DIR  # noqa: E402
+from sidjax.utils import bootstrap  # noqa: E402
+from sidjax.utils.bootstrap import Estimate  # noqa: E402
+from sidjax.utils.errors import DataError  # noqa: E402
+from sidjax.utils.ranking import RANKS_FILE, read_ranks  # noqa: E402
 
 KS = (1, 3, 5, 10)
 SPLITS = ("valid", "test")
 RL_STAGES = ("grpo", "sdpo")
 RL_KEYS = ("train/reward/total", "train/response_length")
 
-# MiniOneRec paper, Table 1, Industrial_and_Scientific test split (4,533 rows); also in
-# sidjax/data/industrial_and_scientific/PROVENANCE.md. The paper reports no @1 numbers.
-PAPERS: tuple[tuple[str, dict[str, float]], ...] = (
-    ("SASRec", {"HR@3": .0790, "NDCG@3": .0700, "HR@5": .0909, "NDCG@5": .0748, "HR@10": .1088, "NDCG@10": .0806}),
-    ("TIGER", {"HR@3": .0852, "NDCG@3": .0742, "HR@5": .1010, "NDCG@5": .0807, "HR@10": .1321, "NDCG@10": .0908}),
-    ("LC-Rec", {"HR@3": .0915, "NDCG@3": .0805, "HR@5": .1057, "NDCG@5": .0862, "HR@10": .1332, "NDCG@10": .0952}),
-    ("S-DPO", {"HR@3": .1032, "NDCG@3": .0906, "HR@5": .1238, "NDCG@5": .0991, "HR@10": .1524, "NDCG@10": .1082}),
-    ("MiniOneRec (Qwen, SFT + GRPO)",
+# The published rows on the same Industrial_and_Scientific test split (4,533 rows), with where each figure
+# comes from (also in sidjax/data/industrial_and_scientific/PROVENANCE.md). None reports @1.
+MINIONEREC_TABLE_1 = "MiniOneRec paper, Table 1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Paper:
+    name: str
+    source: str
+    metrics: dict[str, float]
+
+
+PAPERS: tuple[Paper, ...] = tuple(Paper(*row) for row in (
+    ("SASRec", MINIONEREC_TABLE_1,
+     {"HR@3": .0790, "NDCG@3": .0700, "HR@5": .0909, "NDCG@5": .0748, "HR@10": .1088, "NDCG@10": .0806}),
+    ("TIGER", MINIONEREC_TABLE_1,
+     {"HR@3": .0852, "NDCG@3": .0742, "HR@5": .1010, "NDCG@5": .0807, "HR@10": .1321, "NDCG@10": .0908}),
+    ("LC-Rec", MINIONEREC_TABLE_1,
+     {"HR@3": .0915, "NDCG@3": .0805, "HR@5": .1057, "NDCG@5": .0862, "HR@10": .1332, "NDCG@10": .0952}),
+    ("S-DPO", MINIONEREC_TABLE_1,
+     {"HR@3": .1032, "NDCG@3": .0906, "HR@5": .1238, "NDCG@5": .0991, "HR@10": .1524, "NDCG@10": .1082}),
+    ("SIDReasoner (Qwen3-1.7B, beam 10)", "README of FSmisaka/Reasoning4GenRec-Reproduction",
+     {"HR@5": .1109, "NDCG@5": .0905, "HR@10": .1438, "NDCG@10": .1010}),
+    ("V-STAR (value-guided decoding + sibling GRPO)", "quoted second-hand by a MiniOneRec fork",
+     {"NDCG@10": .1217}),
+    ("MiniOneRec (Qwen, SFT + GRPO)", MINIONEREC_TABLE_1,
      {"HR@3": .1143, "NDCG@3": .1011, "HR@5": .1321, "NDCG@5": .1084, "HR@10": .1586, "NDCG@10": .1167}),
-)
+))
 PAPER_BEST = PAPERS[-1]
+# Table order: what the rows are, purely generative first.
+KINDS = ("generative", "generative ensemble", "hybrid", "baseline")
 
 
 class ReportError(ValueError):
@@ -71,9 +101,12 @@ class Run:
 class Row:
     run: str
     what: str  # stage and model, or baseline method
+    kind: str  # one of KINDS
+    level: str  # "sid": a hit is the target's SID among the top K (every row of a SID run); "item": the item itself
     split: str
     metrics: dict[str, float]
     seconds: float | None
+    ranks: np.ndarray | None  # per-sample hit ranks (-1 = miss); None when the run kept none (no interval)
 
 
 def _read_json(path: Path) -> Any:
@@ -136,44 +169,154 @@ def load_run(workdir: Path, label: str) -> Run:
     return Run(label=label, workdir=workdir, config_name=config.get("name", ""), stages=stages)
 
 
-def result_rows(run: Run) -> list[Row]:
-    """One row per (evaluated model or baseline, split)."""
+def _eval_ranks(stage: Stage, split: str) -> np.ndarray | None:
+    """An evaluation's per-sample ranks: `ranks.npz`, else the `hit_rank` of its samples file, else None."""
+    if (stage.dir / RANKS_FILE).exists():
+        return _read_ranks(stage.dir / RANKS_FILE).get(split)
+    samples = stage.dir / f"{split}.jsonl"
+    if not samples.exists():
+        return None
+    records = _read_jsonl(samples)
+    try:
+        ranks = {int(r["index"]): int(r["hit_rank"]) for r in records}
+    except (KeyError, TypeError, ValueError):
+        raise ReportError(f"{samples}: a record without an integer 'index' and 'hit_rank'") from None
+    if sorted(ranks) != list(range(len(ranks))):
+        raise ReportError(f"{samples}: the records' 'index' values are not 0..{len(ranks) - 1}")
+    return np.array([ranks[i] for i in range(len(ranks))], np.int32)
+
+
+def _read_ranks(path: Path) -> dict[str, np.ndarray]:
+    try:
+        return read_ranks(path)
+    except DataError as e:
+        raise ReportError(str(e)) from None
+
+
+def _eval_rows(run: Run, stage: Stage) -> list[Row]:
+    model = stage.metrics.get("model", "?")
+    models = model if isinstance(model, list) else [model]  # an ensemble names its members
+    what = " + ".join(Path(str(m)).name for m in models)
+    rescore = stage.metrics.get("rescore")
+    if rescore:
+        terms = rescore if isinstance(rescore, list) else [rescore]  # runs before a37811f wrote one dict
+        what += ", re-scored by " + " + ".join(f"{Path(str(r['model'])).name} x {r['weight']}" for r in terms)
+    kind = "hybrid" if rescore else "generative ensemble" if len(models) > 1 else "generative"
+    what = f"{stage.spec} ({what}, {stage.metrics.get('mode', 'direct')})"
+    return [Row(run.label, what, kind, "sid", s, stage.metrics[s], stage.seconds, _eval_ranks(stage, s))
+            for s in SPLITS if s in stage.metrics]
+
+
+def _baseline_rows(run: Run, stage: Stage) -> list[Row]:
     rows = []
-    for stage in run.stages:
-        if stage.metrics is None:
-            continue
-        if stage.name == "eval":
-            model = stage.metrics.get("model", "?")
-            models = model if isinstance(model, list) else [model]  # an ensemble names its members
-            model = " + ".join(Path(str(m)).name for m in models)
-            rescore = stage.metrics.get("rescore")
-            if rescore:
-                terms = rescore if isinstance(rescore, list) else [rescore]  # runs before a37811f wrote one dict
-                model += ", re-scored by " + " + ".join(f"{Path(str(r['model'])).name} x {r['weight']}" for r in terms)
-            what = f"{stage.spec} ({model}, {stage.metrics.get('mode', 'direct')})"
-            rows += [Row(run.label, what, s, stage.metrics[s], stage.seconds) for s in SPLITS if s in stage.metrics]
-        elif stage.name == "baselines":
-            for method, result in stage.metrics.items():
-                seconds = result.get("seconds")
-                rows += [Row(run.label, f"{method} (baseline)", s, result[s], seconds) for s in SPLITS if s in result]
+    for method, result in stage.metrics.items():
+        path = stage.dir / ranks_file(method)
+        ranks = _read_ranks(path) if path.exists() else {}
+        level = result.get("hit", "item")  # runs before the SID-level yardstick scored items only
+        rows += [Row(run.label, f"{method} (baseline)", "baseline", level, s, result[s], result.get("seconds"),
+                     ranks.get(s)) for s in SPLITS if s in result]
     return rows
 
 
-def _cell(metrics: dict[str, float], key: str) -> str:
-    value = metrics.get(key)
-    return "–" if value is None else f"{value:.4f}"
+def result_rows(run: Run) -> list[Row]:
+    """One row per (evaluated model or baseline, split), purely generative rows first (the order of KINDS)."""
+    rows = []
+    for stage in run.stages:
+        if stage.metrics is not None and stage.name == "eval":
+            rows += _eval_rows(run, stage)
+        elif stage.metrics is not None and stage.name == "baselines":
+            rows += _baseline_rows(run, stage)
+    return sorted(rows, key=lambda r: KINDS.index(r.kind))
 
 
-def markdown_table(rows: Sequence[Row], papers: Sequence[tuple[str, dict[str, float]]] = PAPERS) -> str:
-    keys = [f"HR@{k}" for k in KS] + [f"NDCG@{k}" for k in KS]
-    lines = ["| run | model / stage | split | " + " | ".join(keys) + " | time (s) |",
-             "|---|---|---|" + "---:|" * (len(keys) + 1)]
+def _keys() -> list[str]:
+    return [f"HR@{k}" for k in KS] + [f"NDCG@{k}" for k in KS]
+
+
+def _cell(row: Row, key: str, spans: dict[str, Estimate] | None) -> str:
+    value = row.metrics.get(key)
+    if value is None:
+        return "–"
+    if spans is None:
+        return f"{value:.4f}"
+    return f"{value:.4f} [{spans[key].low:.4f}, {spans[key].high:.4f}]"
+
+
+def _spans(row: Row, resamples: int, seed: int) -> dict[str, Estimate] | None:
+    if row.ranks is None:
+        return None
+    spans = bootstrap.intervals(row.ranks, KS, resamples, seed)
+    # The ranks must be the ones the metrics came from (a stale ranks file would give other figures).
+    stale = [k for k in _keys() if k in row.metrics and abs(spans[k].value - row.metrics[k]) > 1e-9]
+    if stale:
+        raise ReportError(f"{row.run} / {row.what} / {row.split}: the per-sample ranks give {stale[0]} "
+                          f"{spans[stale[0]].value:.4f}, its metrics.json {row.metrics[stale[0]]:.4f}")
+    return spans
+
+
+def markdown_table(rows: Sequence[Row], papers: Sequence[Paper] = PAPERS, resamples: int = bootstrap.DEFAULT_RESAMPLES,
+                   seed: int = bootstrap.DEFAULT_SEED) -> str:
+    """Every row with its 95 % bootstrap interval [low, high] where its ranks were kept, then the papers' rows."""
+    keys = _keys()
+    lines = ["| run | model / stage | kind | hit | split | " + " | ".join(keys) + " | time (s) |",
+             "|---|---|---|---|---|" + "---:|" * (len(keys) + 1)]
     for r in rows:
+        spans = _spans(r, resamples, seed)
         seconds = "–" if r.seconds is None else f"{r.seconds:.0f}"
-        lines.append(f"| {r.run} | {r.what} | {r.split} | " + " | ".join(_cell(r.metrics, k) for k in keys)
-                     + f" | {seconds} |")
-    for name, metrics in papers:
-        lines.append(f"| paper | {name} | test | " + " | ".join(_cell(metrics, k) for k in keys) + " | – |")
+        lines.append(f"| {r.run} | {r.what} | {r.kind} | {r.level} | {r.split} | "
+                     + " | ".join(_cell(r, k, spans) for k in keys) + f" | {seconds} |")
+    for paper in papers:
+        row = Row("paper", paper.name, "paper", "sid", "test", paper.metrics, None, None)
+        lines.append(f"| paper | {paper.name} ({paper.source}) | paper | sid | test | "
+                     + " | ".join(_cell(row, k, None) for k in keys) + " | – |")
+    return "\n".join(lines)
+
+
+REASONING_KEYS = ("closed", "has_text", "mean_words", "loop", "grounded", "cited_valid", "consistent")
+
+
+def reasoning_table(rows: Sequence[Row]) -> str:
+    """The reasoning measures of every reasoning-mode row ("" when there is none)."""
+    measured = [r for r in rows if "reasoning/closed" in r.metrics]
+    if not measured:
+        return ""
+    lines = ["| run | model / stage | split | " + " | ".join(REASONING_KEYS) + " |",
+             "|---|---|---|" + "---:|" * len(REASONING_KEYS)]
+    for r in measured:
+        cells = ["–" if f"reasoning/{k}" not in r.metrics else f"{r.metrics[f'reasoning/{k}']:.3f}"
+                 for k in REASONING_KEYS]
+        lines.append(f"| {r.run} | {r.what} | {r.split} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def reference_rows(rows: Sequence[Row], pattern: str = "") -> dict[tuple[str, str], Row]:
+    """Per (run, split), the row the others are compared with: the first whose label contains `pattern`,
+    else the first purely generative row (one SID model)."""
+    refs: dict[tuple[str, str], Row] = {}
+    for r in rows:
+        chosen = (pattern in r.what) if pattern else r.kind == "generative"
+        if chosen and r.ranks is not None and (r.run, r.split) not in refs:
+            refs[(r.run, r.split)] = r
+    return refs
+
+
+def differences_table(rows: Sequence[Row], refs: dict[tuple[str, str], Row], metrics: Sequence[str] = ("HR@10", "NDCG@10"),
+                      resamples: int = bootstrap.DEFAULT_RESAMPLES, seed: int = bootstrap.DEFAULT_SEED) -> str:
+    """Each row minus its run's reference row on the same users (the first n both scored), paired bootstrap.
+
+    `*` marks a difference whose 95 % interval excludes zero.
+    """
+    lines = ["| run | split | model / stage | minus | users | " + " | ".join(metrics) + " |",
+             "|---|---|---|---|---:|" + "---:|" * len(metrics)]
+    for r in rows:
+        ref = refs.get((r.run, r.split))
+        if ref is None or r is ref or r.ranks is None:
+            continue
+        n = min(len(r.ranks), len(ref.ranks))
+        diff = bootstrap.paired_difference(r.ranks[:n], ref.ranks[:n], KS, resamples, seed)
+        cells = [f"{diff[m].value:+.4f} [{diff[m].low:+.4f}, {diff[m].high:+.4f}]"
+                 + ("*" if diff[m].excludes_zero() else "") for m in metrics]
+        lines.append(f"| {r.run} | {r.split} | {r.what} | {ref.what} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -234,10 +377,10 @@ def plot_metric_per_stage(rows: Sequence[Row], path: Path, metric: str = "NDCG@1
         values = {f"{r.run}\n{r.what}": r.metrics[metric] for r in rows if r.split == split}
         xs = [j + (i - (len(SPLITS) - 1) / 2) * width for j, label in enumerate(labels) if label in values]
         ax.bar(xs, [values[label] for label in labels if label in values], width, label=split)
-    if metric in PAPER_BEST[1]:
-        ax.axhline(PAPER_BEST[1][metric], color="black", linestyle="--", linewidth=1,
-                   label=f"paper: {PAPER_BEST[0]} (test)")
-    top = max([r.metrics[metric] for r in rows] + [PAPER_BEST[1].get(metric, 0.0)])
+    if metric in PAPER_BEST.metrics:
+        ax.axhline(PAPER_BEST.metrics[metric], color="black", linestyle="--", linewidth=1,
+                   label=f"paper: {PAPER_BEST.name} (test)")
+    top = max([r.metrics[metric] for r in rows] + [PAPER_BEST.metrics.get(metric, 0.0)])
     ax.set_ylim(0, top * 1.3)  # headroom so the legend never covers a bar
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
     ax.set(ylabel=metric, title=f"{metric} per stage")
@@ -263,18 +406,44 @@ def run_labels(workdirs: Sequence[Path]) -> list[str]:
     return [w.name if names.count(w.name) == 1 else str(w) for w in workdirs]
 
 
-def write_report(workdirs: Sequence[Path], out: Path, command: str) -> Path:
-    """Read the runs, write `report.md` and its PNGs into `out`; returns the report's path."""
+def write_report(workdirs: Sequence[Path], out: Path, command: str, reference: str = "",
+                 resamples: int = bootstrap.DEFAULT_RESAMPLES, seed: int = bootstrap.DEFAULT_SEED) -> Path:
+    """Read the runs, write `report.md` and its PNGs into `out`; returns the report's path.
+
+    `reference`: the differences compare every row with the first row whose label contains it (default:
+    each run's first one-SID-model row); `resamples`, `seed`: the paired bootstrap's.
+    """
+    if resamples < 1:
+        raise ReportError(f"--resamples must be >= 1, got {resamples}")
     runs = [load_run(w, label) for w, label in zip(workdirs, run_labels(workdirs))]
     out.mkdir(parents=True, exist_ok=True)
-    rows = [row for run in runs for row in result_rows(run)]
+    rows = sorted([row for run in runs for row in result_rows(run)], key=lambda r: KINDS.index(r.kind))
+    refs = reference_rows(rows, reference)
+    if reference and not refs:
+        raise ReportError(f"--reference {reference!r}: no row with per-sample ranks has it in its label")
     lines = ["# sidjax results", "", f"Command: `{command}`  ", f"Commit: {_commit()}", "",
              "## HR@K / NDCG@K", "",
-             "Tuned on valid, test reported once per configuration. Generative models count a hit when a beam's "
-             "SID equals the target's; baselines when the target item is among the top K. Paper rows: MiniOneRec "
-             "paper, Table 1 (same test split, 4,533 rows; no @1 reported).", "",
-             markdown_table(rows), "", "## Runs", "",
-             "| run | config | stages (wall s) | total (s) |", "|---|---|---|---:|"]
+             "Tuned on valid, test reported once per configuration. One yardstick: with `hit` = sid, a hit is the "
+             "target's SID among the top K (the papers' definition); a baseline's item ranking is turned into a SID "
+             "ranking first, each SID counted once, at its first item. `hit` = item (a run without SIDs, or one "
+             "scored before the SID-level yardstick): the target item itself. Kinds: generative = one SID model "
+             "alone; generative ensemble = SID models only; hybrid = SID models re-scored by dense item models. "
+             f"[low, high]: 95 % interval, paired bootstrap over users ({resamples} resamples, seed {seed}); no "
+             "interval where the run kept no per-sample ranks. Paper rows: their own reports on the same test split "
+             "(4,533 rows; none reports @1), with sources.", "",
+             markdown_table(rows, resamples=resamples, seed=seed), ""]
+    reasoning = reasoning_table(rows)
+    if reasoning:
+        lines += ["## Reasoning", "", "Measured on each generated thought (`sidjax.eval.reasoning_quality`): the "
+                  "share that closed `</think>` itself, that holds text beyond SIDs, that loops (a 4-gram three "
+                  "times), that cites a history item (SID or title), whose cited SIDs are all real, and whose last "
+                  "cited SID is the one ranked first (the last two over the thoughts that cite a SID).", "",
+                  reasoning, ""]
+    if refs:
+        lines += ["## Differences on the same users", "",
+                  "Each row minus its run's reference row, paired bootstrap (95 % interval); * = the interval "
+                  "excludes zero.", "", differences_table(rows, refs, resamples=resamples, seed=seed), ""]
+    lines += ["## Runs", "", "| run | config | stages (wall s) | total (s) |", "|---|---|---|---:|"]
     for run in runs:
         done = [s for s in run.stages if s.seconds is not None]
         stages = ", ".join(f"{s.spec} ({s.seconds:.0f})" for s in done)
@@ -301,6 +470,10 @@ def write_report(workdirs: Sequence[Path], out: Path, command: str) -> Path:
 
 _WORKDIRS = flags.DEFINE_multi_string("workdir", None, "A run directory; repeat for several runs (ablations).")
 _OUT = flags.DEFINE_string("out", "", "Where report.md and the PNGs go (default: <first workdir>/report).")
+_REFERENCE = flags.DEFINE_string("reference", "", "Compare every row with the first row whose label contains this "
+                                 "(default: each run's first one-SID-model row).")
+_RESAMPLES = flags.DEFINE_integer("resamples", bootstrap.DEFAULT_RESAMPLES, "Paired bootstrap resamples.")
+_SEED = flags.DEFINE_integer("seed", bootstrap.DEFAULT_SEED, "Paired bootstrap seed.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -310,7 +483,8 @@ def main(argv) -> None:
     workdirs = [Path(w) for w in _WORKDIRS.value]
     out = Path(_OUT.value) if _OUT.value else workdirs[0] / "report"
     try:
-        report = write_report(workdirs, out, "python -m experiments.report " + " ".join(sys.argv[1:]))
+        report = write_report(workdirs, out, "python -m experiments.report " + " ".join(sys.argv[1:]),
+                              _REFERENCE.value, _RESAMPLES.value, _SEED.value)
     except ReportError as e:
         raise app.UsageError(str(e)) from None
     logging.info("report: %s", report)

@@ -235,7 +235,7 @@ def test_the_same_entries_in_another_valid_order_run_the_same_models(tmp_path, m
     config.stages = tuple(s for s in config.stages if s != "baselines")
     reordered = config.copy_and_resolve_references()
     reordered.stages = ("data", "sids", "sasrec", "markov", "sft:b", "grpo:b", "sft", "eval:sft", "grpo", "eval:grpo",
-                        "eval")
+                        "eval", "eval:ensemble")
     for c in (config, reordered):
         validate(c)
         entries.check(c)
@@ -244,6 +244,7 @@ def test_the_same_entries_in_another_valid_order_run_the_same_models(tmp_path, m
     assert first == second
     assert first["eval"]["uses"] == (["grpo", "grpo_b"], ["sasrec", "markov"], "direct")
     assert first["eval:grpo"]["uses"] == (["grpo"], [], "direct")
+    assert first["eval:ensemble"]["uses"] == (["grpo", "grpo_b"], [], "direct")
     assert (first["sft:b"]["uses"], first["grpo:b"]["uses"]) == ((None, 1), ("sft:b", 1))
     assert (tmp_path / "reordered" / "eval" / DONE).is_file()
 

@@ -19,7 +19,7 @@ from sidjax.model.tokenizer import CHAT_TEMPLATE, EOS_TOKEN, item_texts, tokeniz
 from sidjax.model.transformer import CausalLM
 from sidjax.model.vocab import add_sid_tokens, padded_size
 from sidjax.parallel.mesh import make_mesh
-from sidjax.utils.ranking import ranking_metrics
+from sidjax.utils.ranking import RANKS_FILE, ranking_metrics, read_ranks
 
 LEVEL_SIZES = (3, 4, 4)
 NUM_ITEMS = 24
@@ -56,8 +56,8 @@ def test_records_and_metrics_agree(setup, tmp_path):
     dataset, rec = setup
     path = tmp_path / "test.jsonl"
     ks = (1, 3, 5, 10)
-    metrics = evaluate_split(rec, dataset, "test", SearchSettings(beams=10), batch_size=4, ks=ks,
-                             samples_path=path)
+    metrics, returned = evaluate_split(rec, dataset, "test", SearchSettings(beams=10), batch_size=4, ks=ks,
+                                       samples_path=path)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(records) == len(dataset.splits["test"]) == metrics["users"]
     ranks = []
@@ -70,6 +70,7 @@ def test_records_and_metrics_agree(setup, tmp_path):
         assert all(rec.sids[i].tolist() == rec.sids[b["items"][0]].tolist() for b in r["recommendations"] for i in b["items"])
         assert [h["item"] for h in r["history"]] == dataset.splits["test"].histories()[r["index"]]
         ranks.append(r["hit_rank"])
+    assert returned.tolist() == ranks
     expected = ranking_metrics(np.asarray(ranks), ks)
     assert all(metrics[k] == pytest.approx(v) for k, v in expected.items())
 
@@ -97,14 +98,35 @@ def test_reasoning_mode_continues_the_search_after_the_thought(setup):
     for i, prompt in enumerate(prompts):
         ids = [t for t in np.asarray(thought.tokens)[i, 0, : int(thought.lengths[i, 0])].tolist()
                if t == rec.think_close_id or t not in rec.format.stop_ids]
+        # The text is what the model wrote; the search continues after a `</think>` either way.
+        assert out.reasoning[i] == rec.format.tokenizer.decode(ids, skip_special_tokens=False)
         if ids[-1:] != [rec.think_close_id]:
             ids.append(rec.think_close_id)
-        assert out.reasoning[i] == rec.format.tokenizer.decode(ids, skip_special_tokens=False)
         continued.append(prompt + ids + rec.format.tokenizer.encode("\n\n", add_special_tokens=False).ids)
     tokens, mask = pad_prompts(continued, bucket=32, pad_id=rec.format.eos_id)
     expected = beam_search(rec.model, jnp.asarray(tokens), jnp.asarray(mask), rec.tables, num_beams=4)
     np.testing.assert_array_equal(out.leaves, expected.leaves)
-    assert out.valid.all() and all(t.endswith("</think>") for t in out.reasoning)
+    assert out.valid.all()
+
+
+def test_reasoning_eval_measures_every_thought_in_records_and_metrics(setup, tmp_path):
+    from sidjax.eval.reasoning_quality import assess, summarize
+
+    dataset, rec = setup
+    think = SamplingParams(max_new_tokens=6, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                           stop_tokens=(), num_samples=1)
+    path = tmp_path / "test.jsonl"
+    metrics, _ = evaluate_split(rec, dataset, "test", SearchSettings(beams=4, mode="reasoning", think=think),
+                                batch_size=4, ks=(1, 3), max_users=6, samples_path=path)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    titles = dataset.titles()
+    for r in records:
+        history = [h["item"] for h in r["history"]]
+        expected = assess(r["reasoning"], [h["sid"] for h in r["history"]], [titles[i] for i in history],
+                          rec.catalogue, r["recommendations"][0]["sid"])
+        assert r["reasoning_quality"] == expected
+    summary = summarize(r["reasoning_quality"] for r in records)
+    assert summary and all(metrics[k] == v for k, v in summary.items())
 
 
 def test_bad_history_names_it(setup):
@@ -130,8 +152,8 @@ def compare_meshes():
             mesh = make_mesh({"data": data, "fsdp": 1, "tensor": 1}, devices=devices)
             dataset, rec = build(mesh)
             path = Path(tmp) / f"{data}.jsonl"
-            metrics = evaluate_split(rec, dataset, "test", SearchSettings(beams=6), batch_size=8, ks=(1, 5),
-                                     samples_path=path)
+            metrics, _ = evaluate_split(rec, dataset, "test", SearchSettings(beams=6), batch_size=8, ks=(1, 5),
+                                        samples_path=path)
             records = [json.loads(line) for line in path.read_text().splitlines()]
             results.append((metrics, records))
     (m1, one), (m8, eight) = results
@@ -228,6 +250,10 @@ def test_saved_bundle_loads_and_evaluates(setup, tmp_path):
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["test"] == results["test"] and saved["step"] == 7
     assert saved["test"]["users"] == 3 and len((tmp_path / "eval" / "test.jsonl").read_text().splitlines()) == 3
+    kept = read_ranks(tmp_path / "eval" / RANKS_FILE)  # what experiments.report bootstraps
+    records = [json.loads(line) for line in (tmp_path / "eval" / "test.jsonl").read_text().splitlines()]
+    assert kept["test"].tolist() == [r["hit_rank"] for r in records] and set(kept) == set(config.eval.splits)
+    assert ranking_metrics(kept["test"], (1, 5)) == {k: v for k, v in saved["test"].items() if k != "users"}
 
 
 def test_rescored_evaluation_reranks_the_same_beams_by_the_saved_dense_models(setup, tmp_path):

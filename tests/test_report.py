@@ -44,8 +44,9 @@ def _run(root, name, with_rl):
             "sasrec": {"valid": _metrics(0.15, 0.1134), "test": _metrics(0.1412, 0.1011), "dropout": 0.3,
                        "seconds": 280.5, "trials": []}})
         # An evaluation run later by experiments.eval, outside config.stages.
-        _write(run / "evals" / "sft" / "metrics.json", {"model": str(run / "sft"), "mode": "reasoning",
-                                                        "test": _metrics(0.1302, 0.0905)})
+        _write(run / "evals" / "sft" / "metrics.json", {"model": str(run / "sft"), "mode": "reasoning", "test": {
+            **_metrics(0.1302, 0.0905), "reasoning/closed": 0.97, "reasoning/has_text": 0.96,
+            "reasoning/mean_words": 41.5, "reasoning/loop": 0.02, "reasoning/grounded": 0.81}})
         _write(run / "eval_ensemble" / "metrics.json", {"model": [str(run / "grpo"), str(run / "grpo_b")],
                                                         "mode": "direct", "test": _metrics(0.1702, 0.1205)})
     return run
@@ -59,20 +60,30 @@ def test_report_has_every_stage_baseline_and_paper_row_and_plots(tmp_path):
     lines = text.splitlines()
 
     def row(*cells):
-        matches = [line for line in lines if all(f"| {c} |" in line for c in cells)]
+        matches = [line for line in lines if all(f"| {c} |" in line for c in cells) and "| 0.970 |" not in line]
         assert len(matches) == 1, (cells, matches)
         return [c.strip() for c in matches[0].strip("|").split("|")]
 
     cells = row("full", "eval:after_grpo (grpo, direct)", "test")
-    assert cells[3:] == ["0.0500", "0.0800", "0.1000", "0.1587", "0.0500", "0.0700", "0.0800", "0.1168", "120"]
-    assert row("full", "eval:after_grpo (grpo, direct)", "valid")[6] == "0.1601"
-    assert row("full", "evals/sft (sft, reasoning)", "test")[10] == "0.0905"
-    assert row("full", "eval_ensemble (grpo + grpo_b, direct)", "test")[6] == "0.1702"
-    assert row("full", "sasrec (baseline)", "test")[6:] == ["0.1412", "0.0500", "0.0700", "0.0800", "0.1011", "280"]
-    assert row("full", "popularity (baseline)", "valid")[6] == "0.0540"
-    assert row("no_grpo", "eval (sft, direct)", "test")[6] == "0.1587"
-    paper = row("paper", "MiniOneRec (Qwen, SFT + GRPO)", "test")
-    assert paper[3:] == ["–", "0.1143", "0.1321", "0.1586", "–", "0.1011", "0.1084", "0.1167", "–"]
+    assert cells[2:5] == ["generative", "sid", "test"]
+    assert cells[5:] == ["0.0500", "0.0800", "0.1000", "0.1587", "0.0500", "0.0700", "0.0800", "0.1168", "120"]
+    assert row("full", "eval:after_grpo (grpo, direct)", "valid")[8] == "0.1601"
+    assert row("full", "evals/sft (sft, reasoning)", "test")[12] == "0.0905"
+    assert row("full", "eval_ensemble (grpo + grpo_b, direct)", "test")[2] == "generative ensemble"
+    assert row("full", "eval_ensemble (grpo + grpo_b, direct)", "test")[8] == "0.1702"
+    sasrec = row("full", "sasrec (baseline)", "test")
+    assert sasrec[2:4] == ["baseline", "item"]  # written before the SID-level yardstick: says so
+    assert sasrec[8:] == ["0.1412", "0.0500", "0.0700", "0.0800", "0.1011", "280"]
+    assert row("full", "popularity (baseline)", "valid")[8] == "0.0540"
+    assert row("no_grpo", "eval (sft, direct)", "test")[8] == "0.1587"
+    paper = row("paper", "MiniOneRec (Qwen, SFT + GRPO) (MiniOneRec paper, Table 1)", "test")
+    assert paper[5:] == ["–", "0.1143", "0.1321", "0.1586", "–", "0.1011", "0.1084", "0.1167", "–"]
+    main = text.split("## Reasoning")[0].splitlines()
+    kinds = [line.split("|")[3].strip() for line in main if line.startswith("| full |") and "| test |" in line]
+    assert kinds == sorted(kinds, key=report.KINDS.index) and kinds[0] == "generative"
+    assert "## Differences" not in text  # no row kept per-sample ranks
+    reasoning = text.split("## Reasoning")[1].split("##")[0]
+    assert "| full | evals/sft (sft, reasoning) | test | 0.970 | 0.960 | 41.500 | 0.020 | 0.810 | – | – |" in reasoning
     assert len([line for line in lines if line.startswith("| paper |")]) == len(report.PAPERS)
     assert row("full", "industrial_scratch")[3] == str(2 + 600 + 900 + 120 + 300)
 
@@ -103,3 +114,70 @@ def test_stage_names_follow_the_registry():
     assert report.stage_name("eval_after_sft") == "eval"
     assert report.stage_name("sft") == "sft"
     assert report.run_labels([report.Path("a/x"), report.Path("b/x"), report.Path("c/y")]) == ["a/x", "b/x", "y"]
+
+
+def _ranked_run(root):
+    """A run whose rows kept per-sample ranks: a one-model eval (ranks.npz), an ensemble eval (only its samples
+    file) and the SID-level baselines (ranks_<method>.npz), each metrics.json computed from its ranks."""
+    import numpy as np
+
+    from sidjax.stages.baselines import ranks_file
+    from sidjax.utils.ranking import RANKS_FILE, ranking_metrics, write_ranks
+
+    rng = np.random.default_rng(0)
+    ranks = {name: {split: rng.integers(-1, 12, 300).astype(np.int32) for split in ("valid", "test")}
+             for name in ("sft", "ensemble", "markov")}
+    ranks["ensemble"]["test"][:150] = 0  # clearly better than the single model on test
+
+    def scored(split_ranks):
+        return {split: {**ranking_metrics(r, (1, 3, 5, 10)), "users": 300.0} for split, r in split_ranks.items()}
+
+    run = root / "ranked"
+    _write(run / "config.json", {"name": "industrial_scratch", "stages": ["eval", "baselines", "eval:ens"]})
+    _write(run / "eval" / "metrics.json", {"model": str(run / "sft"), "mode": "direct", **scored(ranks["sft"])})
+    write_ranks(run / "eval" / RANKS_FILE, ranks["sft"])
+    _write(run / "eval_ens" / "metrics.json", {"model": [str(run / "sft"), str(run / "sft_b")], "mode": "direct",
+                                               **scored(ranks["ensemble"])})
+    for split, r in ranks["ensemble"].items():
+        _jsonl(run / "eval_ens" / f"{split}.jsonl", [{"index": i, "hit_rank": int(x)} for i, x in enumerate(r)])
+    _write(run / "baselines" / "metrics.json", {"markov": {**scored(ranks["markov"]), "hit": "sid"}})
+    write_ranks(run / "baselines" / ranks_file("markov"), ranks["markov"])
+    return run, ranks
+
+
+def test_every_row_with_ranks_gets_its_interval_and_a_paired_difference(tmp_path):
+    from sidjax.utils import bootstrap
+
+    run, ranks = _ranked_run(tmp_path)
+    text = report.write_report([run], tmp_path / "out", "report", resamples=200, seed=3).read_text()
+    main, differences = text.split("## Differences")
+    table = [line for line in main.splitlines() if line.startswith("| ranked |") and "| test |" in line]
+    assert [line.split("|")[2].strip() for line in table] == [
+        "eval (sft, direct)", "eval:ens (sft + sft_b, direct)", "markov (baseline)"]
+    spans = bootstrap.intervals(ranks["markov"]["test"], (1, 3, 5, 10), 200, 3)
+    ndcg10 = spans["NDCG@10"]
+    assert f"| {ndcg10.value:.4f} [{ndcg10.low:.4f}, {ndcg10.high:.4f}] |" in table[2]
+    assert "| baseline | sid | test |" in table[2]
+    assert ndcg10.low < ndcg10.value < ndcg10.high
+
+    diff = bootstrap.paired_difference(ranks["ensemble"]["test"], ranks["sft"]["test"], (1, 3, 5, 10), 200, 3)
+    hr10 = diff["HR@10"]
+    assert hr10.excludes_zero() and hr10.low > 0
+    line = next(line for line in differences.splitlines() if "| test | eval:ens" in line)
+    assert "| eval (sft, direct) | 300 |" in line and f"{hr10.value:+.4f} [{hr10.low:+.4f}, {hr10.high:+.4f}]*" in line
+
+
+def test_ranks_that_disagree_with_the_metrics_or_a_missing_reference_are_refused(tmp_path):
+    import numpy as np
+
+    from sidjax.utils.ranking import RANKS_FILE, write_ranks
+
+    run, ranks = _ranked_run(tmp_path)
+    with pytest.raises(report.ReportError, match="--reference 'nothing like it'"):
+        report.write_report([run], tmp_path / "out", "report", reference="nothing like it", resamples=10)
+    write_ranks(run / "eval" / RANKS_FILE, {s: np.full_like(r, -1) for s, r in ranks["sft"].items()})
+    with pytest.raises(report.ReportError, match=r"eval \(sft, direct\) / valid: the per-sample ranks give HR@1"):
+        report.write_report([run], tmp_path / "out", "report", resamples=10)
+    (run / "eval" / RANKS_FILE).write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(report.ReportError, match=r"eval/ranks.npz: is not a readable ranks file"):
+        report.write_report([run], tmp_path / "out", "report", resamples=10)

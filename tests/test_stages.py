@@ -109,3 +109,32 @@ def test_baselines_score_the_dense_stage_models_instead_of_fitting_others(tmp_pa
     chain = markov.load(tmp_path / "markov")
     assert chain.evaluate(dataset.splits["test"], c.topk, c.eval_batch_size) == chained["test"]
     assert summaries["markov"]["transitions"] == len(dataset.splits["train"])
+
+
+def test_baselines_are_scored_at_the_sid_level_of_the_runs_sids(tmp_path):
+    import numpy as np
+
+    from sidjax.baselines import markov, ranking_depth, score, sid_groups
+    from sidjax.data.sources import load_dataset
+    from sidjax.stages.baselines import ranks_file
+    from sidjax.utils.ranking import read_ranks
+
+    config = _data_config()
+    config.stages = ("data", "sids", "markov", "baselines")
+    config.sids.source = "paper"
+    config.baselines.methods = ("popularity", "markov")
+    results = run_pipeline(config, tmp_path)["baselines"]
+    dataset = load_dataset(config.data)
+    groups = sid_groups(np.load(tmp_path / "sids" / "sids.npy"))
+    chain = markov.load(tmp_path / "markov")
+    c = config.baselines
+    test = dataset.splits["test"]
+    expected = score(chain.top_items(test, ranking_depth(c.topk, groups), c.eval_batch_size), test.target,
+                     c.topk, groups)
+    got = results["markov"]
+    assert got["hit"] == "sid" and got["test"] == expected.metrics
+    assert got["item_level"]["test"] == chain.evaluate(test, c.topk, c.eval_batch_size)
+    assert got["test"]["NDCG@10"] > got["item_level"]["test"]["NDCG@10"]  # collision groups count, as for SID models
+    np.testing.assert_array_equal(read_ranks(tmp_path / "baselines" / ranks_file("markov"))["test"], expected.ranks)
+    assert results["popularity"]["hit"] == "sid"
+    assert json.loads((tmp_path / "baselines" / "metrics.json").read_text())["markov"]["test"] == got["test"]

@@ -23,15 +23,17 @@ from sidjax.configs import base_config
 def get_config():
     config = base_config()
     config.name = "industrial_scratch"
-    config.stages = ("data", "sids", "sft", "eval:sft", "grpo", "eval:grpo", "sft:b", "grpo:b", "sasrec", "markov",
-                     "eval", "baselines")
+    config.stages = ("data", "sids", "sft", "eval:sft", "grpo", "eval:grpo", "sft:b", "grpo:b", "eval:ensemble",
+                     "sasrec", "markov", "eval", "baselines")
     # The second lineage: its own seed (config.seed + 1) for both its stages; its GRPO continues its SFT.
-    # The first model alone is measured after each of its stages, without re-scoring.
+    # The first model alone is measured after each of its stages, and the two GRPO models as one purely
+    # generative ensemble, without re-scoring; `eval` is the hybrid (the ensemble re-scored by the dense models).
     config.entries = {
         "sft:b": {"seed_offset": 1},
         "grpo:b": {"init_from": "sft:b", "seed_offset": 1},
         "eval:sft": {"models": ("sft",), "rescore": (), "rescore_weights": ()},
         "eval:grpo": {"models": ("grpo",), "rescore": (), "rescore_weights": ()},
+        "eval:ensemble": {"models": ("grpo", "grpo:b"), "rescore": (), "rescore_weights": ()},
     }
 
     config.sids.source = "paper"

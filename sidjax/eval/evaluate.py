@@ -33,6 +33,7 @@ from sidjax.data.tasks import THINK_CLOSE, reasoning_prompt, reasoning_target, s
 from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.options import MODES
 from sidjax.decode.sample import SamplingParams, generate, pad_prompts
+from sidjax.eval import reasoning_quality
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.model.transformer import CausalLM
 from sidjax.parallel.placement import put_batch
@@ -86,6 +87,7 @@ class Recommender:
         self.tables = TrieTables.from_trie(self.trie, level_offsets)
         self.mesh = mesh
         self._item_sids = sid_strings(self.sids)
+        self.catalogue = set(self._item_sids)  # every real item's SID string (what a cited SID is checked against)
         self.think_close_id = self._token_id(THINK_CLOSE)
         separator = reasoning_target("-", "").split(THINK_CLOSE, 1)[1]  # what training puts between it and the SID
         self.answer_prefix_ids = fmt.tokenizer.encode(separator, add_special_tokens=False).ids
@@ -188,8 +190,9 @@ def _think(rec: Recommender, prompts: list[list[int]], settings: SearchSettings,
            batch_index: int) -> tuple[list[list[int]], list[str]]:
     """Generate up to the budget until `</think>` (or end of turn); the prompts the SID search continues from.
 
-    A thought that ran out of budget or ended its turn gets `</think>` appended, then the separator
-    that training puts between `</think>` and the SID.
+    A thought that ran out of budget or ended its turn gets `</think>` appended (not in its text, so
+    the text shows whether the model closed it), then the separator that training puts between
+    `</think>` and the SID.
     """
     tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
     params = dataclasses.replace(settings.think, stop_tokens=(rec.think_close_id, *rec.format.stop_ids))
@@ -199,9 +202,9 @@ def _think(rec: Recommender, prompts: list[list[int]], settings: SearchSettings,
     continued, texts = [], []
     for prompt, row, length in zip(prompts, thoughts.tokens[:, 0], thoughts.lengths[:, 0]):
         thought = [int(t) for t in row[:length] if t not in rec.format.stop_ids or t == rec.think_close_id]
+        texts.append(rec.format.tokenizer.decode(thought, skip_special_tokens=False))  # what the model wrote
         if not thought or thought[-1] != rec.think_close_id:
             thought.append(rec.think_close_id)
-        texts.append(rec.format.tokenizer.decode(thought, skip_special_tokens=False))
         continued.append(list(prompt) + thought + rec.answer_prefix_ids)
     return continued, texts
 
@@ -231,13 +234,14 @@ class _SplitProgress:
         self.signature = signature
         self.samples = Path(samples_path) if samples_path else None
         self.partial = self.samples.with_name(self.samples.name + ".partial") if self.samples else None
-        self.batches, self.length, self.ranks = 0, 0, []
+        self.batches, self.length, self.ranks, self.qualities = 0, 0, [], []
         if self.path is not None and self.path.exists() and jax.process_index() == 0:
             saved = json.loads(self.path.read_text(encoding="utf-8"))
             finished = saved["batches"] == total
             if saved["signature"] == signature and (self.partial is None or self.partial.exists()
                                                     or (finished and self.samples.exists())):
                 self.batches, self.length, self.ranks = saved["batches"], saved["length"], saved["ranks"]
+                self.qualities = saved.get("qualities", [])
             else:
                 logging.warning("eval: %s was written by another evaluation; starting this split over", self.path)
         if jax.process_count() > 1:
@@ -258,7 +262,7 @@ class _SplitProgress:
         f.seek(self.length)
         return f
 
-    def batch_done(self, writer, ranks: np.ndarray) -> None:
+    def batch_done(self, writer, ranks: np.ndarray, qualities: list[dict[str, Any]]) -> None:
         self.batches += 1
         if writer is not None:
             writer.flush()
@@ -266,7 +270,7 @@ class _SplitProgress:
             self.length = writer.tell()
         if self.path is not None and jax.process_index() == 0:
             state = {"signature": self.signature, "batches": self.batches, "length": self.length,
-                     "ranks": ranks.tolist()}
+                     "ranks": ranks.tolist(), "qualities": qualities}
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(json.dumps(state), encoding="utf-8")
             os.replace(tmp, self.path)
@@ -281,8 +285,8 @@ class _SplitProgress:
 def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: SearchSettings, *,
                    batch_size: int, ks: Sequence[int], max_users: int = 0,
                    samples_path: str | Path | None = None, progress_path: str | Path | None = None,
-                   progress_tag: Any = None) -> dict[str, float]:
-    """HR@K / NDCG@K of `split` (and per-sample JSONL at `samples_path`, process 0).
+                   progress_tag: Any = None) -> tuple[dict[str, float], np.ndarray]:
+    """HR@K / NDCG@K of `split` and each sample's hit rank (and per-sample JSONL at `samples_path`, process 0).
 
     `progress_path`: where to keep the finished batches (`_SplitProgress`), so a killed run
     relaunched resumes to the same metrics and samples file; `progress_tag` names the model
@@ -302,8 +306,10 @@ def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: 
                                        "model": progress_tag}, default=str))
     total = -(-n // batch_size)
     done = _SplitProgress(progress_path, signature, samples_path, total)
+    qualities: list[dict[str, Any]] = []  # per sample, reasoning mode (sidjax.eval.reasoning_quality)
     if done.batches and jax.process_index() == 0:
         ranks[:len(done.ranks)] = done.ranks
+        qualities = list(done.qualities)
     if jax.process_count() > 1:
         ranks = np.asarray(multihost_utils.broadcast_one_to_all(ranks))
     writer = done.open_samples(total)
@@ -318,11 +324,16 @@ def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: 
             targets = rec.sids[data.target[rows]]
             batch_ranks = hit_ranks(out.codes[: len(rows)], targets, out.valid[: len(rows)])
             ranks[rows] = batch_ranks
+            batch_qualities = [] if out.reasoning is None else [
+                _assess(rec, histories[i], titles, out, j) for j, i in enumerate(rows)]
+            qualities += batch_qualities
             if writer is not None:
                 for j, i in enumerate(rows):
                     record = _sample_record(rec, data, i, histories[i], titles, out, j, int(batch_ranks[j]), split)
+                    if batch_qualities:
+                        record["reasoning_quality"] = batch_qualities[j]
                     writer.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-            done.batch_done(writer, ranks[:rows[-1] + 1])
+            done.batch_done(writer, ranks[:rows[-1] + 1], qualities)
         done.finish(writer)
         writer = None
     finally:
@@ -330,9 +341,16 @@ def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: 
             writer.close()
     metrics = ranking_metrics(ranks, ks)
     metrics["users"] = float(n)
+    metrics.update(reasoning_quality.summarize(qualities))
     logging.info("eval %s (%d samples, %d beams, %s): %s", split, n, settings.beams, settings.mode,
                  ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "users"))
-    return metrics
+    return metrics, ranks
+
+
+def _assess(rec: Recommender, history: list[int], titles: list[str], out: Recommendations, j: int) -> dict[str, Any]:
+    top = int(np.flatnonzero(out.valid[j])[0])  # require_found: every row has a valid beam
+    return reasoning_quality.assess(out.reasoning[j], [rec._item_sids[i] for i in history],
+                                    [titles[i] for i in history], rec.catalogue, sid_string(out.codes[j, top]))
 
 
 def _sample_record(rec: Recommender, data, i: int, history: list[int], titles: list[str], out: Recommendations,

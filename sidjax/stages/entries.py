@@ -2,7 +2,7 @@
 
 What an entry uses is its own setting (`sidjax.configs`): a model stage continues `init_from`, an
 `eval` entry scores `models` and re-scores with `rescore`, and `baselines` scores the run's first
-`sasrec` / `markov` entry when there is one. Order matters only in that an entry may use the outputs
+`sasrec` / `markov` entry when there is one, at the level of the SIDs of its first `sids` entry. Order matters only in that an entry may use the outputs
 of entries listed before it. Messages name the key that set the value: `entries["<entry>"].<knob>`
 when the entry overrides it, else `<stage>.<knob>`.
 """
@@ -41,10 +41,13 @@ def _check_entry(config: ml_collections.ConfigDict, spec: str, before: tuple[str
         for scorer in c.rescore:
             _require_before(config, spec, "rescore", scorer, before, tuple(SCORERS))
     elif name == "baselines":
-        for method in set(config.baselines.methods) & set(SCORERS):
+        for method in sorted(set(config.baselines.methods) & set(SCORERS)):
             entry = first_entry(config, method)
             require(entry is None or entry in before, "stages",
                     f"'{spec}' scores the model of '{entry}', which must be listed before it")
+        sids = first_entry(config, "sids")
+        require(sids is None or sids in before, "stages",
+                f"'{spec}' scores at SID level with the SIDs of '{sids}', which must be listed before it")
 
 
 def check(config: ml_collections.ConfigDict) -> None:

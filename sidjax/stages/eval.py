@@ -1,4 +1,4 @@
-"""Stage `eval`: HR@K / NDCG@K of a model bundle on `config.eval.splits`, per-sample JSONL and a metrics table.
+"""Stage `eval`: HR@K / NDCG@K of a model bundle on `config.eval.splits`, per-sample JSONL and ranks, a table.
 
 Each entry reads its own settings (`config.eval` overridden by `config.entries[<entry>]`): the
 model is `eval.checkpoint` when set (a model stage dir or a run dir), else the outputs of the model
@@ -27,7 +27,7 @@ from sidjax.stages.context import DONE, MODEL_STAGES, parse_stage, stage_dirname
 from sidjax.stages.preemption import sigterm_stops
 from sidjax.stages.settings import search_settings
 from sidjax.utils.metrics import MetricsWriter
-from sidjax.utils.ranking import format_table
+from sidjax.utils.ranking import RANKS_FILE, format_table, write_ranks
 
 METRICS_FILE = "metrics.json"
 # <split>.progress.json: the batches a killed evaluation finished, so its relaunch resumes after them.
@@ -100,6 +100,7 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
     if rescorer is not None:
         results["rescore"] = [{"model": str(d), "weight": w} for d, w in zip(rescore_dirs, c.rescore_weights)]
     tables = []
+    ranks: dict[str, np.ndarray] = {}
     if jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
     if writer is not None:
@@ -110,16 +111,19 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
               + [_written_ns(Path(d) / DONE) for d in rescore_dirs]}
     for split in c.splits:
         samples = out_dir / f"{split}.jsonl" if c.write_samples else None
-        metrics = evaluate_split(rec, dataset, split, settings, batch_size=c.batch_size, ks=c.topk,
+        metrics, ranks[split] = evaluate_split(rec, dataset, split, settings, batch_size=c.batch_size, ks=c.topk,
                                  max_users=c.max_users, samples_path=samples,
                                  progress_path=out_dir / f"{split}{PROGRESS_SUFFIX}", progress_tag=header)
         results[split] = metrics
+        reasoning = ", ".join(f"{k.removeprefix('reasoning/')} {v:.3f}" for k, v in metrics.items()
+                              if k.startswith("reasoning/"))
         tables.append(f"{split} ({int(metrics['users'])} samples, {c.beams} beams, {c.mode}):\n"
-                      f"{format_table(metrics, c.topk)}")
+                      f"{format_table(metrics, c.topk)}" + (f"\nreasoning: {reasoning}" if reasoning else ""))
         if writer is not None:
             writer.write(members[0].step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
     if jax.process_index() == 0:
         print("\n".join(tables), flush=True)
+        write_ranks(out_dir / RANKS_FILE, ranks)
         metrics_path = out_dir / METRICS_FILE
         metrics_path.with_name(METRICS_FILE + ".tmp").write_text(json.dumps(results, indent=2), encoding="utf-8")
         os.replace(metrics_path.with_name(METRICS_FILE + ".tmp"), metrics_path)

@@ -74,7 +74,7 @@ def uses(config: ml_collections.ConfigDict, spec: str) -> tuple[str, ...]:
     elif stage == "eval":
         used = ([] if c.checkpoint else list(c.models)) + list(c.rescore)
     elif stage == "baselines":
-        used = [first_entry(config, method) for method in ("sasrec", "markov")]
+        used = [first_entry(config, method) for method in ("sids", "sasrec", "markov")]
     else:
         used = []
     return tuple(u for u in used if u and u in listed and u != spec)

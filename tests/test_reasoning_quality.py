@@ -1,0 +1,40 @@
+"""Reasoning measures against hand-computed cases."""
+import pytest
+
+from sidjax.eval.reasoning_quality import assess, has_loop, summarize
+
+CATALOGUE = {"<a_1><b_2><c_3>", "<a_4><b_5><c_6>", "<a_7><b_8><c_9>"}
+HISTORY = (["<a_1><b_2><c_3>", "<a_4><b_5><c_6>"], ["Blue PLA Filament 1.75mm", "Digital Caliper"])
+
+
+def test_a_grounded_closed_reasoning_that_names_its_answer():
+    text = ("The user bought <a_1><b_2><c_3> and a digital caliper, so they build 3D prints; "
+            "next is more filament: <a_7><b_8><c_9>.</think>")
+    got = assess(text, *HISTORY, CATALOGUE, top_sid="<a_7><b_8><c_9>")
+    assert got == {"closed": True, "words": 18, "has_text": True, "loop": False, "grounded": True,
+                   "cited_valid": True, "consistent": True}
+
+
+def test_the_demos_empty_thought_is_no_reasoning():
+    got = assess("<a_7><b_8><c_9></think>", *HISTORY, CATALOGUE, top_sid="<a_4><b_5><c_6>")
+    assert got == {"closed": True, "words": 1, "has_text": False, "loop": False, "grounded": False,
+                   "cited_valid": True, "consistent": False}
+
+
+def test_unclosed_looping_text_with_an_invented_sid_grounded_by_title():
+    text = "they like the digital caliper " + "and more and more and more " * 2 + "<a_9><b_9><c_9>"
+    got = assess(text, *HISTORY, CATALOGUE, top_sid="<a_1><b_2><c_3>")
+    assert got["closed"] is False and got["grounded"] is True  # the title, case-insensitive
+    assert got["loop"] is True and got["cited_valid"] is False and got["consistent"] is False
+    assert assess("", *HISTORY, CATALOGUE, "<a_1><b_2><c_3>")["cited_valid"] is None
+    assert not has_loop("a b c d a b c d".split()) and has_loop("a b c d a b c d a b c d".split())
+
+
+def test_summary_shares_leave_out_samples_that_cite_nothing():
+    rows = [assess("<a_7><b_8><c_9></think>", *HISTORY, CATALOGUE, "<a_7><b_8><c_9>"),
+            assess("no sid here", *HISTORY, CATALOGUE, "<a_7><b_8><c_9>")]
+    got = summarize(rows)
+    assert got["reasoning/closed"] == 0.5 and got["reasoning/has_text"] == 0.5
+    assert got["reasoning/consistent"] == 1.0 and got["reasoning/citing"] == 0.5
+    assert got["reasoning/mean_words"] == pytest.approx(2.0)
+    assert "reasoning/consistent" not in summarize(rows[1:]) and summarize([]) == {}
