@@ -28,13 +28,17 @@ def test_unclosed_looping_text_with_an_invented_sid_grounded_by_title():
     assert got["loop"] is True and got["cited_valid"] is False and got["consistent"] is False
     assert assess("", *HISTORY, CATALOGUE, "<a_1><b_2><c_3>")["cited_valid"] is None
     assert not has_loop("a b c d a b c d".split()) and has_loop("a b c d a b c d a b c d".split())
+    # What the demo's models write today: numbers and dots, no words.
+    assert assess("3.\n2.\n2.\n2.\n2.0.0.0.0.", *HISTORY, CATALOGUE, "<a_1><b_2><c_3>")["has_text"] is False
+    assert assess("mm <a_1><b_2><c_3>, ok", *HISTORY, CATALOGUE, "<a_1><b_2><c_3>")["has_text"] is False
+    assert assess("mm <a_1><b_2><c_3>, ok so", *HISTORY, CATALOGUE, "<a_1><b_2><c_3>")["has_text"] is True
 
 
 def test_summary_shares_leave_out_samples_that_cite_nothing():
     rows = [assess("<a_7><b_8><c_9></think>", *HISTORY, CATALOGUE, "<a_7><b_8><c_9>"),
-            assess("no sid here", *HISTORY, CATALOGUE, "<a_7><b_8><c_9>")]
+            assess("no sid here", *HISTORY, CATALOGUE, "<a_7><b_8><c_9>")]  # 3 words
     got = summarize(rows)
     assert got["reasoning/closed"] == 0.5 and got["reasoning/has_text"] == 0.5
     assert got["reasoning/consistent"] == 1.0 and got["reasoning/citing"] == 0.5
-    assert got["reasoning/mean_words"] == pytest.approx(2.0)
+    assert got["reasoning/mean_words"] == pytest.approx(2.0)  # (1 + 3) / 2
     assert "reasoning/consistent" not in summarize(rows[1:]) and summarize([]) == {}

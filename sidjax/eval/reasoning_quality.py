@@ -5,7 +5,8 @@ Per sample (`assess`), written beside it in the eval's JSONL, and as shares over
 
 - closed: the model wrote `</think>` itself (a thought cut at the budget gets one appended later).
 - words: whitespace-separated words before `</think>` (a cited SID is one word); has_text: at
-  least one of them is not a SID (a thought that is only a SID is no reasoning).
+  least `MIN_TEXT_WORDS` of them hold a letter outside SID tokens (a thought that is only a SID,
+  or only numbers, is no reasoning).
 - loop: some 4-gram of words occurs three or more times.
 - grounded: the text cites a history item, by its SID or its title (case-insensitive).
 - cited_valid: every SID it cites is a real item's (None: it cites none).
@@ -20,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from sidjax.data.tasks import THINK_CLOSE
 
 _SID_RUN = re.compile(r"(?:<[a-z]_\d+>)+")
+MIN_TEXT_WORDS = 3
 LOOP_NGRAM = 4
 LOOP_REPEATS = 3
 
@@ -46,7 +48,7 @@ def assess(text: str, history_sids: Sequence[str], history_titles: Sequence[str]
     return {
         "closed": closed,
         "words": len(words),
-        "has_text": any(_SID_RUN.fullmatch(w) is None for w in words),
+        "has_text": sum(any(c.isalpha() for c in _SID_RUN.sub("", w)) for w in words) >= MIN_TEXT_WORDS,
         "loop": has_loop(words),
         "grounded": grounded,
         "cited_valid": all(s in catalogue for s in cited) if cited else None,
