@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,7 @@ class Row:
     metrics: dict[str, float]
     seconds: float | None
     ranks: np.ndarray | None  # per-sample hit ranks (-1 = miss); None when the run kept none (no interval)
+    spans: dict[str, Estimate] | None = None  # 95 % intervals of the metrics (`add_intervals`)
 
 
 def _read_json(path: Path) -> Any:
@@ -233,42 +235,43 @@ def _keys() -> list[str]:
     return [f"HR@{k}" for k in KS] + [f"NDCG@{k}" for k in KS]
 
 
-def _cell(row: Row, key: str, spans: dict[str, Estimate] | None) -> str:
+def _cell(row: Row, key: str) -> str:
     value = row.metrics.get(key)
     if value is None:
         return "–"
-    if spans is None:
+    if row.spans is None:
         return f"{value:.4f}"
-    return f"{value:.4f} [{spans[key].low:.4f}, {spans[key].high:.4f}]"
+    return f"{value:.4f} [{row.spans[key].low:.4f}, {row.spans[key].high:.4f}]"
 
 
-def _spans(row: Row, resamples: int, seed: int) -> dict[str, Estimate] | None:
-    if row.ranks is None:
-        return None
-    spans = bootstrap.intervals(row.ranks, KS, resamples, seed)
-    # The ranks must be the ones the metrics came from (a stale ranks file would give other figures).
-    stale = [k for k in _keys() if k in row.metrics and abs(spans[k].value - row.metrics[k]) > 1e-9]
-    if stale:
-        raise ReportError(f"{row.run} / {row.what} / {row.split}: the per-sample ranks give {stale[0]} "
-                          f"{spans[stale[0]].value:.4f}, its metrics.json {row.metrics[stale[0]]:.4f}")
-    return spans
+def add_intervals(rows: Sequence[Row], resamples: int = bootstrap.DEFAULT_RESAMPLES,
+                  seed: int = bootstrap.DEFAULT_SEED) -> None:
+    """Give every row that kept its per-sample ranks the bootstrap intervals of its metrics."""
+    for row in rows:
+        if row.ranks is None:
+            continue
+        spans = bootstrap.intervals(row.ranks, KS, resamples, seed)
+        # The ranks must be the ones the metrics came from (a stale ranks file would give other figures).
+        stale = [k for k in _keys() if k in row.metrics and abs(spans[k].value - row.metrics[k]) > 1e-9]
+        if stale:
+            raise ReportError(f"{row.run} / {row.what} / {row.split}: the per-sample ranks give {stale[0]} "
+                              f"{spans[stale[0]].value:.4f}, its metrics.json {row.metrics[stale[0]]:.4f}")
+        row.spans = spans
 
 
-def markdown_table(rows: Sequence[Row], papers: Sequence[Paper] = PAPERS, resamples: int = bootstrap.DEFAULT_RESAMPLES,
-                   seed: int = bootstrap.DEFAULT_SEED) -> str:
-    """Every row with its 95 % bootstrap interval [low, high] where its ranks were kept, then the papers' rows."""
+def markdown_table(rows: Sequence[Row], papers: Sequence[Paper] = PAPERS) -> str:
+    """Every row with its 95 % interval [low, high] where it has one (`add_intervals`), then the papers' rows."""
     keys = _keys()
     lines = ["| run | model / stage | kind | hit | split | " + " | ".join(keys) + " | time (s) |",
              "|---|---|---|---|---|" + "---:|" * (len(keys) + 1)]
     for r in rows:
-        spans = _spans(r, resamples, seed)
         seconds = "–" if r.seconds is None else f"{r.seconds:.0f}"
         lines.append(f"| {r.run} | {r.what} | {r.kind} | {r.level} | {r.split} | "
-                     + " | ".join(_cell(r, k, spans) for k in keys) + f" | {seconds} |")
+                     + " | ".join(_cell(r, k) for k in keys) + f" | {seconds} |")
     for paper in papers:
         row = Row("paper", paper.name, "paper", "sid", "test", paper.metrics, None, None)
         lines.append(f"| paper | {paper.name} ({paper.source}) | paper | sid | test | "
-                     + " | ".join(_cell(row, k, None) for k in keys) + " | – |")
+                     + " | ".join(_cell(row, k) for k in keys) + " | – |")
     return "\n".join(lines)
 
 
@@ -366,7 +369,8 @@ def plot_rl(run: Run, path: Path) -> bool:
 
 
 def plot_metric_per_stage(rows: Sequence[Row], path: Path, metric: str = "NDCG@10") -> bool:
-    """Bars of `metric` per evaluated model / baseline and split, with the papers' best as a line."""
+    """Bars of `metric` per evaluated model / baseline and split (95 % intervals as error bars), with the papers'
+    best as a line."""
     rows = [r for r in rows if metric in r.metrics]
     if not rows:
         return False
@@ -374,13 +378,19 @@ def plot_metric_per_stage(rows: Sequence[Row], path: Path, metric: str = "NDCG@1
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(labels)), 4.5))
     width = 0.8 / len(SPLITS)
     for i, split in enumerate(SPLITS):
-        values = {f"{r.run}\n{r.what}": r.metrics[metric] for r in rows if r.split == split}
-        xs = [j + (i - (len(SPLITS) - 1) / 2) * width for j, label in enumerate(labels) if label in values]
-        ax.bar(xs, [values[label] for label in labels if label in values], width, label=split)
+        chosen = {f"{r.run}\n{r.what}": r for r in rows if r.split == split}
+        shown = [label for label in labels if label in chosen]
+        xs = [j + (i - (len(SPLITS) - 1) / 2) * width for j, label in enumerate(labels) if label in chosen]
+        heights = [chosen[label].metrics[metric] for label in shown]
+        # 95 % intervals as error bars (none for a row without per-sample ranks).
+        errors = [[h - chosen[label].spans[metric].low if chosen[label].spans else 0.0 for label, h in zip(shown, heights)],
+                  [chosen[label].spans[metric].high - h if chosen[label].spans else 0.0 for label, h in zip(shown, heights)]]
+        ax.bar(xs, heights, width, label=split, yerr=errors, capsize=2)
     if metric in PAPER_BEST.metrics:
         ax.axhline(PAPER_BEST.metrics[metric], color="black", linestyle="--", linewidth=1,
                    label=f"paper: {PAPER_BEST.name} (test)")
-    top = max([r.metrics[metric] for r in rows] + [PAPER_BEST.metrics.get(metric, 0.0)])
+    top = max([r.spans[metric].high if r.spans else r.metrics[metric] for r in rows]
+              + [PAPER_BEST.metrics.get(metric, 0.0)])
     ax.set_ylim(0, top * 1.3)  # headroom so the legend never covers a bar
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
     ax.set(ylabel=metric, title=f"{metric} per stage")
@@ -418,6 +428,7 @@ def write_report(workdirs: Sequence[Path], out: Path, command: str, reference: s
     runs = [load_run(w, label) for w, label in zip(workdirs, run_labels(workdirs))]
     out.mkdir(parents=True, exist_ok=True)
     rows = sorted([row for run in runs for row in result_rows(run)], key=lambda r: KINDS.index(r.kind))
+    add_intervals(rows, resamples, seed)
     refs = reference_rows(rows, reference)
     if reference and not refs:
         raise ReportError(f"--reference {reference!r}: no row with per-sample ranks has it in its label")
@@ -431,7 +442,7 @@ def write_report(workdirs: Sequence[Path], out: Path, command: str, reference: s
              f"[low, high]: 95 % interval, paired bootstrap over users ({resamples} resamples, seed {seed}); no "
              "interval where the run kept no per-sample ranks. Paper rows: their own reports on the same test split "
              "(4,533 rows; none reports @1), with sources.", "",
-             markdown_table(rows, resamples=resamples, seed=seed), ""]
+             markdown_table(rows), ""]
     reasoning = reasoning_table(rows)
     if reasoning:
         lines += ["## Reasoning", "", "Measured on each generated thought (`sidjax.eval.reasoning_quality`): the "
@@ -483,7 +494,7 @@ def main(argv) -> None:
     workdirs = [Path(w) for w in _WORKDIRS.value]
     out = Path(_OUT.value) if _OUT.value else workdirs[0] / "report"
     try:
-        report = write_report(workdirs, out, "python -m experiments.report " + " ".join(sys.argv[1:]),
+        report = write_report(workdirs, out, "python -m experiments.report " + shlex.join(sys.argv[1:]),
                               _REFERENCE.value, _RESAMPLES.value, _SEED.value)
     except ReportError as e:
         raise app.UsageError(str(e)) from None
