@@ -42,3 +42,21 @@ def test_summary_shares_leave_out_samples_that_cite_nothing():
     assert got["reasoning/consistent"] == 1.0 and got["reasoning/citing"] == 0.5
     assert got["reasoning/mean_words"] == pytest.approx(2.0)  # (1 + 3) / 2
     assert "reasoning/consistent" not in summarize(rows[1:]) and summarize([]) == {}
+
+
+def test_reasoning_examples_show_history_reasoning_and_top_titles(tmp_path):
+    import json
+
+    from sidjax.stages.eval import reasoning_examples
+
+    def record(i):
+        return {"split": "valid", "index": i, "user": 10 + i, "history": [{"title": "Caliper"}, {"title": "Glue"}],
+                "reasoning": f"<think>thought {i}</think>", "target": {"title": "Tape"}, "hit_rank": i - 1,
+                "recommendations": [{"titles": [f"Top {k}", "same SID"]} for k in range(5)]}
+
+    path = tmp_path / "valid.jsonl"
+    path.write_text("".join(json.dumps(record(i)) + "\n" for i in range(3)), encoding="utf-8")
+    text = reasoning_examples(path)
+    assert text.count("example valid sample") == 2 and "sample 2" not in text
+    assert "history: Caliper; Glue" in text and "reasoning: '<think>thought 1</think>'" in text
+    assert "top 3: Top 0; Top 1; Top 2\n" in text and "target: Tape (hit rank 0)" in text

@@ -123,6 +123,8 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
             writer.write(members[0].step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
     if jax.process_index() == 0:
         print("\n".join(tables), flush=True)
+        if c.mode == "reasoning" and c.write_samples:
+            print(reasoning_examples(out_dir / f"{c.splits[0]}.jsonl"), flush=True)
         write_ranks(out_dir / RANKS_FILE, ranks)
         metrics_path = out_dir / METRICS_FILE
         metrics_path.with_name(METRICS_FILE + ".tmp").write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -130,6 +132,20 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
         for split in c.splits:  # metrics.json holds them now
             (out_dir / f"{split}{PROGRESS_SUFFIX}").unlink(missing_ok=True)
     return results
+
+
+def reasoning_examples(samples: Path, count: int = 2, shown: int = 3) -> str:
+    """The first `count` samples of a reasoning-mode JSONL as text: history titles -> reasoning -> top titles."""
+    blocks = []
+    with open(samples, encoding="utf-8") as f:
+        for line, _ in zip(f, range(count)):
+            record = json.loads(line)
+            history = "; ".join(h["title"] for h in record["history"])
+            top = "; ".join(r["titles"][0] for r in record["recommendations"][:shown])
+            blocks.append(f"example {record['split']} sample {record['index']} (user {record['user']}):\n"
+                          f"  history: {history}\n  reasoning: {record['reasoning']!r}\n  top {shown}: {top}\n"
+                          f"  target: {record['target']['title']} (hit rank {record['hit_rank']})")
+    return "\n".join(blocks)
 
 
 def _written_ns(path: Path) -> int | None:
