@@ -171,13 +171,15 @@ def load_run(workdir: Path, label: str) -> Run:
     return Run(label=label, workdir=workdir, config_name=config.get("name", ""), stages=stages)
 
 
-def _eval_ranks(stage: Stage, split: str) -> np.ndarray | None:
-    """An evaluation's per-sample ranks: `ranks.npz`, else the `hit_rank` of its samples file, else None."""
+def _eval_ranks(stage: Stage) -> dict[str, np.ndarray]:
+    """An evaluation's per-sample ranks by split: `ranks.npz`, else the `hit_rank` of its samples files."""
     if (stage.dir / RANKS_FILE).exists():
-        return _read_ranks(stage.dir / RANKS_FILE).get(split)
-    samples = stage.dir / f"{split}.jsonl"
-    if not samples.exists():
-        return None
+        return _read_ranks(stage.dir / RANKS_FILE)
+    return {s: _samples_ranks(stage.dir / f"{s}.jsonl") for s in SPLITS if (stage.dir / f"{s}.jsonl").exists()}
+
+
+def _samples_ranks(samples: Path) -> np.ndarray:
+    """The `hit_rank` of every record of a samples file, in sample order (runs written before ranks.npz)."""
     records = _read_jsonl(samples)
     try:
         ranks = {int(r["index"]): int(r["hit_rank"]) for r in records}
@@ -205,7 +207,8 @@ def _eval_rows(run: Run, stage: Stage) -> list[Row]:
         what += ", re-scored by " + " + ".join(f"{Path(str(r['model'])).name} x {r['weight']}" for r in terms)
     kind = "hybrid" if rescore else "generative ensemble" if len(models) > 1 else "generative"
     what = f"{stage.spec} ({what}, {stage.metrics.get('mode', 'direct')})"
-    return [Row(run.label, what, kind, "sid", s, stage.metrics[s], stage.seconds, _eval_ranks(stage, s))
+    ranks = _eval_ranks(stage)
+    return [Row(run.label, what, kind, "sid", s, stage.metrics[s], stage.seconds, ranks.get(s))
             for s in SPLITS if s in stage.metrics]
 
 
@@ -221,14 +224,14 @@ def _baseline_rows(run: Run, stage: Stage) -> list[Row]:
 
 
 def result_rows(run: Run) -> list[Row]:
-    """One row per (evaluated model or baseline, split), purely generative rows first (the order of KINDS)."""
+    """One row per (evaluated model or baseline, split), in stage order (`write_report` sorts them by KINDS)."""
     rows = []
     for stage in run.stages:
         if stage.metrics is not None and stage.name == "eval":
             rows += _eval_rows(run, stage)
         elif stage.metrics is not None and stage.name == "baselines":
             rows += _baseline_rows(run, stage)
-    return sorted(rows, key=lambda r: KINDS.index(r.kind))
+    return rows
 
 
 def _keys() -> list[str]:
@@ -303,8 +306,9 @@ def reference_rows(rows: Sequence[Row], pattern: str = "") -> dict[tuple[str, st
     return refs
 
 
-def differences_table(rows: Sequence[Row], refs: dict[tuple[str, str], Row], metrics: Sequence[str] = ("HR@10", "NDCG@10"),
-                      resamples: int = bootstrap.DEFAULT_RESAMPLES, seed: int = bootstrap.DEFAULT_SEED) -> str:
+def differences_table(rows: Sequence[Row], refs: dict[tuple[str, str], Row],
+                      metrics: Sequence[str] = ("HR@10", "NDCG@10"), resamples: int = bootstrap.DEFAULT_RESAMPLES,
+                      seed: int = bootstrap.DEFAULT_SEED) -> str:
     """Each row minus its run's reference row on the same users (the first n both scored), paired bootstrap.
 
     `*` marks a difference whose 95 % interval excludes zero.
@@ -368,6 +372,14 @@ def plot_rl(run: Run, path: Path) -> bool:
     return True
 
 
+def _error_bar(row: Row, metric: str) -> tuple[float, float]:
+    """How far the 95 % interval reaches below and above the value (none without per-sample ranks)."""
+    if row.spans is None:
+        return 0.0, 0.0
+    value = row.metrics[metric]
+    return value - row.spans[metric].low, row.spans[metric].high - value
+
+
 def plot_metric_per_stage(rows: Sequence[Row], path: Path, metric: str = "NDCG@10") -> bool:
     """Bars of `metric` per evaluated model / baseline and split (95 % intervals as error bars), with the papers'
     best as a line."""
@@ -382,9 +394,7 @@ def plot_metric_per_stage(rows: Sequence[Row], path: Path, metric: str = "NDCG@1
         shown = [label for label in labels if label in chosen]
         xs = [j + (i - (len(SPLITS) - 1) / 2) * width for j, label in enumerate(labels) if label in chosen]
         heights = [chosen[label].metrics[metric] for label in shown]
-        # 95 % intervals as error bars (none for a row without per-sample ranks).
-        errors = [[h - chosen[label].spans[metric].low if chosen[label].spans else 0.0 for label, h in zip(shown, heights)],
-                  [chosen[label].spans[metric].high - h if chosen[label].spans else 0.0 for label, h in zip(shown, heights)]]
+        errors = np.array([_error_bar(chosen[label], metric) for label in shown]).T  # [2, bars]
         ax.bar(xs, heights, width, label=split, yerr=errors, capsize=2)
     if metric in PAPER_BEST.metrics:
         ax.axhline(PAPER_BEST.metrics[metric], color="black", linestyle="--", linewidth=1,

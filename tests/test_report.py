@@ -83,7 +83,8 @@ def test_report_has_every_stage_baseline_and_paper_row_and_plots(tmp_path):
     assert kinds == sorted(kinds, key=report.KINDS.index) and kinds[0] == "generative"
     assert "## Differences" not in text  # no row kept per-sample ranks
     reasoning = text.split("## Reasoning")[1].split("##")[0]
-    assert "| full | evals/sft (sft, reasoning) | test | 0.970 | 0.960 | 41.500 | 0.020 | 0.810 | – | – |" in reasoning
+    expected = "| full | evals/sft (sft, reasoning) | test | 0.970 | 0.960 | 41.500 | 0.020 | 0.810 | – | – |"
+    assert expected in reasoning
     assert len([line for line in lines if line.startswith("| paper |")]) == len(report.PAPERS)
     assert row("full", "industrial_scratch")[3] == str(2 + 600 + 900 + 120 + 300)
 

@@ -115,7 +115,8 @@ def run(ctx) -> dict[str, Any]:
     for method in [m for m in _METHODS if m in c.methods]:
         extra, tops = _METHODS[method](ctx, depth)
         scored = {s: score(top, ctx.dataset.splits[s].target, c.topk, groups) for s, top in tops.items()}
-        results[method] = {**{s: r.metrics for s, r in scored.items()}, "hit": "sid" if groups is not None else "item",
+        level = next(iter(scored.values())).level
+        results[method] = {**{s: r.metrics for s, r in scored.items()}, "hit": level,
                            "item_level": {s: r.item_level for s, r in scored.items()}, **extra}
         ranks[method] = {s: r.ranks for s, r in scored.items()}
     tables = [f"{method} / {split} ({int(r[split]['users'])} samples, {r['hit']} level):\n"

@@ -2,9 +2,10 @@
 
 What an entry uses is its own setting (`sidjax.configs`): a model stage continues `init_from`, an
 `eval` entry scores `models` and re-scores with `rescore`, and `baselines` scores the run's first
-`sasrec` / `markov` entry when there is one, at the level of the SIDs of its first `sids` entry. Order matters only in that an entry may use the outputs
-of entries listed before it. Messages name the key that set the value: `entries["<entry>"].<knob>`
-when the entry overrides it, else `<stage>.<knob>`.
+`sasrec` / `markov` entry when there is one, at the level of the SIDs of its first `sids` entry.
+Order matters only in that an entry may use the outputs of entries listed before it. Messages name
+the key that set the value: `entries["<entry>"].<knob>` when the entry overrides it, else
+`<stage>.<knob>`.
 """
 from __future__ import annotations
 

@@ -45,10 +45,10 @@ def per_user(ranks: Iterable[int] | np.ndarray, ks: Iterable[int] = DEFAULT_KS) 
     """Metric names (HR@K..., NDCG@K...) and each user's value of each: float64 [n, metrics]."""
     ranks = np.asarray(list(ranks) if not isinstance(ranks, np.ndarray) else ranks, dtype=np.int64)
     if ranks.ndim != 1 or ranks.size == 0:
-        raise ValueError(f"ranking_metrics: ranks must be a non-empty 1-d array, got shape {ranks.shape}")
+        raise ValueError(f"per_user: ranks must be a non-empty 1-d array, got shape {ranks.shape}")
     ks = sorted(set(int(k) for k in ks))
     if ks[0] < 1:
-        raise ValueError(f"ranking_metrics: K must be >= 1, got {ks[0]}")
+        raise ValueError(f"per_user: K must be >= 1, got {ks[0]}")
     hit = ranks >= 0
     gain = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 0) + 2.0), 0.0)
     names, columns = [], []
@@ -62,9 +62,8 @@ def per_user(ranks: Iterable[int] | np.ndarray, ks: Iterable[int] = DEFAULT_KS) 
 def ranking_metrics(ranks: Iterable[int] | np.ndarray, ks: Iterable[int] = DEFAULT_KS) -> dict[str, float]:
     """Mean HR@K and NDCG@K over users given each user's hit rank (-1 = miss)."""
     names, values = per_user(ranks, ks)
-    means = values.mean(axis=0)
-    order = [n for k in sorted(set(int(k) for k in ks)) for n in (f"HR@{k}", f"NDCG@{k}")]
-    return {name: float(means[names.index(name)]) for name in order}
+    means = dict(zip(names, values.mean(axis=0).tolist()))
+    return {name: means[name] for k in sorted(set(int(k) for k in ks)) for name in (f"HR@{k}", f"NDCG@{k}")}
 
 
 def write_ranks(path: str | os.PathLike, ranks: Mapping[str, np.ndarray]) -> None:
