@@ -24,6 +24,11 @@ CORE = [
     "gguf==0.19.0",
     "jinja2==3.1.6",
     "scipy==1.17.1",  # sparse transition counts (sidjax.baselines.markov); jax needs it too
+    # The TFDS copy of a dataset (sidjax.data.tfds_copy, data.source = "tfds"): builders that write
+    # ArrayRecord and read it back without TensorFlow, which none of these pulls in.
+    "tensorflow-datasets==4.9.10",
+    "array-record==0.8.6",
+    "importlib-resources==7.1.0",  # tensorflow-datasets imports it when building but does not require it
 ]
 
 # PyTorch + transformers are only the reference implementations that the parity
@@ -40,7 +45,8 @@ setup(
     description="Reasoning generative recommendation over Semantic IDs in JAX/Flax",
     python_requires=">=3.11",
     packages=find_packages(include=["sidjax", "sidjax.*", "experiments", "experiments.*", "bench", "bench.*"]),
-    package_data={"sidjax.data": ["industrial_and_scientific/*.gz", "industrial_and_scientific/*.md"]},
+    package_data={"sidjax.data": ["industrial_and_scientific/*.gz", "industrial_and_scientific/*.md",
+                                  "office_2014/*.gz", "office_2014/*.md"]},
     install_requires=CORE,
     extras_require={
         "test": REFERENCE + ["pytest==9.2.0", "portpicker==1.6.0"],

@@ -38,14 +38,15 @@ from sidjax.utils.bootstrap import Estimate  # noqa: E402
 from sidjax.utils.errors import DataError  # noqa: E402
 from sidjax.utils.ranking import RANKS_FILE, read_ranks  # noqa: E402
 
-KS = (1, 3, 5, 10)
+KS = (1, 3, 5, 10, 20)
 SPLITS = ("valid", "test")
 RL_STAGES = ("grpo", "sdpo")
 RL_KEYS = ("train/reward/total", "train/response_length")
 
-# The published rows on the same Industrial_and_Scientific test split (4,533 rows), with where each figure
-# comes from (also in sidjax/data/industrial_and_scientific/PROVENANCE.md). None reports @1.
+# The published rows on the same test split of each shipped benchmark, with where each figure comes from
+# (also in the dataset's PROVENANCE.md under sidjax/data/), best last. None reports @1.
 MINIONEREC_TABLE_1 = "MiniOneRec paper, Table 1"
+UNITOK_TABLE_7 = "UniTok paper, Table 7; leave-one-out, beam 20"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Paper:
     metrics: dict[str, float]
 
 
-PAPERS: tuple[Paper, ...] = tuple(Paper(*row) for row in (
+INDUSTRIAL_PAPERS: tuple[Paper, ...] = tuple(Paper(*row) for row in (
     ("SASRec", MINIONEREC_TABLE_1,
      {"HR@3": .0790, "NDCG@3": .0700, "HR@5": .0909, "NDCG@5": .0748, "HR@10": .1088, "NDCG@10": .0806}),
     ("TIGER", MINIONEREC_TABLE_1,
@@ -71,7 +72,13 @@ PAPERS: tuple[Paper, ...] = tuple(Paper(*row) for row in (
     ("MiniOneRec (Qwen, SFT + GRPO)", MINIONEREC_TABLE_1,
      {"HR@3": .1143, "NDCG@3": .1011, "HR@5": .1321, "NDCG@5": .1084, "HR@10": .1586, "NDCG@10": .1167}),
 ))
-PAPER_BEST = PAPERS[-1]
+OFFICE_PAPERS: tuple[Paper, ...] = tuple(Paper(*row) for row in (
+    ("TIGER (T5)", UNITOK_TABLE_7, {"HR@10": .0594, "NDCG@10": .0295}),
+    ("LC-Rec", UNITOK_TABLE_7, {"HR@10": .0637, "NDCG@10": .0311}),
+    ("LETTER (T5)", UNITOK_TABLE_7, {"HR@10": .0649, "NDCG@10": .0326}),
+    ("UniTok (T5)", UNITOK_TABLE_7, {"HR@10": .0897, "NDCG@10": .0432}),
+))
+PAPERS: dict[str, tuple[Paper, ...]] = {"Industrial_and_Scientific": INDUSTRIAL_PAPERS, "Office": OFFICE_PAPERS}
 # Table order: what the rows are, purely generative first.
 KINDS = ("generative", "generative ensemble", "hybrid", "baseline")
 
@@ -95,6 +102,7 @@ class Run:
     label: str
     workdir: Path
     config_name: str
+    dataset: str  # config.data.name
     stages: list[Stage]
 
 
@@ -168,7 +176,8 @@ def load_run(workdir: Path, label: str) -> Run:
                    for d in sorted(standalone.iterdir()) if _is_stage_dir(d)]
     if not stages:
         raise ReportError(f"--workdir {workdir}: no stage directory (one holding {' / '.join(STAGE_FILES)}) in it")
-    return Run(label=label, workdir=workdir, config_name=config.get("name", ""), stages=stages)
+    dataset = config.get("data", {}).get("name", "Industrial_and_Scientific")
+    return Run(label=label, workdir=workdir, config_name=config.get("name", ""), dataset=dataset, stages=stages)
 
 
 def _eval_ranks(stage: Stage) -> dict[str, np.ndarray]:
@@ -234,8 +243,10 @@ def result_rows(run: Run) -> list[Row]:
     return rows
 
 
-def _keys() -> list[str]:
-    return [f"HR@{k}" for k in KS] + [f"NDCG@{k}" for k in KS]
+def _keys(rows: Sequence[Row] = ()) -> list[str]:
+    """HR@K then NDCG@K for every K in KS, or only those some row of `rows` has."""
+    keys = [f"HR@{k}" for k in KS] + [f"NDCG@{k}" for k in KS]
+    return [k for k in keys if any(k in r.metrics for r in rows)] if rows else keys
 
 
 def _cell(row: Row, key: str) -> str:
@@ -262,9 +273,9 @@ def add_intervals(rows: Sequence[Row], resamples: int = bootstrap.DEFAULT_RESAMP
         row.spans = spans
 
 
-def markdown_table(rows: Sequence[Row], papers: Sequence[Paper] = PAPERS) -> str:
+def markdown_table(rows: Sequence[Row], papers: Sequence[Paper] = INDUSTRIAL_PAPERS) -> str:
     """Every row with its 95 % interval [low, high] where it has one (`add_intervals`), then the papers' rows."""
-    keys = _keys()
+    keys = _keys(rows)
     lines = ["| run | model / stage | kind | hit | split | " + " | ".join(keys) + " | time (s) |",
              "|---|---|---|---|---|" + "---:|" * (len(keys) + 1)]
     for r in rows:
@@ -380,9 +391,10 @@ def _error_bar(row: Row, metric: str) -> tuple[float, float]:
     return value - row.spans[metric].low, row.spans[metric].high - value
 
 
-def plot_metric_per_stage(rows: Sequence[Row], path: Path, metric: str = "NDCG@10") -> bool:
+def plot_metric_per_stage(rows: Sequence[Row], path: Path, metric: str = "NDCG@10",
+                          best: Paper | None = INDUSTRIAL_PAPERS[-1]) -> bool:
     """Bars of `metric` per evaluated model / baseline and split (95 % intervals as error bars), with the papers'
-    best as a line."""
+    `best` as a line."""
     rows = [r for r in rows if metric in r.metrics]
     if not rows:
         return False
@@ -396,11 +408,11 @@ def plot_metric_per_stage(rows: Sequence[Row], path: Path, metric: str = "NDCG@1
         heights = [chosen[label].metrics[metric] for label in shown]
         errors = np.array([_error_bar(chosen[label], metric) for label in shown]).T  # [2, bars]
         ax.bar(xs, heights, width, label=split, yerr=errors, capsize=2)
-    if metric in PAPER_BEST.metrics:
-        ax.axhline(PAPER_BEST.metrics[metric], color="black", linestyle="--", linewidth=1,
-                   label=f"paper: {PAPER_BEST.name} (test)")
+    if best is not None and metric in best.metrics:
+        ax.axhline(best.metrics[metric], color="black", linestyle="--", linewidth=1,
+                   label=f"paper: {best.name} (test)")
     top = max([r.spans[metric].high if r.spans else r.metrics[metric] for r in rows]
-              + [PAPER_BEST.metrics.get(metric, 0.0)])
+              + [best.metrics.get(metric, 0.0) if best else 0.0])
     ax.set_ylim(0, top * 1.3)  # headroom so the legend never covers a bar
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
     ax.set(ylabel=metric, title=f"{metric} per stage")
@@ -436,6 +448,9 @@ def write_report(workdirs: Sequence[Path], out: Path, command: str, reference: s
     if resamples < 1:
         raise ReportError(f"--resamples must be >= 1, got {resamples}")
     runs = [load_run(w, label) for w, label in zip(workdirs, run_labels(workdirs))]
+    datasets = list(dict.fromkeys(run.dataset for run in runs))
+    papers = [p for d in datasets for p in PAPERS.get(d, ())]
+    best = PAPERS[datasets[0]][-1] if datasets[0] in PAPERS else None
     out.mkdir(parents=True, exist_ok=True)
     rows = sorted([row for run in runs for row in result_rows(run)], key=lambda r: KINDS.index(r.kind))
     add_intervals(rows, resamples, seed)
@@ -451,8 +466,8 @@ def write_report(workdirs: Sequence[Path], out: Path, command: str, reference: s
              "alone; generative ensemble = SID models only; hybrid = SID models re-scored by dense item models. "
              f"[low, high]: 95 % interval, paired bootstrap over users ({resamples} resamples, seed {seed}); no "
              "interval where the run kept no per-sample ranks. Paper rows: their own reports on the same test split "
-             "(4,533 rows; none reports @1), with sources.", "",
-             markdown_table(rows), ""]
+             f"of {' / '.join(datasets)}, with sources.", "",
+             markdown_table(rows, papers), ""]
     reasoning = reasoning_table(rows)
     if reasoning:
         lines += ["## Reasoning", "", "Measured on each generated thought (`sidjax.eval.reasoning_quality`): the "
@@ -473,7 +488,7 @@ def write_report(workdirs: Sequence[Path], out: Path, command: str, reference: s
     plots = []
     for metric in ("NDCG@10", "HR@10"):
         name = f"per_stage_{metric.replace('@', '')}.png"
-        if plot_metric_per_stage(rows, out / name, metric):
+        if plot_metric_per_stage(rows, out / name, metric, best):
             plots.append((f"{metric} per stage", name))
     for run in runs:
         slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in run.label)

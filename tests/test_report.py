@@ -66,18 +66,19 @@ def test_report_has_every_stage_baseline_and_paper_row_and_plots(tmp_path):
 
     cells = row("full", "eval:after_grpo (grpo, direct)", "test")
     assert cells[2:5] == ["generative", "sid", "test"]
-    assert cells[5:] == ["0.0500", "0.0800", "0.1000", "0.1587", "0.0500", "0.0700", "0.0800", "0.1168", "120"]
+    assert cells[5:] == ["0.0500", "0.0800", "0.1000", "0.1587", "0.2000", "0.0500", "0.0700", "0.0800", "0.1168",
+                         "0.1100", "120"]
     assert row("full", "eval:after_grpo (grpo, direct)", "valid")[8] == "0.1601"
-    assert row("full", "evals/sft (sft, reasoning)", "test")[12] == "0.0905"
+    assert row("full", "evals/sft (sft, reasoning)", "test")[13] == "0.0905"
     assert row("full", "eval_ensemble (grpo + grpo_b, direct)", "test")[2] == "generative ensemble"
     assert row("full", "eval_ensemble (grpo + grpo_b, direct)", "test")[8] == "0.1702"
     sasrec = row("full", "sasrec (baseline)", "test")
     assert sasrec[2:4] == ["baseline", "item"]  # written before the SID-level yardstick: says so
-    assert sasrec[8:] == ["0.1412", "0.0500", "0.0700", "0.0800", "0.1011", "280"]
+    assert sasrec[8:] == ["0.1412", "0.2000", "0.0500", "0.0700", "0.0800", "0.1011", "0.1100", "280"]
     assert row("full", "popularity (baseline)", "valid")[8] == "0.0540"
     assert row("no_grpo", "eval (sft, direct)", "test")[8] == "0.1587"
     paper = row("paper", "MiniOneRec (Qwen, SFT + GRPO) (MiniOneRec paper, Table 1)", "test")
-    assert paper[5:] == ["–", "0.1143", "0.1321", "0.1586", "–", "0.1011", "0.1084", "0.1167", "–"]
+    assert paper[5:] == ["–", "0.1143", "0.1321", "0.1586", "–", "–", "0.1011", "0.1084", "0.1167", "–", "–"]
     main = text.split("## Reasoning")[0].splitlines()
     kinds = [line.split("|")[3].strip() for line in main if line.startswith("| full |") and "| test |" in line]
     assert kinds == sorted(kinds, key=report.KINDS.index) and kinds[0] == "generative"
@@ -85,7 +86,7 @@ def test_report_has_every_stage_baseline_and_paper_row_and_plots(tmp_path):
     reasoning = text.split("## Reasoning")[1].split("##")[0]
     expected = "| full | evals/sft (sft, reasoning) | test | 0.970 | 0.960 | 41.500 | 0.020 | 0.810 | – | – |"
     assert expected in reasoning
-    assert len([line for line in lines if line.startswith("| paper |")]) == len(report.PAPERS)
+    assert len([line for line in lines if line.startswith("| paper |")]) == len(report.INDUSTRIAL_PAPERS)
     assert row("full", "industrial_scratch")[3] == str(2 + 600 + 900 + 120 + 300)
 
     for name in ("per_stage_NDCG10.png", "per_stage_HR10.png", "curves_full.png", "curves_no_grpo.png",
@@ -93,6 +94,18 @@ def test_report_has_every_stage_baseline_and_paper_row_and_plots(tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"]({name})" in text
     assert not (out / "rl_no_grpo.png").exists()
+
+
+def test_an_office_run_is_compared_with_the_office_papers_at_its_own_ks(tmp_path):
+    run = tmp_path / "office"
+    _write(run / "config.json", {"name": "office_scratch", "stages": ["eval"], "data": {"name": "Office"}})
+    office = {k: v for k, v in _metrics(0.0912, 0.0451).items() if k[-2:] in ("@5", "10", "20") or k == "users"}
+    _write(run / "eval" / "metrics.json", {"model": str(run / "grpo"), "mode": "direct", "test": office})
+    text = report.write_report([run], tmp_path / "out", "cmd").read_text(encoding="utf-8")
+    header = next(line for line in text.splitlines() if line.startswith("| run |"))
+    assert "HR@5 | HR@10 | HR@20 | NDCG@5 | NDCG@10 | NDCG@20" in header and "HR@1 " not in header
+    assert "| paper | UniTok (T5) (UniTok paper, Table 7; leave-one-out, beam 20) |" in text
+    assert "MiniOneRec" not in text and "of Office" in text
 
 
 def test_bad_files_are_named(tmp_path):
