@@ -6,33 +6,38 @@ data, the papers' SIDs, the next-SID prompt of sidjax.data.tasks), beam 10 and 5
 users/s of each in one run, and a check that both return the same top-B SIDs. The
 PyTorch side evaluates the way the papers' code does: left-padded batches, beams
 expanded from the prompt, log-softmax over the vocabulary, the trie as a
-prefix_allowed_tokens_fn, length penalty 0. Compile time of ours is reported apart.
+prefix_allowed_tokens_fn, length penalty 0. Each side's timed run decodes all the users (the
+model loaded and the trie's allowed-token table built before, once); the two sides alternate
+(bench.harness) for `--repeats` rounds after a warm-up. Compile time of ours is reported apart.
 
-    python -m bench.beam_vs_hf [--users 16] [--hf_batch 4]
+    python -m bench.beam_vs_hf [--users 16] [--hf_batch 4] [--repeats 5] [--threads 1]
 
-Last line: speedup=<ours over transformers at beam 50>.
+Last line: speedup=<transformers' median seconds over ours at beam 50>.
 """
 from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
-import jax
-import numpy as np
-import torch
-from flax import nnx
+from bench import harness
 
-from sidjax.configs import base_config
-from sidjax.data.formatting import ChatFormat
-from sidjax.data.sources import load_dataset
-from sidjax.data.tasks import sid_history_prompt, sid_strings
-from sidjax.decode.beam import TrieTables, beam_search
-from sidjax.decode.sample import pad_prompts
-from sidjax.model import hf, tokenizer as bpe, vocab
-from sidjax.model.config import preset
-from sidjax.model.transformer import CausalLM
-from sidjax.sid.codes import SidTrie, index_to_sids
+harness.threads_before_jax()  # before jax is imported: XLA reads XLA_FLAGS when its backend starts
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from sidjax.configs import base_config  # noqa: E402
+from sidjax.data.formatting import ChatFormat  # noqa: E402
+from sidjax.data.sources import load_dataset  # noqa: E402
+from sidjax.data.tasks import sid_history_prompt, sid_strings  # noqa: E402
+from sidjax.decode.beam import TrieTables, beam_search  # noqa: E402
+from sidjax.decode.sample import pad_prompts  # noqa: E402
+from sidjax.model import hf, tokenizer as bpe, vocab  # noqa: E402
+from sidjax.model.config import preset  # noqa: E402
+from sidjax.model.transformer import CausalLM  # noqa: E402
+from sidjax.sid.codes import SidTrie, index_to_sids  # noqa: E402
 
 
 def build(users: int):
@@ -54,7 +59,7 @@ def build(users: int):
 
 
 def ours(model, tables, prompts, beams, batch):
-    """(seconds for all users after compiling, compile seconds, codes [n, B, L], scores [n, B])."""
+    """A call decoding every user: codes [n, B, L], scores [n, B]."""
     tokens, mask = pad_prompts(prompts, bucket=32, pad_id=0)
 
     def run():
@@ -65,76 +70,105 @@ def ours(model, tables, prompts, beams, batch):
             out.append(jax.device_get((result.codes, result.scores)))
         return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
 
-    began = time.perf_counter()
-    run()
-    compiled = time.perf_counter() - began
-    began = time.perf_counter()
-    codes, scores = run()
-    return time.perf_counter() - began, compiled, codes, scores
+    return run
 
 
-def transformers_beam(model_dir, trie, offsets, prompts, beams, batch):
-    """transformers' generate with the trie as prefix_allowed_tokens_fn: (seconds, codes [n, B, L], scores)."""
-    from transformers import AutoModelForCausalLM, GenerationConfig
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    num_levels = trie.num_levels
-    allowed = {}  # generated prefix (token ids) -> allowed next token ids
+def allowed_next(trie, offsets) -> dict[tuple, list[int]]:
+    """The trie as transformers needs it: generated prefix (token ids) -> allowed next token ids."""
+    allowed = {}
     for sid in trie.leaf_sids.tolist():
         tokens = [int(offsets[l]) + c for l, c in enumerate(sid)]
-        for l in range(num_levels):
+        for l in range(trie.num_levels):
             allowed.setdefault(tuple(tokens[:l]), set()).add(tokens[l])
-    allowed = {k: sorted(v) for k, v in allowed.items()}
+    return {k: sorted(v) for k, v in allowed.items()}
+
+
+def transformers_beam(model, allowed, num_levels, offsets, prompts, beams, batch):
+    """A call of transformers' generate with the trie as prefix_allowed_tokens_fn: codes [n, B, L], scores."""
+    from transformers import GenerationConfig
+
     gen_config = GenerationConfig(num_beams=beams, num_return_sequences=beams, max_new_tokens=num_levels,
                                   min_new_tokens=num_levels, do_sample=False, length_penalty=0.0,
                                   early_stopping=False, output_scores=True, return_dict_in_generate=True,
                                   pad_token_id=0, eos_token_id=None, bos_token_id=None)
-    codes, scores = [], []
-    began = time.perf_counter()
-    for start in range(0, len(prompts), batch):
-        tokens, mask = pad_prompts(prompts[start:start + batch], bucket=1, pad_id=0)
-        width = tokens.shape[1]
 
-        def prefix_allowed(_, ids, width=width):
-            return allowed.get(tuple(ids[width:].tolist()), [])
+    def run():
+        torch.manual_seed(0)
+        codes, scores = [], []
+        for start in range(0, len(prompts), batch):
+            tokens, mask = pad_prompts(prompts[start:start + batch], bucket=1, pad_id=0)
+            width = tokens.shape[1]
 
-        with torch.no_grad():
-            out = model.generate(input_ids=torch.from_numpy(tokens.astype(np.int64)),
-                                 attention_mask=torch.from_numpy(mask.astype(np.int64)),
-                                 generation_config=gen_config, prefix_allowed_tokens_fn=prefix_allowed)
-        generated = out.sequences[:, width:].numpy().reshape(len(tokens), beams, num_levels)
-        codes.append(generated - np.asarray(offsets)[None, None, :])
-        scores.append(out.sequences_scores.numpy().reshape(len(tokens), beams))
-    return time.perf_counter() - began, np.concatenate(codes), np.concatenate(scores)
+            def prefix_allowed(_, ids, width=width):
+                return allowed.get(tuple(ids[width:].tolist()), [])
+
+            with torch.no_grad():
+                out = model.generate(input_ids=torch.from_numpy(tokens.astype(np.int64)),
+                                     attention_mask=torch.from_numpy(mask.astype(np.int64)),
+                                     generation_config=gen_config, prefix_allowed_tokens_fn=prefix_allowed)
+            generated = out.sequences[:, width:].numpy().reshape(len(tokens), beams, num_levels)
+            codes.append(generated - np.asarray(offsets)[None, None, :])
+            scores.append(out.sequences_scores.numpy().reshape(len(tokens), beams))
+        return np.concatenate(codes), np.concatenate(scores)
+
+    return run
+
+
+def last_result(run):
+    """`run` and a getter of what its latest call returned (the timing loop drops results)."""
+    latest = []
+
+    def call():
+        latest[:] = [run()]
+
+    return call, lambda: latest[0]
+
+
+def top_b_agreement(ours_out, hf_out) -> str:
+    """How far the two sides' top-B lists agree (the timings compare the same decoding)."""
+    (codes, scores), (hf_codes, hf_scores) = ours_out, hf_out
+    same = float(np.mean([(a == b).all() for a, b in zip(codes, hf_codes)]))
+    same_sets = float(np.mean([{tuple(r) for r in a} == {tuple(r) for r in b} for a, b in zip(codes, hf_codes)]))
+    diff = float(np.abs(scores - hf_scores).max())
+    return f"same top-B order {same:.0%}, same top-B set {same_sets:.0%}, max score diff {diff:.1e}"
+
+
+def compare(beams: int, model, tables, torch_model, trie, offsets, prompts, args) -> harness.Comparison:
+    """Both sides at one beam width, interleaved; prints users/s and whether their top-B agree."""
+    ours_run, ours_out = last_result(ours(model, tables, prompts, beams, args.batch))
+    hf_run, hf_out = last_result(transformers_beam(torch_model, allowed_next(trie, offsets), trie.num_levels, offsets,
+                                                   prompts, beams, args.hf_batch))
+    _, compiled = harness.timed(ours_run)
+    c = harness.measure(f"beam{beams}", "sidjax", ours_run, "transformers", hf_run, repeats=args.repeats)
+    print(f"beam {beams:>2}: sidjax {args.users / c.a.median:8.2f} users/s (compile {compiled:.1f}s) | "
+          f"transformers {args.users / c.b.median:7.2f} users/s | ratio {c.ratio:6.1f}x | "
+          f"{top_b_agreement(ours_out(), hf_out())}", flush=True)
+    return c
 
 
 def main() -> None:
+    from transformers import AutoModelForCausalLM
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=16, help="test users per measurement")
     parser.add_argument("--batch", type=int, default=16, help="users per sidjax search call")
     parser.add_argument("--hf_batch", type=int, default=4, help="users per transformers generate call")
+    parser.add_argument("--repeats", type=harness.repeat_count, default=harness.MIN_REPEATS,
+                        help="timed runs per side and beam width")
+    harness.add_threads_arg(parser)
     args = parser.parse_args()
-    model, tokenizer, fmt, trie, offsets, prompts = build(args.users)
+    print(harness.describe_machine(harness.machine()), flush=True)
+    model, tokenizer, _, trie, offsets, prompts = build(args.users)
     tables = TrieTables.from_trie(trie, offsets)
     print(f"model: {model.config.num_params() / 1e6:.1f}M params, vocab {model.config.vocab_size}; "
           f"{args.users} test users, prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens; "
-          f"{trie.num_leaves} SIDs, {trie.branching[0]} first-level codes; devices: {jax.devices()[0].platform}, "
-          f"torch threads {torch.get_num_threads()}")
+          f"{trie.num_leaves} SIDs, {trie.branching[0]} first-level codes; devices: {jax.devices()[0].platform}")
     with tempfile.TemporaryDirectory() as model_dir:
         hf.save_pretrained(model, model_dir, tokenizer, bpe.tokenizer_config())
-        speedups = {}
-        for beams in (10, 50):
-            t_ours, compiled, codes, scores = ours(model, tables, prompts, beams, args.batch)
-            t_hf, hf_codes, hf_scores = transformers_beam(model_dir, trie, offsets, prompts, beams, args.hf_batch)
-            same = float(np.mean([(a == b).all() for a, b in zip(codes, hf_codes)]))
-            same_sets = float(np.mean([{tuple(r) for r in a} == {tuple(r) for r in b} for a, b in zip(codes, hf_codes)]))
-            diff = float(np.abs(scores - hf_scores).max())
-            speedups[beams] = t_hf / t_ours
-            print(f"beam {beams:>2}: sidjax {args.users / t_ours:8.2f} users/s (compile {compiled:.1f}s) | "
-                  f"transformers {args.users / t_hf:7.2f} users/s | ratio {speedups[beams]:6.1f}x | "
-                  f"same top-B order {same:.0%}, same top-B set {same_sets:.0%}, max score diff {diff:.1e}")
-    print(f"speedup={speedups[50]:.2f}")
+        torch_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        print(harness.report(compare(10, model, tables, torch_model, trie, offsets, prompts, args)))
+        headline = compare(50, model, tables, torch_model, trie, offsets, prompts, args)
+    harness.finish(headline)
 
 
 if __name__ == "__main__":

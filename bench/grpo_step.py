@@ -9,78 +9,87 @@ sidjax: `make_grpo_step` (rollout via `sidjax.decode.sample.generate`, rewards,
 advantages, reference log-probs and the update in one jitted program).
 PyTorch: `model.generate(do_sample=True, num_return_sequences=G)` then the same
 loss written in torch, on the same weights (exported with `save_pretrained`).
-Compilation / warm-up runs once on each side before the timed run.
+The rollouts of the two sides alternate (bench.harness), then the whole steps do, for
+`--repeats` rounds each after a warm-up; compile time of ours is reported apart.
 
-    python -m bench.grpo_step [--prompts 4 --group 16 --prompt_len 96 --new_tokens 48]
+    python -m bench.grpo_step [--prompts 4 --group 16 --prompt_len 96 --new_tokens 48 --repeats 5 --threads 1]
+
+Last lines: rollout_speedup=<ratio of the rollouts' medians>, then the whole step's result and
+speedup=<PyTorch median step time / sidjax median step time>.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
-import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import nnx
+from bench import harness
 
-from sidjax.configs import base_config
-from sidjax.decode.beam import TrieTables
-from sidjax.decode.sample import SamplingParams, generate
-from sidjax.model.config import preset
-from sidjax.model.hf import save_pretrained
-from sidjax.model.transformer import CausalLM
-from sidjax.sid.codes import SidTrie
-from sidjax.train import grpo
-from sidjax.train.state import make_train_state
-from sidjax.utils.settings import settings_from
+harness.threads_before_jax()  # before jax is imported: XLA reads XLA_FLAGS when its backend starts
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from sidjax.configs import base_config  # noqa: E402
+from sidjax.decode.beam import TrieTables  # noqa: E402
+from sidjax.decode.sample import SamplingParams, generate  # noqa: E402
+from sidjax.model.config import preset  # noqa: E402
+from sidjax.model.hf import save_pretrained  # noqa: E402
+from sidjax.model.transformer import CausalLM  # noqa: E402
+from sidjax.sid.codes import SidTrie  # noqa: E402
+from sidjax.train import grpo  # noqa: E402
+from sidjax.train.state import make_train_state  # noqa: E402
+from sidjax.utils.settings import settings_from  # noqa: E402
 
 TEXT_VOCAB = 4096
 LEVELS, CODES, ITEMS = 3, 256, 2000
 THINK_END = 7
 
 
-def timed(fn, *args):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    return out, time.perf_counter() - start
+def sampling(args: argparse.Namespace) -> SamplingParams:
+    return SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                          stop_tokens=(), num_samples=args.group)
 
 
-def sidjax_side(model, args, prompts, targets, tables):
+def sidjax_rollout(model, args, prompts):
+    """A call sampling G completions of every prompt (compiled at the first call)."""
+    graphdef = nnx.graphdef(model)
+    arrays = nnx.state(model)
+    mask = jnp.ones(prompts.shape, bool)
+    rollout = jax.jit(lambda arrays, rng: generate(nnx.merge(graphdef, arrays), jnp.asarray(prompts), mask,
+                                                   sampling(args), rng=rng, pad_id=0).tokens)
+    seeds = itertools.count(1)
+    return lambda: jax.block_until_ready(rollout(arrays, jax.random.key(next(seeds))))
+
+
+def sidjax_step(model, args, prompts, targets, tables):
+    """A call of the whole jitted GRPO step; it trains the model's arrays (donated), so run it after the rollouts."""
     section = base_config().grpo
     section.unlock()
     section.group_size = args.group
     section.mode = "reasoning"
     section.rollout = "sample"
     settings = settings_from(grpo.GrpoSettings, section, think_end_id=THINK_END)
-    params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                            stop_tokens=(), num_samples=args.group)
-    mask = jnp.ones(prompts.shape, bool)
-
-    def rollout_only(model_arrays, rng):
-        return generate(nnx.merge(graphdef_model, model_arrays), jnp.asarray(prompts), mask, params, rng=rng,
-                        pad_id=0).tokens
-
-    graphdef_model = nnx.graphdef(model)
-    rollout_jit = jax.jit(rollout_only)
-    model_arrays = nnx.state(model)
-    _, rollout_compile = timed(rollout_jit, model_arrays, jax.random.key(1))
-    _, rollout_s = timed(rollout_jit, model_arrays, jax.random.key(2))
-
     state = make_train_state(model, section, total_steps=10)
     ref = jax.tree.map(jnp.copy, state.model_arrays())
-    step = grpo.make_grpo_step(state.graphdef, state.wrt, grpo.sample_rollout(params, pad_id=0), settings)
+    step = grpo.make_grpo_step(state.graphdef, state.wrt, grpo.sample_rollout(sampling(args), pad_id=0), settings)
+    mask = jnp.ones(prompts.shape, bool)
+    arrays, seeds = state.arrays, itertools.count(1)
 
-    def inputs(seed):
-        return grpo.StepInputs(jnp.asarray(prompts), mask, jnp.asarray(targets), jax.random.key(seed))
+    def call():
+        nonlocal arrays
+        inputs = grpo.StepInputs(jnp.asarray(prompts), mask, jnp.asarray(targets), jax.random.key(next(seeds)))
+        arrays, metrics = jax.block_until_ready(step(arrays, ref, inputs, tables))
+        return metrics
 
-    (arrays, _), step_compile = timed(step, state.arrays, ref, inputs(1), tables)
-    (_, metrics), step_s = timed(step, arrays, ref, inputs(2), tables)
-    return rollout_s, step_s, rollout_compile + step_compile, metrics
+    return call
 
 
 def torch_side(hf_dir, args, prompts, target_tokens):
-    import torch
+    """(rollout call, whole-step call) of the PyTorch reference."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     policy = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
@@ -105,9 +114,7 @@ def torch_side(hf_dir, args, prompts, target_tokens):
         return torch.log_softmax(logits, -1).gather(-1, seqs[:, p:, None])[..., 0]
 
     def step():
-        start = time.perf_counter()
         seqs = rollout()
-        rollout_s = time.perf_counter() - start
         completion = seqs[:, p:]
         # Prefix reward on the SID after </think> (same definition as sidjax's `prefix` component).
         after = torch.cumsum((completion == THINK_END).long(), 1) > 0
@@ -130,11 +137,10 @@ def torch_side(hf_dir, args, prompts, target_tokens):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         optimizer.step()
-        return rollout_s, time.perf_counter() - start
+        loss.item()
 
     torch.manual_seed(0)
-    step()  # warm-up
-    return step()
+    return rollout, step
 
 
 def main() -> None:
@@ -143,7 +149,11 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=16)
     parser.add_argument("--prompt_len", type=int, default=96)
     parser.add_argument("--new_tokens", type=int, default=48)
+    parser.add_argument("--repeats", type=harness.repeat_count, default=harness.MIN_REPEATS,
+                        help="timed rollouts and steps per side")
+    harness.add_threads_arg(parser)
     args = parser.parse_args()
+    print(harness.describe_machine(harness.machine()), flush=True)
 
     rng = np.random.default_rng(0)
     vocab = TEXT_VOCAB + LEVELS * CODES
@@ -158,13 +168,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as hf_dir:
         save_pretrained(model, hf_dir)  # before sidjax's step donates the weights' buffers
-        jax_rollout, jax_step, compile_s, metrics = sidjax_side(model, args, prompts, targets, tables)
-        print(f"sidjax : rollout {jax_rollout:.3f}s, full step {jax_step:.3f}s (compile {compile_s:.1f}s, "
-              f"kl {float(metrics['kl']):.2e})", flush=True)
         torch_rollout, torch_step = torch_side(hf_dir, args, prompts, targets + offsets)
-    print(f"pytorch: rollout {torch_rollout:.3f}s, full step {torch_step:.3f}s")
-    print(f"rollout_speedup={torch_rollout / jax_rollout:.2f}")
-    print(f"speedup={torch_step / jax_step:.2f}")
+        ours_rollout = sidjax_rollout(model, args, prompts)
+        _, rollout_compile = harness.timed(ours_rollout)
+        rollouts = harness.measure("rollout", "sidjax", ours_rollout, "pytorch", torch_rollout, repeats=args.repeats)
+        print(harness.report(rollouts))
+        ours_step = sidjax_step(model, args, prompts, targets, tables)
+        metrics, step_compile = harness.timed(ours_step)
+        print(f"sidjax compile: rollout {rollout_compile:.1f}s, step {step_compile:.1f}s "
+              f"(kl {float(metrics['kl']):.2e})", flush=True)
+        steps = harness.measure("grpo_step", "sidjax", ours_step, "pytorch", torch_step, repeats=args.repeats)
+    print(f"rollout_speedup={rollouts.ratio:.2f}")
+    harness.finish(steps)
 
 
 if __name__ == "__main__":

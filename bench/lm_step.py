@@ -1,32 +1,39 @@
 """Train-step throughput: sidjax CausalLM vs. transformers' PyTorch Qwen3 of the same config and batch.
 
-One step = forward + backward + SGD update on next-token cross-entropy. Steps of the two
-frameworks alternate, so machine load hits both alike; the median step time of each is
-reported as tokens/s, as achieved FLOP/s, and as a fraction of the matmul FLOP/s this
-machine reaches in the same run (a jitted square float32 matmul). Last line:
-`speedup=<sidjax tokens/s / PyTorch tokens/s>`.
+One step = forward + backward + SGD update on next-token cross-entropy, computed in `--dtype`
+(bfloat16: sidjax's compute dtype with float32 parameters; PyTorch under
+`torch.autocast("cpu", dtype=torch.bfloat16)`). Steps of the two frameworks alternate (bench.harness),
+so machine load hits both alike; min / median / max step time of each are reported, and the median as
+tokens/s, as achieved FLOP/s, and as a fraction of the matmul FLOP/s each framework reaches on this
+machine in the same run and in the step's dtype (a jitted square matmul; bfloat16 accumulates in
+float32). Last line: `speedup=<PyTorch median step time / sidjax median step time>`.
 
-    python -m bench.lm_step [--batch 8 --length 256 --chunk 0 --attention einsum --steps 6]
+    python -m bench.lm_step [--batch 8 --length 256 --chunk 0 --attention einsum --steps 6 --dtype float32
+                             --threads 0]
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-import torch
-import transformers
-from flax import nnx
+from bench import harness
 
-from sidjax.model import hf
-from sidjax.model.config import ModelConfig
-from sidjax.model.transformer import CausalLM
-from sidjax.train.losses import hidden_token_logprobs
+harness.threads_before_jax()  # before jax is imported: XLA reads XLA_FLAGS when its backend starts
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from sidjax.model import hf  # noqa: E402
+from sidjax.model.config import ModelConfig  # noqa: E402
+from sidjax.model.transformer import CausalLM  # noqa: E402
+from sidjax.train.losses import hidden_token_logprobs  # noqa: E402
+
+DTYPES = ("float32", "bfloat16")
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,7 +45,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--chunk", type=int, default=0, help="cross-entropy chunk (0: full-vocab logits at once)")
     p.add_argument("--attention", default="einsum", choices=("einsum", "xla"))
-    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="the step's compute dtype (params stay f32)")
+    p.add_argument("--steps", type=harness.repeat_count, default=6, help="timed steps per side")
+    harness.add_threads_arg(p)
     return p.parse_args()
 
 
@@ -46,7 +55,7 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
     return ModelConfig(vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers, num_heads=4,
                        num_kv_heads=2, head_dim=args.hidden // 4, intermediate_size=3 * args.hidden,
                        rope_theta=1e6, qk_norm=True, tie_word_embeddings=True, attention_impl=args.attention,
-                       max_position_embeddings=args.length)
+                       max_position_embeddings=args.length, dtype=args.dtype, param_dtype="float32")
 
 
 def train_flops(config: ModelConfig, batch: int, length: int) -> float:
@@ -57,21 +66,16 @@ def train_flops(config: ModelConfig, batch: int, length: int) -> float:
     return 3 * (2 * matmul_params + attention) * batch * length
 
 
-def matmul_flops_per_s(n: int = 1024, repeats: int = 5) -> tuple[float, float]:
-    """Measured float32 matmul FLOP/s of XLA and of PyTorch on this machine (best of `repeats`)."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    mm = jax.jit(lambda x: x @ x)
-    mm(a).block_until_ready()
-    ta = torch.randn(n, n)
-    best_jax, best_torch = float("inf"), float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        mm(a).block_until_ready()
-        best_jax = min(best_jax, time.perf_counter() - t)
-        t = time.perf_counter()
-        ta @ ta
-        best_torch = min(best_torch, time.perf_counter() - t)
-    return 2 * n ** 3 / best_jax, 2 * n ** 3 / best_torch
+def matmul_peaks(dtype: str, n: int = 1024, repeats: int = harness.MIN_REPEATS) -> dict[str, float]:
+    """Best square-matmul FLOP/s on this machine: XLA in float32 and in bfloat16 (float32 accumulation),
+    and PyTorch in the step's dtype; interleaved like the steps, so load hits them alike."""
+    xla_mm = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
+    xla_inputs = {name: jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(name)) for name in DTYPES}
+    torch_input = torch.randn(n, n, dtype=getattr(torch, dtype))
+    calls = {f"XLA {name}": (lambda x=x: xla_mm(x).block_until_ready()) for name, x in xla_inputs.items()}
+    calls[f"PyTorch {dtype}"] = lambda: torch_input @ torch_input
+    times = harness.interleave(*calls.values(), repeats=repeats)
+    return {name: 2 * n ** 3 / min(seconds) for name, seconds in zip(calls, times)}
 
 
 def sidjax_step(config: ModelConfig, chunk: int, lr: float):
@@ -100,8 +104,16 @@ def torch_model(model: CausalLM, directory: str) -> torch.nn.Module:
     return transformers.AutoModelForCausalLM.from_pretrained(directory).train()
 
 
+def torch_loss(reference: torch.nn.Module, tokens: torch.Tensor, dtype: str) -> torch.Tensor:
+    """Next-token cross-entropy, the forward under bfloat16 autocast when the step's dtype is bfloat16."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+        logits = reference(input_ids=tokens[:, :-1]).logits
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+
+
 def main() -> None:
     args = parse_args()
+    print(harness.describe_machine(harness.machine()), flush=True)
     config = model_config(args)
     tokens = np.random.default_rng(0).integers(0, config.vocab_size, (args.batch, args.length + 1))
     jax_tokens = jnp.asarray(tokens, jnp.int32)
@@ -112,44 +124,38 @@ def main() -> None:
     optimizer = torch.optim.SGD(reference.parameters(), lr=lr)
     torch_tokens = torch.tensor(tokens)
 
-    def torch_step() -> float:
+    def torch_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        logits = reference(input_ids=torch_tokens[:, :-1]).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, config.vocab_size), torch_tokens[:, 1:].reshape(-1))
+        loss = torch_loss(reference, torch_tokens, args.dtype)
         loss.backward()
         optimizer.step()
-        return loss.item()
+        loss.item()
+
+    def sidjax_train_step() -> None:
+        nonlocal params
+        params, loss = step(params, jax_tokens)
+        jax.block_until_ready((params, loss))
 
     # Same loss at the start: the two steps compute the same thing.
     params, first = step(params, jax_tokens)
     with torch.no_grad():
-        logits = reference(input_ids=torch_tokens[:, :-1]).logits
-        ref_loss = float(torch.nn.functional.cross_entropy(logits.reshape(-1, config.vocab_size),
-                                                           torch_tokens[:, 1:].reshape(-1)))
-    print(f"initial loss: sidjax {float(first):.5f}  pytorch {ref_loss:.5f}")
-    torch_step()
-    jax_times, torch_times = [], []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        params, loss = step(params, jax_tokens)
-        loss.block_until_ready()
-        jax_times.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        torch_step()
-        torch_times.append(time.perf_counter() - t)
+        ref_loss = float(torch_loss(reference, torch_tokens, args.dtype))
+    print(f"initial loss ({args.dtype}): sidjax {float(first):.5f}  pytorch {ref_loss:.5f}", flush=True)
+    result = harness.measure(f"train_step_{args.dtype}", "sidjax", sidjax_train_step, "pytorch", torch_step,
+                             repeats=args.steps)
 
     n_tokens = args.batch * args.length
     flops = train_flops(config, args.batch, args.length)
-    peak_jax, peak_torch = matmul_flops_per_s()
-    jax_s, torch_s = statistics.median(jax_times), statistics.median(torch_times)
+    peaks = matmul_peaks(args.dtype)
     print(f"config: {config.num_params() / 1e6:.2f}M params, vocab {config.vocab_size}, batch {args.batch}x"
-          f"{args.length}, attention {args.attention}, CE chunk {args.chunk}, torch threads {torch.get_num_threads()}")
-    print(f"matmul peak (1024^3 f32): XLA {peak_jax / 1e9:.1f} GFLOP/s, PyTorch {peak_torch / 1e9:.1f} GFLOP/s")
-    for name, seconds, peak in (("sidjax", jax_s, peak_jax), ("pytorch", torch_s, peak_torch)):
+          f"{args.length}, attention {args.attention}, CE chunk {args.chunk}, dtype {args.dtype}")
+    print("matmul peak (1024^3): " + ", ".join(f"{name} {flop_s / 1e9:.1f} GFLOP/s" for name, flop_s in peaks.items()))
+    for name, seconds, peak_name in (("sidjax", result.a.median, f"XLA {args.dtype}"),
+                                     ("pytorch", result.b.median, f"PyTorch {args.dtype}")):
         achieved = flops / seconds
-        print(f"{name:8s} step {seconds * 1e3:8.1f} ms  {n_tokens / seconds:9.0f} tokens/s  "
-              f"{achieved / 1e9:6.1f} GFLOP/s  ({achieved / peak:.0%} of its matmul peak)")
-    print(f"speedup={torch_s / jax_s:.3f}")
+        print(f"{name:8s} median step {seconds * 1e3:8.1f} ms  {n_tokens / seconds:9.0f} tokens/s  "
+              f"{achieved / 1e9:6.1f} GFLOP/s  ({achieved / peaks[peak_name]:.0%} of the {peak_name} matmul peak)")
+    harness.finish(result)
 
 
 if __name__ == "__main__":

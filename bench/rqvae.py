@@ -3,29 +3,30 @@
 Both train the same architecture (MLP encoder/decoder, L residual codebooks,
 codebook + beta * commitment loss, straight-through estimator, AdamW) on the
 same item embeddings (TF-IDF/LSA of the shipped Industrial_and_Scientific
-items) with the same batches. Per-epoch wall time is the median over
-`--epochs` epochs after a warm-up; our compile time is reported apart.
+items) with the same batches. Epochs of the two alternate (bench.harness) for `--epochs`
+rounds after a warm-up; min / median / max per side are reported, our compile time apart.
 
-    python -m bench.rqvae [--epochs 10] [--batch_size 1024] [--hidden 512,256,128] [--single_thread]
+    python -m bench.rqvae [--epochs 10] [--batch_size 1024] [--hidden 512,256,128] [--threads 1]
 
-Last line: speedup=<PyTorch seconds per epoch / ours>.
+Last line: speedup=<PyTorch median seconds per epoch / ours>.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import torch
-from flax import nnx
+from bench import harness
 
-from sidjax.configs import base_config
-from sidjax.data.sources import load_dataset
-from sidjax.sid import embed, rqvae
+harness.threads_before_jax()  # before jax is imported: XLA reads XLA_FLAGS when its backend starts
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from sidjax.configs import base_config  # noqa: E402
+from sidjax.data.sources import load_dataset  # noqa: E402
+from sidjax.sid import embed, rqvae  # noqa: E402
 
 
 class TorchRQVAE(torch.nn.Module):
@@ -67,17 +68,13 @@ class TorchRQVAE(torch.nn.Module):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=harness.repeat_count, default=10, help="timed epochs per side")
     parser.add_argument("--batch_size", type=int, default=1024)
     parser.add_argument("--hidden", default="512,256,128")
     parser.add_argument("--dim", type=int, default=256, help="LSA embedding size")
-    parser.add_argument("--single_thread", action="store_true",
-                        help="one CPU thread each (steadier on a shared machine); set before JAX starts its backend")
+    harness.add_threads_arg(parser)
     args = parser.parse_args()
-    if args.single_thread:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-                                   " intra_op_parallelism_threads=1").strip()
-        torch.set_num_threads(1)
+    print(harness.describe_machine(harness.machine()), flush=True)
 
     dataset = load_dataset(base_config().data)
     x = embed.tfidf_lsa(dataset.items, dim=args.dim, min_df=2, max_df=0.5, title_weight=2.0, seed=0)
@@ -95,42 +92,31 @@ def main() -> None:
     opt_state = tx.init(params)
     run_epoch = rqvae.make_epoch_fn(graphdef, tx)
     x_dev = jnp.asarray(x)
-    start = time.perf_counter()
-    compiled = run_epoch.lower(params, opt_state, x_dev, jnp.asarray(batches[0])).compile()
-    compile_s = time.perf_counter() - start
+    compiled, compile_s = harness.timed(
+        lambda: run_epoch.lower(params, opt_state, x_dev, jnp.asarray(batches[0])).compile())
 
     torch.manual_seed(0)
     ref = TorchRQVAE(config)
     opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, weight_decay=1e-4)
     xt = torch.from_numpy(np.array(x))
+    ours_batches, torch_batches = iter(batches), iter(batches)  # both sides see the same batches in turn
 
-    def ours_epoch(b: np.ndarray) -> None:
+    def ours_epoch() -> None:
         nonlocal params, opt_state
-        params, opt_state, metrics = compiled(params, opt_state, x_dev, jnp.asarray(b))
+        params, opt_state, metrics = compiled(params, opt_state, x_dev, jnp.asarray(next(ours_batches)))
         jax.block_until_ready(metrics)
 
-    def torch_epoch(b: np.ndarray) -> None:
-        for idx in b:
+    def torch_epoch() -> None:
+        for idx in next(torch_batches):
             loss = ref(xt[torch.from_numpy(idx).long()])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss.item()
 
-    ours_epoch(batches[0])  # warm-up
-    torch_epoch(batches[0])
-    ours, theirs = [], []
-    for b in batches[1:]:  # alternate, so both see the same machine load
-        for run, times in ((ours_epoch, ours), (torch_epoch, theirs)):
-            start = time.perf_counter()
-            run(b)
-            times.append(time.perf_counter() - start)
-
-    ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)
-    print(f"sidjax compile: {compile_s:.2f} s")
-    print(f"sidjax  epoch: {ours_s * 1e3:.1f} ms (median of {len(ours)})")
-    print(f"pytorch epoch: {theirs_s * 1e3:.1f} ms (median of {len(theirs)}, torch threads={torch.get_num_threads()})")
-    print(f"speedup={theirs_s / ours_s:.2f}")
+    print(f"sidjax compile: {compile_s:.2f} s", flush=True)
+    harness.finish(harness.measure("rqvae_epoch", "sidjax", ours_epoch, "pytorch", torch_epoch,
+                                   repeats=args.epochs))
 
 
 if __name__ == "__main__":

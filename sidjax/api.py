@@ -19,9 +19,10 @@ from sidjax.stages.eval import find_bundle
 
 
 def load(workdir_or_checkpoint: str | os.PathLike, *, step: int | None = None,
-         mesh: jax.sharding.Mesh | None = None) -> Recommender:
+         mesh: jax.sharding.Mesh | None = None, dtype: str | None = None) -> Recommender:
     """The recommender of a run directory's last finished model stage, or of a model stage directory.
 
-    `step=None` takes the stage's output model; a number, that train checkpoint.
+    `step=None` takes the stage's output model; a number, that train checkpoint. `dtype`: the compute
+    dtype (float32 | bfloat16 | float16 | auto; None: the model's own, see `sidjax.bundle.load`).
     """
-    return bundles.load(find_bundle(workdir_or_checkpoint), step=step, mesh=mesh).recommender(mesh)
+    return bundles.load(find_bundle(workdir_or_checkpoint), step=step, mesh=mesh, dtype=dtype).recommender(mesh)

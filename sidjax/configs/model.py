@@ -21,7 +21,10 @@ def section() -> ml_collections.ConfigDict:
     # scratch only: "chat" (the papers' instruction prompts in ChatML turns) or "sid_sequence" (no language:
     # a history is its SIDs back to back and the next item is the continuation; direct mode only).
     c.prompt_style = "chat"
-    c.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16
+    # compute dtype: float32 | bfloat16 | float16 | auto (bfloat16 on TPU, GPU and CPUs with AVX512_BF16 or AMX,
+    # float32 elsewhere: sidjax.model.precision). Weights, softmax, norms, logits, losses and the optimizer
+    # state stay in param_dtype / float32 either way.
+    c.dtype = "float32"
     c.param_dtype = "float32"
     c.attention_impl = "einsum"  # einsum | xla (jax.nn.dot_product_attention)
     c.vocab_multiple = 128  # embedding rows padded to a multiple of this after adding SID tokens
@@ -31,6 +34,7 @@ def section() -> ml_collections.ConfigDict:
 
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
     from sidjax.model.config import ATTENTION_IMPLS, DTYPES, PRESETS, scratch
+    from sidjax.model.precision import AUTO
 
     require(c.source in SOURCES, f"{name}.source", f"must be one of {SOURCES}, got '{c.source}'")
     require(c.source != "hf" or bool(c.path), f"{name}.path", "source 'hf' needs the local model directory")
@@ -50,7 +54,7 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(c.bpe_vocab_size >= 512, f"{name}.bpe_vocab_size", "must be >= 512 (256 bytes + merges)")
     require(c.bpe_min_frequency >= 1, f"{name}.bpe_min_frequency", "must be >= 1")
     _validate_prompt_style(c, config, name)
-    require(c.dtype in DTYPES, f"{name}.dtype", f"must be one of {DTYPES}")
+    require(c.dtype in DTYPES + (AUTO,), f"{name}.dtype", f"must be one of {DTYPES + (AUTO,)}")
     require(c.param_dtype in DTYPES, f"{name}.param_dtype", f"must be one of {DTYPES}")
     require(c.attention_impl in ATTENTION_IMPLS, f"{name}.attention_impl", f"must be one of {ATTENTION_IMPLS}")
     require(not (c.train_only_new_rows and c.source == "scratch"), f"{name}.train_only_new_rows",

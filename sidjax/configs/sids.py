@@ -7,6 +7,7 @@ SOURCES = ("paper", "rqvae", "rqkmeans")
 COLLISIONS = ("sinkhorn", "append", "none")
 EMBEDDINGS = ("tfidf_lsa", "precomputed", "lm_mean_pool")
 KMEANS_INITS = ("kmeans++", "random")
+RQVAE_DTYPES = ("float32", "bfloat16", "auto")
 
 
 def section() -> ml_collections.ConfigDict:
@@ -56,6 +57,9 @@ def section() -> ml_collections.ConfigDict:
     c.rqvae.dead_code_every = 10  # epochs between re-seeding unused codes (0: never).
     c.rqvae.report_every = 10  # epochs between usage / perplexity / collision reports.
     c.rqvae.checkpoint = True  # save the trained quantizer under sids/rqvae_checkpoint/.
+    # encoder / decoder matmul dtype: float32 | bfloat16 | auto (as model.dtype: bfloat16 where the hardware
+    # runs it fast); weights, latents, codebook distances and losses stay float32.
+    c.rqvae.dtype = "float32"
     return c
 
 
@@ -96,3 +100,4 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(r.weight_decay >= 0, f"{name}.rqvae.weight_decay", "must be >= 0")
     require(r.dead_code_every >= 0, f"{name}.rqvae.dead_code_every", "must be >= 0")
     require(r.report_every >= 1, f"{name}.rqvae.report_every", "must be >= 1")
+    require(r.dtype in RQVAE_DTYPES, f"{name}.rqvae.dtype", f"'{r.dtype}' is not one of {RQVAE_DTYPES}")

@@ -47,20 +47,25 @@ class RQVAEConfig:
     codebook_size: int = 256
     beta: float = 0.25
     quant_weight: float = 1.0
+    # matmul compute dtype of the encoder / decoder (weights float32); latents, distances, codebooks and
+    # losses are float32 either way. "auto" is resolved before a config is made (sidjax.model.precision).
+    dtype: str = "float32"
 
 
 class MLP(nnx.Module):
     """Linear layers with ReLU between them (none after the last)."""
 
-    def __init__(self, sizes: Sequence[int], *, rngs: nnx.Rngs):
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+    def __init__(self, sizes: Sequence[int], *, rngs: nnx.Rngs, dtype: str = "float32"):
+        self.layers = nnx.List([nnx.Linear(a, b, dtype=jnp.dtype(dtype), param_dtype=jnp.float32, rngs=rngs)
+                                for a, b in zip(sizes[:-1], sizes[1:])])
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        """float32 outputs whatever the compute dtype."""
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i + 1 < len(self.layers):
                 x = jax.nn.relu(x)
-        return x
+        return x.astype(jnp.float32)
 
 
 class Quantized(NamedTuple):
@@ -93,8 +98,8 @@ class RQVAE(nnx.Module):
     def __init__(self, config: RQVAEConfig, *, rngs: nnx.Rngs):
         self.config = config
         sizes = (config.input_dim, *config.hidden, config.code_dim)
-        self.encoder = MLP(sizes, rngs=rngs)
-        self.decoder = MLP(sizes[::-1], rngs=rngs)
+        self.encoder = MLP(sizes, rngs=rngs, dtype=config.dtype)
+        self.decoder = MLP(sizes[::-1], rngs=rngs, dtype=config.dtype)
         bound = 1.0 / config.codebook_size
         shape = (config.levels, config.codebook_size, config.code_dim)
         self.codebooks = nnx.Param(jax.random.uniform(rngs.params(), shape, minval=-bound, maxval=bound))

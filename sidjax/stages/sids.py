@@ -20,6 +20,7 @@ from flax import nnx
 
 from sidjax.data.minionerec import write_info
 from sidjax.model import pool
+from sidjax.model.precision import resolve_dtype
 from sidjax.parallel.mesh import make_mesh
 from sidjax.sid import codes, embed, kmeans, rqvae
 from sidjax.stages.settings import config_key
@@ -78,7 +79,7 @@ def _embedding_key(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def _language_model(config: ml_collections.ConfigDict):
     """(model, encode) from `config.model` for lm_mean_pool (a pretrained model: hf or gguf)."""
     m = config.model
-    overrides = dict(dtype=m.dtype, param_dtype=m.param_dtype, attention_impl=m.attention_impl)
+    overrides = dict(dtype=resolve_dtype(m.dtype), param_dtype=m.param_dtype, attention_impl=m.attention_impl)
     if m.source == "hf":
         from sidjax.model import hf
 
@@ -135,7 +136,7 @@ def learn_rqvae(ctx, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     c, r = ctx.config.sids, ctx.config.sids.rqvae
     model_config = rqvae.RQVAEConfig(input_dim=x.shape[1], hidden=tuple(r.hidden), code_dim=r.code_dim,
                                      levels=c.levels, codebook_size=c.codebook_size, beta=r.beta,
-                                     quant_weight=r.quant_weight)
+                                     quant_weight=r.quant_weight, dtype=resolve_dtype(r.dtype, "rqvae"))
     model = rqvae.RQVAE(model_config, rngs=nnx.Rngs(ctx.config.seed))
     train_config = settings_from(rqvae.TrainConfig, r, kmeans_iters=c.kmeans.iters, kmeans_init_method=c.kmeans.init,
                                  seed=ctx.config.seed)
