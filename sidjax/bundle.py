@@ -31,6 +31,7 @@ import tokenizers
 from absl import logging
 from flax import nnx
 
+from sidjax.configs import saved_config
 from sidjax.data.dataset import RecDataset
 from sidjax.data.formatting import ChatFormat
 from sidjax.data.sources import load_dataset
@@ -38,6 +39,7 @@ from sidjax.eval.evaluate import Recommender
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.model import gguf, hf, tokenizer as bpe, vocab
 from sidjax.model.config import ModelConfig, scratch
+from sidjax.model.precision import AUTO, resolve_dtype
 from sidjax.model.transformer import CausalLM
 from sidjax.parallel.mesh import create_sharded, shard_model
 from sidjax.sid.codes import sid_token
@@ -106,7 +108,7 @@ def build(config: ml_collections.ConfigDict, dataset: RecDataset, sids: np.ndarr
     """
     c = config.model
     level_sizes = tuple(int(s) for s in level_sizes)
-    overrides = dict(dtype=c.dtype, param_dtype=c.param_dtype, attention_impl=c.attention_impl,
+    overrides = dict(dtype=resolve_dtype(c.dtype), param_dtype=c.param_dtype, attention_impl=c.attention_impl,
                      remat=config.mesh.remat)
     if c.source == "scratch":
         tokenizer = bpe.train_bpe(bpe.item_texts(dataset.items), c.bpe_vocab_size, c.bpe_min_frequency)
@@ -195,11 +197,14 @@ def finished_step(directory: str | os.PathLike) -> int | None:
     return _read_json(path).get("step") if path.is_file() else None
 
 
-def load(directory: str | os.PathLike, *, step: int | None = None, mesh: jax.sharding.Mesh | None = None) -> Bundle:
+def load(directory: str | os.PathLike, *, step: int | None = None, mesh: jax.sharding.Mesh | None = None,
+         dtype: str | None = None) -> Bundle:
     """Reload a model stage's bundle from its directory (e.g. `workdir/sft`).
 
     `step=None` loads the stage's output model (`best/`); a step number loads the model of that
     train checkpoint instead. With a `mesh`, parameters are restored straight into their shards.
+    `dtype` sets the compute dtype (float32 | bfloat16 | float16 | auto); None keeps the one the model
+    was built with, except that a run configured with model.dtype "auto" resolves it again for this machine.
     """
     d = Path(directory).absolute()
     _required(d, BUNDLE)
@@ -211,6 +216,11 @@ def load(directory: str | os.PathLike, *, step: int | None = None, mesh: jax.sha
     record = _read_json(d / BUNDLE)
     _read_json(_required(d, MODEL_CONFIG))  # a clear error for a damaged one, before ModelConfig reads it
     model_config = ModelConfig.from_json(str(d / MODEL_CONFIG))
+    config = saved_config(_read_json(_required(d, CONFIG)))
+    if dtype is None and config.model.dtype == AUTO:
+        dtype = AUTO
+    if dtype is not None:
+        model_config = model_config.replace(dtype=resolve_dtype(dtype))
     if step is None:
         if record.get("step") is None:
             raise FileNotFoundError(f"{d / BUNDLE} names no model step: the stage that writes it has not finished")
@@ -234,7 +244,7 @@ def load(directory: str | os.PathLike, *, step: int | None = None, mesh: jax.sha
         level_offsets=offsets,
         level_sizes=tuple(record["level_sizes"]) if "level_sizes" in record else _level_sizes_in(tokenizer, offsets),
         tokenizer_config=_read_json(tokenizer_config_path) if tokenizer_config_path.is_file() else {},
-        config=ml_collections.ConfigDict(_read_json(_required(d, CONFIG))),
+        config=config,
         first_new_row=int(record.get("first_new_row", 0)),
         directory=d,
         step=step,

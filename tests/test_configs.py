@@ -259,3 +259,14 @@ def test_loading_a_config_file_imports_no_jax():
                             env={**os.environ, "PYTHONPATH": str(repo)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_saved_config_without_newer_knobs_reads_them_at_their_defaults():
+    from sidjax.configs import saved_config
+
+    old = base_config().to_dict()
+    del old["data"]["split"], old["data"]["index_file"]
+    old["data"]["max_history"] = 7
+    config = saved_config(old)
+    assert config.data.split == "time" and config.data.index_file == "" and config.data.max_history == 7
+    assert saved_config({"name": "x", "entries": {"eval:sft": {"models": ["sft"]}}}).entries["eval:sft"].models == ["sft"]

@@ -123,6 +123,19 @@ def test_a_changed_config_is_refused_naming_keys_and_entries_then_redone(tmp_pat
     run_pipeline(changed, tmp_path)  # the same config again: everything is finished, nothing is refused
 
 
+def test_a_knob_added_after_an_entry_was_made_counts_only_away_from_its_default(tmp_path):
+    run_pipeline(_markov_config(), tmp_path)
+    done = tmp_path / "markov" / DONE
+    record = json.loads(done.read_text())
+    del record["inputs"]["data.split"]  # as written by a sidjax without that knob
+    done.write_text(json.dumps(record))
+    run_pipeline(_markov_config(), tmp_path)  # at its default: the entry stands
+    moved = _markov_config()
+    moved.data.split = "leave_one_out"
+    with pytest.raises(ConfigError, match=r"data.split \(unset\) -> 'leave_one_out' \(affects markov\)"):
+        run_pipeline(moved, tmp_path)
+
+
 # ---- launch-time checks --------------------------------------------------------------------------------------
 
 

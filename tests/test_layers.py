@@ -25,8 +25,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sidjax.decode",),
     ("sidjax.data", "sidjax.teacher"),
     ("sidjax.train", "sidjax.eval", "sidjax.baselines"),
+    ("sidjax.configs",),  # the schema: names knobs in the vocabularies below; a bundle reads saved configs with it
     ("sidjax.bundle",),
-    ("sidjax.configs",),
     ("sidjax.stages",),
     ("sidjax.api", "sidjax", "experiments", "bench"),
 )

@@ -76,6 +76,19 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+def _merged(defaults: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    out = dict(defaults)
+    for key, value in saved.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def saved_config(values: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A run's saved config.json, with every knob it lacks at its default: a run written before
+    sidjax had that knob behaved as its default does."""
+    return ml_collections.ConfigDict(_merged(base_config().to_dict(), values))
+
+
 def stage_of(entry: str) -> str:
     """The stage an entry runs: `eval` for `eval:sft`."""
     return entry.partition(":")[0]

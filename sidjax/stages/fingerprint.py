@@ -13,7 +13,8 @@ through that entry's outputs, so it is covered by the downstream rule: an entry 
 outputs (`uses`) of an entry that runs now must run again too.
 
 On relaunch, a finished entry not in `config.redo` whose inputs differ, or which uses an entry that
-runs now, stops the launch with one message naming the keys, the entries and the `config.redo` that
+runs now, stops the launch (a key the entry's record lacks does not count when it holds its default:
+sidjax added that knob after the entry was made, and a new knob's default keeps the old behaviour) with one message naming the keys, the entries and the `config.redo` that
 accepts it (or use a new workdir).
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 from absl import logging
 
-from sidjax.configs import ConfigError, entry_section, stage_of
+from sidjax.configs import ConfigError, base_config, entry_section, stage_of
 from sidjax.stages.context import DONE, MODEL_STAGES, first_entry, read_done, stage_dirname
 
 # Stages whose outputs a model stage reads, by their entry name (`ctx.output_of("sids")`).
@@ -89,10 +90,22 @@ def _shown(values: Mapping[str, Any], key: str) -> str:
     return repr(values[key]) if key in values else "(unset)"
 
 
-def _changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def _defaults() -> dict[str, Any]:
+    """Every section knob's default, flat and JSON-plain as `inputs` records them."""
+    defaults = base_config()
+    out = {}
+    for name, section in defaults.items():
+        if isinstance(section, ml_collections.ConfigDict) and name != "entries":
+            out.update(_flat(section.to_dict(), name))
+    return json.loads(json.dumps(out, default=str))
+
+
+def _changes(old: Mapping[str, Any], new: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+    """'key old -> new' for each key that differs; a key `old` lacks is a change only away from its default."""
     keys = sorted(set(old) | set(new))
     return [f"{key} {_shown(old, key)} -> {_shown(new, key)}" for key in keys
-            if key not in old or key not in new or old[key] != new[key]]
+            if key not in new or (old[key] != new[key] if key in old else key not in defaults
+                                  or new[key] != defaults[key])]
 
 
 def check_relaunch(config: ml_collections.ConfigDict, workdir: Path) -> None:
@@ -102,6 +115,7 @@ def check_relaunch(config: ml_collections.ConfigDict, workdir: Path) -> None:
     changed: dict[str, list[str]] = {}
     stale: dict[str, list[str]] = {}
     runs = set()
+    defaults = _defaults()
     for spec in stages:
         done = workdir / stage_dirname(spec) / DONE
         if not done.exists() or spec in config.redo:
@@ -111,7 +125,7 @@ def check_relaunch(config: ml_collections.ConfigDict, workdir: Path) -> None:
         if old is None:
             logging.warning("stage %s: %s records no config (written before fingerprints); taken as made with this "
                             "one", spec, done)
-        diff = [] if old is None else _changes(old, inputs(config, spec))
+        diff = [] if old is None else _changes(old, inputs(config, spec), defaults)
         upstream = [u for u in uses(config, spec) if u in runs or u in changed or u in stale]
         if diff:
             changed[spec] = diff
