@@ -21,7 +21,7 @@ from typing import Any
 
 from sidjax.data.amazon import clean_text
 from sidjax.data.dataset import Item, RecDataset
-from sidjax.data.minionerec import ITEM_FIELDS, read_sequences
+from sidjax.data.minionerec import ITEM_FIELDS, item_id_key, items_in_id_order, read_sequences
 from sidjax.data.splits import leave_one_out
 from sidjax.sid.index_file import read_index
 from sidjax.utils.errors import DataError
@@ -58,20 +58,14 @@ def read_items(path: str | os.PathLike) -> tuple[Item, ...]:
         raise DataError(p, "expected a non-empty JSON object {item id: {title, description, brand, categories}}")
     by_id: dict[int, Item] = {}
     for key, meta in raw.items():
-        try:
-            item_id = int(key)
-        except ValueError:
-            raise DataError(p, f"'{key}' is not an integer id", field="item id") from None
+        item_id = item_id_key(key, p)
         if not isinstance(meta, dict):
             raise DataError(p, f"item {key}: expected an object with some of {list(ITEM_FIELDS)}")
         item = item_from_fields({k: _text(meta.get(k), p, key, k) for k in ITEM_FIELDS})
         if item is None:
             raise DataError(p, f"item {key}: every text field ({', '.join(ITEM_FIELDS)}) is empty or missing")
         by_id[item_id] = item
-    missing = sorted(set(range(len(by_id))) - set(by_id))
-    if missing:
-        raise DataError(p, f"item ids must be 0..{len(by_id) - 1}; missing {missing[:5]}")
-    return tuple(by_id[i] for i in range(len(by_id)))
+    return items_in_id_order(by_id, p)
 
 
 def find_index(directory: Path, name: str, index_file: str) -> Path | None:

@@ -134,13 +134,23 @@ def read_items(path: str | os.PathLike) -> tuple[Item, ...]:
         raise DataError(p, "expected a JSON object {item id: {title, ...}}")
     by_id = {}
     for key, meta in raw.items():
-        item_id = _int(key, p, None, "item id")
+        item_id = item_id_key(key, p)
         if not isinstance(meta, dict) or not isinstance(meta.get("title"), str):
             raise DataError(p, f"item {key}: expected an object with a string 'title'")
         by_id[item_id] = Item(**{k: str(meta.get(k) or "") for k in ITEM_FIELDS})
+    return items_in_id_order(by_id, p)
+
+
+def item_id_key(key: str, path: Path) -> int:
+    """An `item.json` key as an item id."""
+    return _int(key, path, None, "item id")
+
+
+def items_in_id_order(by_id: Mapping[int, Item], path: Path) -> tuple[Item, ...]:
+    """Items 0..N-1 of an `item.json`; a gap in the ids is an error naming the file."""
     missing = sorted(set(range(len(by_id))) - set(by_id))
     if missing:
-        raise DataError(p, f"item ids must be 0..{len(by_id) - 1}; missing {missing[:5]}")
+        raise DataError(path, f"item ids must be 0..{len(by_id) - 1}; missing {missing[:5]}")
     return tuple(by_id[i] for i in range(len(by_id)))
 
 

@@ -102,10 +102,14 @@ def _defaults() -> dict[str, Any]:
 
 def _changes(old: Mapping[str, Any], new: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
     """'key old -> new' for each key that differs; a key `old` lacks is a change only away from its default."""
-    keys = sorted(set(old) | set(new))
-    return [f"{key} {_shown(old, key)} -> {_shown(new, key)}" for key in keys
-            if key not in new or (old[key] != new[key] if key in old else key not in defaults
-                                  or new[key] != defaults[key])]
+    def differs(key: str) -> bool:
+        if key in old and key in new:
+            return old[key] != new[key]
+        if key in new:  # a knob added since the entry was made
+            return key not in defaults or new[key] != defaults[key]
+        return True
+
+    return [f"{key} {_shown(old, key)} -> {_shown(new, key)}" for key in sorted(set(old) | set(new)) if differs(key)]
 
 
 def check_relaunch(config: ml_collections.ConfigDict, workdir: Path) -> None:
