@@ -130,6 +130,7 @@ def build(config: ml_collections.ConfigDict, dataset: RecDataset, sids: np.ndarr
             model = gguf.load_model(c.path or None, mesh, **overrides)
             tokenizer, tok_config = gguf.load_tokenizer(c.path or None)
         model, offsets, first_new_row = _with_sid_rows(model, tokenizer, level_sizes, c.vocab_multiple, mesh)
+    tok_config = {**tok_config, bpe.PROMPT_STYLE_KEY: c.prompt_style}  # how SFT, eval and RL word prompts
     vocab.check_sid_tokens(tokenizer, offsets, level_sizes, sids)
     logging.info("model: %s source, %d params, vocab %d, SID level offsets %s", c.source,
                  model.config.num_params(), model.config.vocab_size, offsets.tolist())

@@ -11,6 +11,7 @@ from sidjax.model.config import ModelConfig
 from sidjax.model.transformer import CausalLM, positions_from_mask
 from sidjax.sid.codes import SidTrie
 from sidjax.train import grpo
+from sidjax.train import rewards as R
 from sidjax.train.losses import TokenScores, token_logprobs
 from sidjax.decode.beam import TrieTables
 from sidjax.decode.sample import SamplingParams
@@ -247,3 +248,19 @@ def test_sample_rollout_step_runs_with_reasoning_format():
     assert all(np.isfinite(v) for v in metrics.values()), metrics
     assert 1.0 <= metrics["response_length"] <= 6.0
     assert 0.0 <= metrics["well_formed"] <= 1.0
+    assert metrics["well_formed"] <= metrics["think_closed"] <= 1.0  # a well-formed answer closed its thought
+
+
+def test_rollout_metrics_count_closed_thoughts_in_reasoning_mode_only():
+    completion = jnp.asarray([[1, 11, 5], [1, 2, 3], [11, 0, 0], [2, 2, 11]])
+    mask = jnp.asarray([[1, 1, 1], [1, 1, 1], [1, 0, 0], [1, 1, 0]], bool)  # the last row's 11 is padding
+    prompts = jnp.ones((4, 2), jnp.int32)
+    rollout = grpo.Rollout(prompts, jnp.ones((4, 2), bool), completion, mask)
+    rewards = R.Rewards(total=jnp.asarray([1.0, 0.0, 0.0, 0.5]),
+                        components={name: jnp.zeros(4) for name in R.REWARD_COMPONENTS},
+                        hit=jnp.asarray([True, False, False, False]), well_formed=jnp.asarray([True, False, False, True]))
+    metrics = grpo.rollout_metrics(rewards, rollout, group_size=2, think_end_id=11)
+    np.testing.assert_allclose(metrics["think_closed"], 0.5)
+    np.testing.assert_allclose(metrics["response_length"], 2.25)
+    np.testing.assert_allclose(metrics["informative_groups"], 1.0)
+    assert "think_closed" not in grpo.rollout_metrics(rewards, rollout, group_size=2, think_end_id=None)

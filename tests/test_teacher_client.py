@@ -36,16 +36,18 @@ def _answer(messages):
     if first.startswith("Here is an analysis"):  # item narrative: name the item by its SID only
         sid = SID.findall(first)[0]
         if len(messages) == 2 and "Charlie Tape" in first:
-            return "Charlie Tape is a fine tape." + FILLER  # breaks the rule once -> re-ask
-        return f"Item {sid} is a workshop product." + FILLER
+            return "Charlie Tape is a fine tape." + FILLER * 9  # breaks the rule once -> re-ask
+        return f"Item {sid} is a workshop product." + FILLER * 9  # the ten sentences asked for
     if first.startswith("Products are known by identifiers"):  # user narrative
         history, target = first.split("and next bought ")
         return f"The customer bought {', '.join(SID.findall(history))}." + FILLER + f" The next item is {SID.match(target)[0]}."
     if first.startswith("A customer bought"):  # analyst reasoning; never fixable for Alpha Drill
-        target = first.split("The product they bought next was: ")[1].split("\n")[0]
-        if target == "Alpha Drill":
-            return f"They will buy {target}." + FILLER
-        return "The customer needs a complementary product." + FILLER
+        history, target = first.split("The product they bought next was ")
+        title = target.split(": ", 1)[1].split(";")[0]
+        if title == "Alpha Drill":
+            return f"They will buy {title}." + FILLER
+        cited = [s for s in SID.findall(history) if s != SID.match(target)[0]]  # a repeat may be named; avoid it
+        return f"After {cited[-1]} the customer needs a complementary product." + FILLER
     return "This product is a dependable workshop tool." + FILLER  # item analysis
 
 

@@ -92,3 +92,24 @@ def test_teacher_stage_on_the_shipped_data(tmp_path):
     mixture = settings_from(tasks.TaskMixture, mixture_knobs("reason_sft"))
     examples = tasks.build_mixture(mixture, dataset, item_sids, "train", corpus)
     assert len(examples) == 40 and all(e.target.startswith("<think>\n") for e in examples)
+
+
+def test_teacher_prompts_and_checks_follow_sidreasoner():
+    dataset, sids = tiny_dataset(), tiny_item_sids()
+    history, target = [0, 1], 2
+    items = [dataset.items[i] for i in history]
+    titles, h_sids = [i.title for i in items], [sids[i] for i in history]
+    text = prompts.user_reasoning_messages(items, h_sids, dataset.items[target], sids[target], LOOSE)[1]["content"]
+    # The analyst sees every item by SID with its description, and the true next item.
+    assert all(f"{sids[i]}: {dataset.items[i].title}" in text for i in (*history, target))
+    assert "workshop" in text  # the descriptions ("A sturdy ... for the workshop.")
+    check = prompts.check_user_reasoning(titles, h_sids, dataset.items[target].title, sids[target], LOOSE)
+    assert check(f"After {h_sids[1]} the user needs a matching part for the same job.") is None
+    assert "titles appear" in check(f"After {titles[1]} the user needs a matching part for the same job.")
+    assert "no product of the history" in check("The user needs a matching part for the same job, clearly.")
+    assert "names the next product" in check(f"After {h_sids[1]} the user buys {sids[target]} for the same job.")
+    narrative = prompts.check_item_narrative(dataset.items[0], sids[0], LOOSE, min_sentences=10)
+    assert "write at least 10" in narrative(f"{sids[0]} is a tool. It cuts wood.")
+    assert narrative(" ".join(f"{sids[0]} does job number {k}." for k in range(10))) is None
+    analysis = prompts.item_analysis_messages(dataset.items[0], LOOSE)[1]["content"]
+    assert all(f"{heading}: ..." in analysis for heading in ("Product type", "Key features", "Target customers"))

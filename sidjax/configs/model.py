@@ -18,8 +18,10 @@ def section() -> ml_collections.ConfigDict:
     c.dropout = 0.0  # scratch only: SFT-time dropout on embeddings and residual branches (eval/decoding/RL: none)
     c.bpe_vocab_size = 4096  # scratch only: byte-level BPE trained on item text (before SID tokens)
     c.bpe_min_frequency = 2
-    # scratch only: "chat" (the papers' instruction prompts in ChatML turns) or "sid_sequence" (no language:
-    # a history is its SIDs back to back and the next item is the continuation; direct mode only).
+    # "chat": the papers' instruction prompts, one user turn each; "papers": the papers' exact wording (a
+    # system turn per task and their separate eval prompt: sidjax.data.papers_wording), for fidelity runs;
+    # scratch only: "sid_sequence" (no language: a history is its SIDs back to back and the next item is the
+    # continuation; direct mode only).
     c.prompt_style = "chat"
     # compute dtype: float32 | bfloat16 | float16 | auto (bfloat16 on TPU, GPU and CPUs with AVX512_BF16 or AMX,
     # float32 elsewhere: sidjax.model.precision). Weights, softmax, norms, logits, losses and the optimizer

@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
+from sidjax.data.task_names import CHAT_STYLES, SID_SEQUENCE_STYLE
 from sidjax.data.tasks import PROMPT_STYLES, Example
 from sidjax.model.tokenizer import PROMPT_STYLE_KEY
 
@@ -78,7 +79,7 @@ class ChatFormat:
             raise ValueError(f"truncation '{truncation}' is not one of {TRUNCATION}")
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(f"prompt_style '{prompt_style}' is not one of {PROMPT_STYLES}")
-        if prompt_style == "sid_sequence" and chat_template is not None:
+        if prompt_style == SID_SEQUENCE_STYLE and chat_template is not None:
             raise ValueError("the 'sid_sequence' prompt style has no chat template")
         self.prompt_style = prompt_style
         self.tokenizer = tokenizer
@@ -162,7 +163,7 @@ class ChatFormat:
 
     def prompt_text(self, prompt: str, context: Sequence[tuple[str, str]] = ()) -> str:
         """The prompt up to where the model starts answering."""
-        if self.prompt_style == "sid_sequence":
+        if self.prompt_style == SID_SEQUENCE_STYLE:
             if context:
                 raise ValueError("the 'sid_sequence' prompt style has no chat turns (replay examples need 'chat')")
             return (self.bos_token or "") + prompt
@@ -188,18 +189,25 @@ class ChatFormat:
     def _encode_texts(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
-    def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
-        """Token ids of single-turn prompts for generation (eval, RL), never truncated."""
-        return self._encode_texts([self.prompt_text(p) for p in prompts])
+    def prompt_ids(self, prompts: Sequence[str | Example]) -> list[list[int]]:
+        """Token ids of prompts for generation (eval, RL), never truncated: a text is one user turn, an
+        Example's prompt comes with its context (a system turn)."""
+        return self._encode_texts([self.prompt_text(p) if isinstance(p, str) else self.prompt_text(p.prompt, p.context)
+                                   for p in prompts])
+
+    def _example_prompt(self, example: Example) -> str:
+        if example.plain:  # plain LM text: only the sequence start precedes it
+            return self.bos_token or ""
+        return self.prompt_text(example.prompt, example.context)
 
     def encode(self, examples: Sequence[Example]) -> list[Encoded | None]:
         """One Encoded per example; None where truncation="drop" skipped a too-long one."""
-        prompts = self._encode_texts([self.prompt_text(e.prompt, e.context) for e in examples])
-        responses = self._encode_texts([self.response_text(e.target) for e in examples])
+        prompts = self._encode_texts([self._example_prompt(e) for e in examples])
+        responses = self._encode_texts([e.target if e.plain else self.response_text(e.target) for e in examples])
         return [self._assemble(p, r, e) for p, r, e in zip(prompts, responses, examples)]
 
     def _assemble(self, prompt: list[int], response: list[int], example: Example) -> Encoded | None:
-        if self.prompt_style == "chat" and (not response or response[-1] not in self.stop_ids):
+        if self.prompt_style in CHAT_STYLES and (not response or response[-1] not in self.stop_ids):
             response = response + [self.eos_id]
         total = len(prompt) + len(response)
         if total > self.max_length:

@@ -13,7 +13,10 @@ SIDSEQ = "sidseq"  # sid_sequence style: a user's train sequence, loss on every 
 # Stage-2 reasoning activation.
 REASONING = "reasoning"
 
-PROMPT_STYLES = ("chat", "sid_sequence")
+SID_SEQUENCE_STYLE = "sid_sequence"
+PAPERS_STYLE = "papers"
+PROMPT_STYLES = ("chat", PAPERS_STYLE, SID_SEQUENCE_STYLE)
+CHAT_STYLES = ("chat", PAPERS_STYLE)  # prompts in chat turns (reasoning needs one of these)
 
 TASKS = (
     TITLE2SID,

@@ -8,12 +8,17 @@ Item-level tasks (1, 2, 7) belong to the train mixture only; sequence tasks read
 the samples of the split they are built for, so valid/test examples never leak
 into training. Tasks 7, 8 and stage-2 reasoning read the teacher corpus.
 
-Prompt styles: "chat" is the papers' instruction wording; "sid_sequence" (a
+Prompt styles: "chat" is the papers' instruction wording, one user turn per
+example; "papers" is the papers' exact wording, a system turn and a user turn
+per task, and their different eval prompt (`sidjax.data.papers_wording`);
+"sid_sequence" (a
 model trained from scratch on SIDs alone) writes a history as its SIDs back to
 back, so the next item is simply the sequence's continuation. Only that style
 has the `sidseq` task: a user's whole train sequence with the loss on every
 item after the first (the same next-item targets as task 5's windows, each
-prefix encoded once instead of once per window).
+prefix encoded once instead of once per window). Tasks 7 and 8 (the teacher's item
+and user narratives) are plain language-model text in every chat style, as in
+SIDReasoner: no prompt, the loss on the whole text.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from sidjax.data import papers_wording
 from sidjax.data.corpus import ITEMS_FILE, USERS_FILE, Corpus, UserText
 from sidjax.data.dataset import RecDataset, Split
 from sidjax.data.task_names import (
@@ -37,6 +43,8 @@ from sidjax.data.task_names import (
     SIDSEQ,
     REASONING,
     PROMPT_STYLES,
+    PAPERS_STYLE,
+    SID_SEQUENCE_STYLE,
     TASKS,
     ITEM_TASKS,
     CORPUS_TASKS,
@@ -58,7 +66,8 @@ class Example:
     task: str
     prompt: str
     target: str
-    context: tuple[tuple[str, str], ...] = ()  # (role, content) turns before `prompt`
+    context: tuple[tuple[str, str], ...] = ()  # (role, content) turns before `prompt` (a system turn, replay)
+    plain: bool = False  # plain language-model text: no prompt, no chat turns, the loss on all of `target`
 
 
 # ---------------------------------------------------------------- SID strings
@@ -129,15 +138,44 @@ def titlehis2sid_prompt(history_titles: Sequence[str]) -> str:
     )
 
 
-def item_enrich_prompt(sid: str) -> str:
-    return f"Describe item {sid}: what it is, what it is used for and who would want it."
+_CHAT_PROMPTS = {
+    TITLE2SID: title2sid_prompt,
+    SID2TITLE: sid2title_prompt,
+    SIDHIS2TITLE: sidhis2title_prompt,
+    TITLEHIS2TITLE: titlehis2title_prompt,
+    SIDHIS2SID: sid_history_prompt,
+    TITLEHIS2SID: titlehis2sid_prompt,
+    REASONING: reasoning_prompt,
+}
+_PAPERS_PROMPTS = {
+    TITLE2SID: papers_wording.title2sid,
+    SID2TITLE: papers_wording.sid2title,
+    SIDHIS2TITLE: papers_wording.sidhis2title,
+    TITLEHIS2TITLE: papers_wording.titlehis2title,
+    SIDHIS2SID: papers_wording.sidhis2sid,
+    TITLEHIS2SID: papers_wording.titlehis2sid,
+    REASONING: papers_wording.reasoning,
+}
 
 
-def user_narrative_prompt(history_sids: Sequence[str]) -> str:
-    return (
-        f"The user has interacted with items {', '.join(history_sids)} in chronological order. "
-        "Describe the user's preferences, explain what they are likely to need next, and recommend the next item."
-    )
+def _example(task: str, style: str, prompt_input, target: str) -> Example:
+    """`task`'s example in a chat style: its prompt (and, in the papers' wording, their system turn)."""
+    if style == PAPERS_STYLE:
+        return Example(task, _PAPERS_PROMPTS[task](prompt_input), target, (("system", papers_wording.SYSTEM[task]),))
+    return Example(task, _CHAT_PROMPTS[task](prompt_input), target)
+
+
+def next_item_prompt(history_sids: Sequence[str], style: str, mode: str) -> Example:
+    """The prompt eval and RL ask with (the target left empty): task 5's, or stage 2's in reasoning mode.
+
+    The papers evaluate direct mode with a prompt of its own (`papers_wording.direct_eval`).
+    """
+    if style == SID_SEQUENCE_STYLE:
+        return Example(SIDHIS2SID, sid_history_prompt(history_sids, style), "")
+    if style == PAPERS_STYLE and mode == "direct":
+        return Example(SIDHIS2SID, papers_wording.direct_eval(history_sids), "",
+                       (("system", papers_wording.SYSTEM[SIDHIS2SID]),))
+    return _example(SIDHIS2SID if mode == "direct" else REASONING, style, history_sids, "")
 
 
 # ---------------------------------------------------------------- the mixture
@@ -172,16 +210,17 @@ def _subset(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(n, size=cap, replace=False))
 
 
-def _item_examples(task: str, dataset: RecDataset, item_sids: Sequence[str], corpus: Corpus | None) -> list[Example]:
+def _item_examples(task: str, dataset: RecDataset, item_sids: Sequence[str], corpus: Corpus | None,
+                   style: str) -> list[Example]:
     titles = dataset.titles()
     if task == TITLE2SID:
-        return [Example(task, title2sid_prompt(titles[i]), item_sids[i]) for i in range(dataset.num_items)]
+        return [_example(task, style, titles[i], item_sids[i]) for i in range(dataset.num_items)]
     if task == SID2TITLE:
         counts: dict[str, int] = {}
         for s in item_sids:
             counts[s] = counts.get(s, 0) + 1
         # A SID shared by several items has no single title to answer with.
-        return [Example(task, sid2title_prompt(s), titles[i]) for i, s in enumerate(item_sids) if counts[s] == 1]
+        return [_example(task, style, s, titles[i]) for i, s in enumerate(item_sids) if counts[s] == 1]
     out = []
     for i in sorted(corpus.items):
         text = corpus.items[i]
@@ -190,7 +229,7 @@ def _item_examples(task: str, dataset: RecDataset, item_sids: Sequence[str], cor
                 corpus.path / ITEMS_FILE,
                 f"item {i} with SID {text.sid} is not in this dataset's SID table (rerun the teacher stage)",
             )
-        out.append(Example(task, item_enrich_prompt(text.sid), text.narrative))
+        out.append(Example(task, "", text.narrative, plain=True))
     return out
 
 
@@ -211,17 +250,15 @@ def _sample_example(task: str, history: list[int], target: int, item_sids: Seque
                     rec: UserText | None, style: str) -> Example:
     h_sids = [item_sids[h] for h in history]
     h_titles = [titles[h] for h in history]
-    if task == SIDHIS2TITLE:
-        return Example(task, sidhis2title_prompt(h_sids), titles[target])
-    if task == TITLEHIS2TITLE:
-        return Example(task, titlehis2title_prompt(h_titles), titles[target])
-    if task == SIDHIS2SID:
+    if task == SIDHIS2SID and style == SID_SEQUENCE_STYLE:
         return Example(task, sid_history_prompt(h_sids, style), item_sids[target])
-    if task == TITLEHIS2SID:
-        return Example(task, titlehis2sid_prompt(h_titles), item_sids[target])
     if task == USER_NARRATIVE:
-        return Example(task, user_narrative_prompt(h_sids), rec.narrative)
-    return Example(task, reasoning_prompt(h_sids), reasoning_target(rec.reasoning, item_sids[target]))
+        return Example(task, "", rec.narrative, plain=True)
+    if task in (SIDHIS2SID, SIDHIS2TITLE, REASONING):
+        answer = reasoning_target(rec.reasoning, item_sids[target]) if task == REASONING else (
+            item_sids[target] if task == SIDHIS2SID else titles[target])
+        return _example(task, style, h_sids, answer)
+    return _example(task, style, h_titles, item_sids[target] if task == TITLEHIS2SID else titles[target])
 
 
 def _sequence_examples(split: Split, item_sids: Sequence[str]) -> list[Example]:
@@ -296,16 +333,16 @@ def task_examples(
         raise ValueError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
     if style not in PROMPT_STYLES:
         raise ValueError(f"prompt style '{style}' is not one of {PROMPT_STYLES}")
-    if task in SEQUENCE_ONLY_TASKS and style != "sid_sequence":
+    if task in SEQUENCE_ONLY_TASKS and style != SID_SEQUENCE_STYLE:
         raise ValueError(f"task '{task}' needs the 'sid_sequence' prompt style (config model.prompt_style)")
-    if task in CHAT_ONLY_TASKS and style == "sid_sequence":
-        raise ValueError(f"task '{task}' needs the 'chat' prompt style: a SID-sequence model has no reasoning prompt")
+    if task in CHAT_ONLY_TASKS and style == SID_SEQUENCE_STYLE:
+        raise ValueError(f"task '{task}' needs a chat prompt style: a SID-sequence model has no reasoning prompt")
     if len(item_sids) != dataset.num_items:
         raise ValueError(f"item_sids has {len(item_sids)} entries but the dataset has {dataset.num_items} items")
     if task in CORPUS_TASKS and corpus is None:
         raise ValueError(f"task '{task}' needs the teacher corpus (run the 'teacher' stage first)")
     if task in ITEM_TASKS:
-        examples = _item_examples(task, dataset, item_sids, corpus) if split == "train" else []
+        examples = _item_examples(task, dataset, item_sids, corpus, style) if split == "train" else []
     else:
         examples = _split_examples(task, dataset, item_sids, split, corpus, style, recent)
     rng = rng if rng is not None else np.random.default_rng(0)

@@ -29,7 +29,8 @@ from jax.experimental import multihost_utils
 
 from sidjax.data.dataset import RecDataset
 from sidjax.data.formatting import ChatFormat
-from sidjax.data.tasks import THINK_CLOSE, reasoning_prompt, reasoning_target, sid_history_prompt, sid_strings
+from sidjax.data.task_names import CHAT_STYLES
+from sidjax.data.tasks import THINK_CLOSE, next_item_prompt, reasoning_target, sid_strings
 from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.options import MODES
 from sidjax.decode.sample import SamplingParams, generate, pad_prompts
@@ -100,16 +101,17 @@ class Recommender:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
         style = self.format.prompt_style
-        if mode == "reasoning" and style != "chat":
-            raise ValueError(f"reasoning mode needs the 'chat' prompt style; this model was trained with '{style}'")
-        texts = []
+        if mode == "reasoning" and style not in CHAT_STYLES:
+            raise ValueError(f"reasoning mode needs a chat prompt style {CHAT_STYLES}; this model was trained with "
+                             f"'{style}'")
+        prompts = []
         for h, history in enumerate(histories):
             bad = [i for i in history if not 0 <= i < len(self._item_sids)]
             if bad or not history:
                 raise ValueError(f"history {h}: item ids must be 0..{len(self._item_sids) - 1} and non-empty, got {list(history)}")
             sids = [self._item_sids[i] for i in history]
-            texts.append(sid_history_prompt(sids, style) if mode == "direct" else reasoning_prompt(sids))
-        return self.format.prompt_ids(texts)
+            prompts.append(next_item_prompt(sids, style, mode))
+        return self.format.prompt_ids(prompts)
 
     def _gather(self, tree: Any) -> Any:
         if self.mesh is None:

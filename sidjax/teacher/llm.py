@@ -21,7 +21,8 @@ def _item_job(client: TeacherClient, dataset: RecDataset, item_sids: Sequence[st
     if analysis is None:
         return None
     narrative = client.ask(
-        prompts.item_narrative_messages(item, sid, analysis, bounds), prompts.check_item_narrative(item, sid, bounds)
+        prompts.item_narrative_messages(item, sid, analysis, bounds),
+        prompts.check_item_narrative(item, sid, bounds, prompts.ITEM_NARRATIVE_SENTENCES),
     )
     if narrative is None:
         return None
@@ -36,7 +37,8 @@ def _user_job(client: TeacherClient, dataset: RecDataset, item_sids: Sequence[st
     h_sids = [item_sids[h] for h in history]
     t_title, t_sid = dataset.items[target].title, item_sids[target]
     reasoning = client.ask(
-        prompts.user_reasoning_messages(titles, t_title, bounds),
+        prompts.user_reasoning_messages([dataset.items[h] for h in history], h_sids, dataset.items[target], t_sid,
+                                        bounds),
         prompts.check_user_reasoning(titles, h_sids, t_title, t_sid, bounds),
     )
     if reasoning is None:

@@ -2,22 +2,28 @@
 
 It is the demo default, deterministic, and every record is marked
 `source: "template"` (and the manifest `template: true`): these texts exercise
-the pipeline, they are not the enrichment an LLM teacher would write. They obey
-the LLM teacher's rules: item narratives name the item only by its SID, the
-reasoning never names the target, user narratives recite the history by SIDs.
+the pipeline, they are not the enrichment an LLM teacher would write.
+
+The user-side reasoning follows GREAM's curriculum (behavioural evidence, latent
+preference, intent, recommendation, the history that matters), each step read off
+data: item kinds and brands from the metadata, kind-to-kind counts from the train
+split (`sidjax.teacher.evidence`). It obeys the LLM teacher's rules: items are named
+only by their SIDs, the reasoning never names the target, user narratives recite the
+history by SIDs and end with the target's.
 """
 from __future__ import annotations
 
 import re
-from collections import Counter
 from typing import Sequence
 
 from sidjax.data.corpus import ItemText, UserText
 from sidjax.data.dataset import Item, RecDataset
+from sidjax.teacher.evidence import Evidence
 from sidjax.teacher.prompts import description_text
 from sidjax.utils.progress import progress
 
 SOURCE = "template"
+RECENT = 3  # history items the evidence step describes, and the most the last step keeps
 
 
 def _replace_title(text: str, title: str, sid: str) -> str:
@@ -34,19 +40,24 @@ def _first_sentences(text: str, max_chars: int) -> str:
     return out[:max_chars]
 
 
-def _brand_phrase(item: Item) -> str:
-    """' from <brand>', unless the brand would spell out the title (some items are titled by their brand)."""
-    return f" from {item.brand}" if item.brand and item.title.casefold() not in item.brand.casefold() else ""
+def _a(kind: str) -> str:
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
 
 
-def item_text(item_id: int, item: Item, sid: str) -> ItemText:
+def _from(brand: str) -> str:
+    return f" from {brand}" if brand else ""
+
+
+def item_text(item_id: int, item: Item, sid: str, kind: str, brand: str) -> ItemText:
     description = _first_sentences(description_text(item), 400)
-    analysis = f"{item.title} is a product{_brand_phrase(item)}."
+    analysis = f"Title: {item.title}\nKind: {kind}"
+    if brand:
+        analysis += f"\nBrand: {brand}"
     if item.categories:
-        analysis += f" It is listed under {item.categories}."
+        analysis += f"\nCategories: {item.categories}"
     if description:
-        analysis += f" {description}"
-    narrative = f"Item {sid} is a product{_brand_phrase(item)}."
+        analysis += f"\nDescription: {description}"
+    narrative = f"Item {sid} is {_a(kind)}{_from(brand)}."
     if item.categories:
         narrative += f" {sid} is listed under {item.categories}."
     if description:
@@ -54,51 +65,82 @@ def item_text(item_id: int, item: Item, sid: str) -> ItemText:
     return ItemText(item=item_id, sid=sid, analysis=analysis, narrative=narrative, source=SOURCE)
 
 
-def _common_brand(items: Sequence[Item]) -> str:
-    brands = Counter(i.brand for i in items if i.brand)
-    if not brands:
-        return ""
-    brand, count = brands.most_common(1)[0]
-    return brand if count >= 2 else ""
+def _describe_recent(history: Sequence[int], evidence: Evidence, item_sids: Sequence[str]) -> str:
+    """The latest (up to `RECENT`) distinct items by SID, grouped by kind (with their brands), most recent first.
+
+    One clause per kind keeps the text free of repeated phrases (a loop to the eval's measure).
+    """
+    recent = list(dict.fromkeys(reversed(history)))[:RECENT]
+    groups: dict[str, list[int]] = {}
+    for i in recent:
+        groups.setdefault(evidence.kinds[i], []).append(i)
+    parts = []
+    for kind, members in groups.items():
+        sids = [item_sids[i] for i in members]
+        brands = list(dict.fromkeys(evidence.brands[i] for i in members if evidence.brands[i]))
+        names = sids[0] if len(sids) == 1 else f"{', '.join(sids[:-1])} and {sids[-1]}"
+        what = _a(kind) if len(sids) == 1 else kind
+        made = "" if not brands else f" from {brands[0] if len(brands) == 1 else ', '.join(brands[:-1]) + ' and ' + brands[-1]}"
+        parts.append(f"{names} {'is' if len(sids) == 1 else 'are'} {what}{made}")
+    return "; ".join(parts)
 
 
-def user_text(split: str, index: int, user: int, history: Sequence[int], target: int, dataset: RecDataset, item_sids: Sequence[str]) -> UserText:
-    items = [dataset.items[h] for h in history]
+def _intent(last: int, target: int, evidence: Evidence) -> str:
+    last_kind, next_kind = evidence.kinds[last], evidence.kinds[target]
+    needs = f"more {next_kind}" if next_kind == last_kind else _a(next_kind)
+    seen, after = evidence.transition(last_kind, next_kind)
+    if not after:
+        return f"Intent: next the user needs {needs}."
+    return (f"Intent: next the user needs {needs}; in the training data {_a(next_kind)} came next after {_a(last_kind)} "
+            f"in {seen} of {after} purchases.")
+
+
+def user_text(split: str, index: int, user: int, history: Sequence[int], target: int, dataset: RecDataset,
+              item_sids: Sequence[str], evidence: Evidence) -> UserText:
+    """GREAM's curriculum: evidence -> preference -> intent -> recommendation -> the history that matters.
+
+    Items are named only by SID. The target is described (its kind and brand), never named, unless the
+    history already holds it (the same SID or title): then buying it again is the recommendation.
+    """
     target_item = dataset.items[target]
-    brand = _common_brand(items)
-    # A history item the answer cannot be told apart from (same item, SID or title): naming it is fair.
-    same = [h for h in history if item_sids[h] == item_sids[target] or dataset.items[h].title.casefold() == target_item.title.casefold()]
-    if len(items) == 1:
-        steps = [f"The user bought one item so far: {items[0].title}."]
-    else:
-        steps = [
-            f"The user bought {len(items)} items, most recently {items[-1].title}.",
-            f"Several of them come from {brand}, so the user trusts that brand." if brand else
-            "The purchases span different brands, so the user chooses by function rather than brand.",
-        ]
-    if same:
-        steps.append(f"The user already bought {dataset.items[same[-1]].title} before and is likely to buy it again.")
-    else:
-        steps.append(f"The next item is likely a related product{_brand_phrase(target_item)} that complements the most recent purchase.")
+    kind, brand = evidence.kinds[target], evidence.brands[target]
+    common_kind, common_brand = evidence.common_kind(history), evidence.common_brand(history)
+    again = [h for h in history if item_sids[h] == item_sids[target]
+             or dataset.items[h].title.casefold() == target_item.title.casefold()]
+    preference = f"Preference: the user mostly buys {common_kind}"
+    preference += f" and trusts {common_brand}." if common_brand else ", choosing by function rather than brand."
+    recommendation = (f"Recommendation: buy {item_sids[again[-1]]} again." if again
+                      else f"Recommendation: {_a(kind)}{_from(brand)}.")
+    matter = [h for h in history if evidence.kinds[h] == kind or (brand and evidence.brands[h] == brand)]
+    key = list(dict.fromkeys(item_sids[h] for h in reversed(matter or history[-1:])))[:RECENT][::-1]
+    steps = [
+        f"Evidence: the user bought {len(history)} item{'s' if len(history) > 1 else ''}; "
+        f"{_describe_recent(history, evidence, item_sids)}.",
+        preference,
+        _intent(history[-1], target, evidence),
+        recommendation,
+        f"Items that matter: {', '.join(key)}.",
+    ]
     reasoning = "\n".join(f"{k}. {s}" for k, s in enumerate(steps, 1))
     h_sids = [item_sids[h] for h in history]
     narrative = f"The user interacted with {', '.join(h_sids)} in this order."
-    if brand:
-        narrative += f" Several of these items come from {brand}."
-    narrative += f" The latest item, {h_sids[-1]}, points to what the user needs next. The next item is {item_sids[target]}."
-    return UserText(split=split, index=index, user=user, target=target, reasoning=reasoning, narrative=narrative, source=SOURCE)
+    narrative += f" They mostly buy {common_kind}{_from(common_brand)}."
+    narrative += (f" The latest item, {h_sids[-1]}, is {_a(evidence.kinds[history[-1]])}; next they need {_a(kind)}."
+                  f" The next item is {item_sids[target]}.")
+    return UserText(split=split, index=index, user=user, target=target, reasoning=reasoning, narrative=narrative,
+                    source=SOURCE)
 
 
 def write_offline(
     dataset: RecDataset, item_sids: Sequence[str], item_ids: Sequence[int], user_rows: Sequence[tuple[str, int]]
 ) -> tuple[list[ItemText], list[UserText]]:
     """Template texts for `item_ids` and for the samples `(split, row)` in `user_rows`."""
-    items = [item_text(i, dataset.items[i], item_sids[i]) for i in item_ids]
+    evidence = Evidence.from_train(dataset)
+    items = [item_text(i, dataset.items[i], item_sids[i], evidence.kinds[i], evidence.brands[i]) for i in item_ids]
     users = []
     for split_name, row in progress(user_rows, desc="template teacher users", unit="sample"):
         split = dataset.splits[split_name]
         history = split.history[row, : split.history_len[row]].tolist()
-        users.append(
-            user_text(split_name, row, int(split.users[row]), history, int(split.target[row]), dataset, item_sids)
-        )
+        users.append(user_text(split_name, row, int(split.users[row]), history, int(split.target[row]), dataset,
+                               item_sids, evidence))
     return items, users

@@ -1,11 +1,13 @@
 """The teacher's two-step prompts (item- and user-centric) and the checks on its answers.
 
-Item: (1) analyse the product from its metadata -> (2) rewrite the analysis
-naming the product only by its SID. User: (1) an analyst who sees the next item
-explains why it follows from the history without naming it (this is the
-stage-2 reasoning path) -> (2) a narrative reciting the history by SIDs that
-ends with the target SID. Every answer is checked; a failed check's reason is
-sent back to the model as a re-ask.
+As SIDReasoner's teacher: Item: (1) a structured analysis of the product from its
+title, description, categories and brand -> (2) a narrative of at least
+`ITEM_NARRATIVE_SENTENCES` sentences naming the product only by its SID. User:
+(1) an analyst who sees the history (SIDs with their descriptions) and the true
+next item explains why it follows, naming products only by their SIDs and never
+naming the next one (this is the stage-2 reasoning path) -> (2) a narrative
+reciting the history by SIDs that ends with the target SID. Every answer is
+checked; a failed check's reason is sent back to the model as a re-ask.
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ Messages = list[dict[str, str]]
 Check = Callable[[str], "str | None"]
 
 SYSTEM = "You are an expert e-commerce analyst who writes clear, factual English."
+ITEM_NARRATIVE_SENTENCES = 10
+_ANALYSIS_SECTIONS = ("Product type", "Key features", "Use cases", "Target customers", "Brand and positioning")
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 _THINK_BLOCK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
 
 
@@ -70,17 +75,20 @@ def _chat(user: str) -> Messages:
 
 
 def item_analysis_messages(item: Item, bounds: Bounds) -> Messages:
+    sections = "\n".join(f"{name}: ..." for name in _ANALYSIS_SECTIONS)
     return _chat(
         f"{_metadata(item)}\n\n"
-        "Analyse this product: what it is, its key features, what it is used for, and what kind of "
-        f"customer buys it. Write one or two paragraphs of plain prose ({bounds.min_chars}-{bounds.max_chars} characters)."
+        "Analyse this product from its title, description, categories and brand. Answer in this structure, "
+        f"one short paragraph per heading:\n{sections}\n"
+        f"({bounds.min_chars}-{bounds.max_chars} characters in all)."
     )
 
 
 def item_narrative_messages(item: Item, sid: str, analysis: str, bounds: Bounds) -> Messages:
     return _chat(
         f"Here is an analysis of a product:\n\n{analysis}\n\n"
-        f"Rewrite it as one paragraph in which the product is called only by its identifier {sid}. "
+        f"Write a narrative of at least {ITEM_NARRATIVE_SENTENCES} sentences about this product in which it is "
+        f"called only by its identifier {sid}: what it is, its features, how and by whom it is used. "
         f"Write {sid} every time you refer to the product and never use its title \"{item.title}\". "
         f"Plain prose, {bounds.min_chars}-{bounds.max_chars} characters."
     )
@@ -95,14 +103,23 @@ def _history_lines(titles: Sequence[str], sids: Sequence[str] | None = None) -> 
     return "\n".join(f"{k}. {s}: {t}" for k, (s, t) in enumerate(zip(sids, titles), 1))
 
 
-def user_reasoning_messages(history_titles: Sequence[str], target_title: str, bounds: Bounds) -> Messages:
+def _described(item: Item, sid: str) -> str:
+    details = "; ".join(p for p in (item.title, item.brand and f"brand {item.brand}", item.categories,
+                                    description_text(item, 200)) if p)
+    return f"{sid}: {details}"
+
+
+def user_reasoning_messages(history: Sequence[Item], history_sids: Sequence[str], target: Item, target_sid: str,
+                            bounds: Bounds) -> Messages:
+    lines = "\n".join(f"{k}. {_described(item, sid)}" for k, (item, sid) in enumerate(zip(history, history_sids), 1))
     return _chat(
-        "A customer bought these products, in this order:\n"
-        f"{_history_lines(history_titles)}\n\n"
-        f"The product they bought next was: {target_title}\n\n"
+        "A customer bought these products (known by identifiers), in this order:\n"
+        f"{lines}\n\n"
+        f"The product they bought next was {_described(target, target_sid)}\n\n"
         "Explain step by step which preferences and needs visible in the history lead to that next "
-        "purchase. Reason as if you did not know the answer: do not name, quote or paraphrase the title "
-        "of the next product; describe only the kind of product the customer needs. "
+        "purchase. Refer to every product of the history only by its identifier (such as "
+        f"{history_sids[-1]}), never by its title. Reason as if you did not know the answer: do not name the "
+        "next product, its identifier or its title; describe only the kind of product the customer needs. "
         f"Plain prose, {bounds.min_chars}-{bounds.max_chars} characters."
     )
 
@@ -146,24 +163,37 @@ def check_item_analysis(bounds: Bounds) -> Check:
     return lambda text: _length(text, bounds)
 
 
-def check_item_narrative(item: Item, sid: str, bounds: Bounds) -> Check:
+def sentence_count(text: str) -> int:
+    return len(_SENTENCE_END.findall(text))
+
+
+def check_item_narrative(item: Item, sid: str, bounds: Bounds, min_sentences: int = 0) -> Check:
+    """The narrative names the item by SID, never by title; the LLM teacher's also has `min_sentences`."""
     def check(text: str) -> str | None:
         if sid not in text:
             return f"the identifier {sid} does not appear; refer to the product as {sid}"
         if _mentions(text, item.title):
             return f"the title \"{item.title}\" appears; refer to the product only as {sid}"
+        if sentence_count(text) < min_sentences:
+            return f"the narrative has {sentence_count(text)} sentences; write at least {min_sentences}"
         return _length(text, bounds)
 
     return check
 
 
 def check_user_reasoning(history_titles: Sequence[str], history_sids: Sequence[str], target_title: str, target_sid: str, bounds: Bounds) -> Check:
-    """The analyst must not name the target, unless a history item has the same title or SID (then naming it is fair)."""
+    """The analyst names history items by SID (at least one), never by title, and must not name the target,
+    unless a history item has the same title or SID (then naming it is fair)."""
     in_history = target_sid in history_sids or any(t.casefold() == target_title.casefold() for t in history_titles)
 
     def check(text: str) -> str | None:
         if not in_history and (_mentions(text, target_title) or target_sid in text):
             return "the answer names the next product; describe the kind of product instead of naming it"
+        named = [t for t in dict.fromkeys(history_titles) if _mentions(text, t)]
+        if named:
+            return f"product titles appear (e.g. \"{named[0]}\"); refer to products only by their identifiers"
+        if not any(s in text for s in history_sids):
+            return f"no product of the history is named; refer to them by their identifiers (e.g. {history_sids[-1]})"
         return _length(text, bounds)
 
     return check

@@ -221,9 +221,10 @@ def train_on_rollout(
     return arrays, metrics
 
 
-def rollout_metrics(rewards, rollout: Rollout, group_size: int) -> dict[str, jax.Array]:
-    """Per-step means: reward by component, hit rate, well-formed rate, response length, and the share of
-    groups whose rewards differ (only those carry a learning signal: equal rewards give zero advantage)."""
+def rollout_metrics(rewards, rollout: Rollout, group_size: int, think_end_id: int | None) -> dict[str, jax.Array]:
+    """Per-step means: reward by component, hit rate, well-formed rate, response length, the share of
+    groups whose rewards differ (only those carry a learning signal: equal rewards give zero advantage)
+    and, in reasoning mode, the share of completions that close their thought with `</think>`."""
     metrics = {f"reward/{name}": rewards.components[name].mean() for name in REWARD_COMPONENTS}
     metrics["reward/total"] = rewards.total.mean()
     metrics["hit_rate"] = rewards.hit.astype(jnp.float32).mean()
@@ -231,6 +232,9 @@ def rollout_metrics(rewards, rollout: Rollout, group_size: int) -> dict[str, jax
     metrics["response_length"] = rollout.completion_mask.sum(axis=1).astype(jnp.float32).mean()
     groups = rewards.total.reshape(-1, group_size)
     metrics["informative_groups"] = (groups.max(axis=1) > groups.min(axis=1)).astype(jnp.float32).mean()
+    if think_end_id is not None:
+        closed = ((rollout.completion == think_end_id) & rollout.completion_mask).any(axis=1)
+        metrics["think_closed"] = closed.astype(jnp.float32).mean()
     return metrics
 
 
@@ -261,7 +265,7 @@ def make_grpo_step(
         arrays, metrics = train_on_rollout(
             graphdef, wrt, arrays, ref_model, rollout, rewards.total, rewards.hit, settings
         )
-        metrics.update(rollout_metrics(rewards, rollout, settings.group_size))
+        metrics.update(rollout_metrics(rewards, rollout, settings.group_size, settings.think_end_id))
         return arrays, metrics
 
     return jax.jit(step, donate_argnums=0)
