@@ -48,6 +48,10 @@ def _from(brand: str) -> str:
     return f" from {brand}" if brand else ""
 
 
+def _listed(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def item_text(item_id: int, item: Item, sid: str, kind: str, brand: str) -> ItemText:
     description = _first_sentences(description_text(item), 400)
     analysis = f"Title: {item.title}\nKind: {kind}"
@@ -76,12 +80,9 @@ def _describe_recent(history: Sequence[int], evidence: Evidence, item_sids: Sequ
         groups.setdefault(evidence.kinds[i], []).append(i)
     parts = []
     for kind, members in groups.items():
-        sids = [item_sids[i] for i in members]
         brands = list(dict.fromkeys(evidence.brands[i] for i in members if evidence.brands[i]))
-        names = sids[0] if len(sids) == 1 else f"{', '.join(sids[:-1])} and {sids[-1]}"
-        what = _a(kind) if len(sids) == 1 else kind
-        made = "" if not brands else f" from {brands[0] if len(brands) == 1 else ', '.join(brands[:-1]) + ' and ' + brands[-1]}"
-        parts.append(f"{names} {'is' if len(sids) == 1 else 'are'} {what}{made}")
+        what = f"is {_a(kind)}" if len(members) == 1 else f"are {kind}"
+        parts.append(f"{_listed([item_sids[i] for i in members])} {what}{_from(_listed(brands) if brands else '')}")
     return "; ".join(parts)
 
 
