@@ -60,6 +60,7 @@ def get_config():
     config.grpo.steps = 12
     config.grpo.batch_size = 8
     config.grpo.group_size = 8
+    config.grpo.logits_chunk = 64  # peak RSS of the stage 3.1 -> 2.6 GiB, same speed
 
     config.eval.models = ("grpo",)
     config.eval.splits = ("valid", "test")
