@@ -249,16 +249,15 @@ def _user_records(split_name: str, split: Split, corpus: Corpus) -> list[UserTex
 def _sample_example(task: str, history: list[int], target: int, item_sids: Sequence[str], titles: Sequence[str],
                     rec: UserText | None, style: str) -> Example:
     h_sids = [item_sids[h] for h in history]
-    h_titles = [titles[h] for h in history]
     if task == SIDHIS2SID and style == SID_SEQUENCE_STYLE:
         return Example(task, sid_history_prompt(h_sids, style), item_sids[target])
     if task == USER_NARRATIVE:
         return Example(task, "", rec.narrative, plain=True)
-    if task in (SIDHIS2SID, SIDHIS2TITLE, REASONING):
-        answer = reasoning_target(rec.reasoning, item_sids[target]) if task == REASONING else (
-            item_sids[target] if task == SIDHIS2SID else titles[target])
-        return _example(task, style, h_sids, answer)
-    return _example(task, style, h_titles, item_sids[target] if task == TITLEHIS2SID else titles[target])
+    if task == REASONING:
+        return _example(task, style, h_sids, reasoning_target(rec.reasoning, item_sids[target]))
+    history_input = h_sids if task in (SIDHIS2SID, SIDHIS2TITLE) else [titles[h] for h in history]
+    answer = item_sids[target] if task in (SIDHIS2SID, TITLEHIS2SID) else titles[target]
+    return _example(task, style, history_input, answer)
 
 
 def _sequence_examples(split: Split, item_sids: Sequence[str]) -> list[Example]:

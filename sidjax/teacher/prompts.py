@@ -97,9 +97,7 @@ def item_narrative_messages(item: Item, sid: str, analysis: str, bounds: Bounds)
 # ---------------------------------------------------------------- user-centric
 
 
-def _history_lines(titles: Sequence[str], sids: Sequence[str] | None = None) -> str:
-    if sids is None:
-        return "\n".join(f"{k}. {t}" for k, t in enumerate(titles, 1))
+def _history_lines(titles: Sequence[str], sids: Sequence[str]) -> str:
     return "\n".join(f"{k}. {s}: {t}" for k, (s, t) in enumerate(zip(sids, titles), 1))
 
 
@@ -151,6 +149,13 @@ def _mentions(text: str, phrase: str) -> bool:
     return bool(phrase) and phrase.casefold() in text.casefold()
 
 
+def _titles_named(text: str, titles: Sequence[str]) -> str | None:
+    named = [t for t in dict.fromkeys(titles) if _mentions(text, t)]
+    if named:
+        return f"product titles appear (e.g. \"{named[0]}\"); refer to products only by their identifiers"
+    return None
+
+
 def _length(text: str, bounds: Bounds) -> str | None:
     if len(text) < bounds.min_chars:
         return f"the answer is too short ({len(text)} characters, at least {bounds.min_chars} needed)"
@@ -189,9 +194,9 @@ def check_user_reasoning(history_titles: Sequence[str], history_sids: Sequence[s
     def check(text: str) -> str | None:
         if not in_history and (_mentions(text, target_title) or target_sid in text):
             return "the answer names the next product; describe the kind of product instead of naming it"
-        named = [t for t in dict.fromkeys(history_titles) if _mentions(text, t)]
-        if named:
-            return f"product titles appear (e.g. \"{named[0]}\"); refer to products only by their identifiers"
+        titled = _titles_named(text, history_titles)
+        if titled:
+            return titled
         if not any(s in text for s in history_sids):
             return f"no product of the history is named; refer to them by their identifiers (e.g. {history_sids[-1]})"
         return _length(text, bounds)
@@ -206,9 +211,9 @@ def check_user_narrative(history_titles: Sequence[str], history_sids: Sequence[s
             return f"the identifiers {', '.join(missing)} of the purchase history do not appear"
         if target_sid not in text:
             return f"the next product's identifier {target_sid} does not appear"
-        named = [t for t in dict.fromkeys([*history_titles, target_title]) if _mentions(text, t)]
-        if named:
-            return f"product titles appear (e.g. \"{named[0]}\"); refer to products only by their identifiers"
+        titled = _titles_named(text, [*history_titles, target_title])
+        if titled:
+            return titled
         return _length(text, bounds)
 
     return check
