@@ -14,21 +14,22 @@ reasoning mode (greedy thinking, then the constrained SID search; the thoughts a
 Cost on the 2-core development machine, measured with this config and tiny step counts (smoke
 runs; wall seconds with the machine otherwise near idle, load <= 2, unless noted): sft 13 s/step
 (16 sequences in the 96/128 buckets; 20 CPU-s/step on one core), reason_sft 15 s/step (8
-sequences of ~224 tokens), grpo ~32 s/step (55 CPU-s/step measured on one core: 4 prompts x 8
-beams, policy + reference scoring and the update), eval direct ~3 users/s, eval reasoning
-~0.5 users/s (62 s per batch of 32 users with the full 192-token budget used: an upper bound,
-a trained model closes its thought after ~90 tokens). With the step counts below: sft 400
-steps ≈ 87 min, reason_sft 100 ≈ 25 min, grpo 40 ≈ 21 min, eval:sft and eval:direct on 1,000
+sequences of ~224 tokens), grpo ~60 s/step (2 prompts x 8 sampled thoughts of up to 176 tokens,
+policy + reference scoring and the update; 3 steps in 217 s with the first step's compile),
+eval direct ~3 users/s, eval reasoning ~0.5 users/s (62 s per batch of 32 users with the full
+192-token budget used: an upper bound, the teacher's thoughts end after ~130 tokens). With the step counts below: sft 400
+steps ≈ 87 min, reason_sft 100 ≈ 25 min, grpo 30 ≈ 30 min, eval:sft and eval:direct on 1,000
 users ≈ 6 min each, eval:reasoning ≤ 33 min, compiles, valid losses and checkpoints ≈ 10 min:
-about 3 hours on 2 cores alone (much longer under `nice` beside other jobs). Peak RSS 13.6
-GiB in a shortened run of every stage (`/usr/bin/time -v`; XLA on CPU holds about twice the
-memory plan's 5.8 GiB). That run (200 / 50 / 10 steps, 200 users; README, Results) showed that
-0.6 epoch of SFT is too little: the model ranks the same items first for every user.
+over 3 hours on 2 cores alone (much longer under `nice` beside other jobs). Peak RSS 12.7
+GiB in GRPO's smoke run (`/usr/bin/time -v`; XLA on CPU holds about twice the memory plan's
+6.7 GiB; 4 prompts per step reached 21.8 GiB, too near this machine's 24). An earlier
+shortened run (200 / 50 / 10 steps, 200 users; README, Results) showed that 0.6 epoch of SFT is
+too little: the model ranks the same items first for every user.
 
     nice -n 19 python -m experiments.train --config=experiments/configs/industrial_smollm2.py \
         --workdir=runs/industrial_smollm2
 
-Smoke run (every stage, ~17 min on 2 busy cores): add --config.sft.max_steps=10
+Smoke run (every stage, ~20 min on 2 busy cores): add --config.sft.max_steps=10
 --config.reason_sft.max_steps=6 --config.grpo.steps=3 --config.eval.max_users=64
 --config.sft.max_eval_batches=1 --config.reason_sft.max_eval_batches=1.
 """
@@ -94,10 +95,10 @@ def get_config():
     config.grpo.init_from = "reason_sft"
     config.grpo.mode = "reasoning"
     config.grpo.rollout = "sample"
-    config.grpo.batch_size = 4
+    config.grpo.batch_size = 2  # 4 prompts: peak RSS 21.8 GiB; 2: 12.7 GiB
     config.grpo.group_size = 8
     config.grpo.max_new_tokens = 176  # the teacher's thoughts + SID + end of turn: at most 157 tokens
-    config.grpo.steps = 20
+    config.grpo.steps = 30
     config.grpo.prompt_length = 128  # the longest reasoning prompt is 123 tokens
     config.grpo.logits_chunk = 32
     config.grpo.checkpoint_every = 10
