@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from sidjax.utils import cpuinfo
+
 MIN_REPEATS = 5
 MATMUL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 # XLA's CPU backend then runs its Eigen kernels on the calling thread only.
@@ -78,18 +80,14 @@ class Machine:
     torch_threads: Optional[int]  # None: this script does not use torch
 
 
-def cpu_model(cpuinfo: str) -> str:
-    match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
-    return match.group(1).strip() if match else (platform.processor() or "unknown")
+def cpu_model(text: str) -> str:
+    return cpuinfo.model_name(text) or platform.processor() or "unknown"
 
 
-def cpu_flags(cpuinfo: str) -> dict[str, bool]:
+def cpu_flags(text: str) -> dict[str, bool]:
     """Which of MATMUL_FLAGS the first CPU lists (they decide which matmul kernels run)."""
-    match = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
-    if not match:
-        return {}
-    present = set(match.group(1).split())
-    return {flag: flag in present for flag in MATMUL_FLAGS}
+    present = cpuinfo.flags(text)
+    return {} if present is None else {flag: flag in present for flag in MATMUL_FLAGS}
 
 
 def usable_cores() -> int:
@@ -102,14 +100,10 @@ def xla_threads(xla_flags: str, cores: int) -> int:
 
 
 def machine() -> Machine:
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpuinfo = f.read()
-    except OSError:
-        cpuinfo = ""
+    text = cpuinfo.read() or ""
     cores = usable_cores()
     torch = sys.modules.get("torch")
-    return Machine(cpu_model=cpu_model(cpuinfo), cores=cores, flags=cpu_flags(cpuinfo),
+    return Machine(cpu_model=cpu_model(text), cores=cores, flags=cpu_flags(text),
                    xla_threads=xla_threads(os.environ.get("XLA_FLAGS", ""), cores),
                    torch_threads=torch.get_num_threads() if torch is not None else None)
 

@@ -30,6 +30,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from sidjax.configs import saved_config  # noqa: E402
 from sidjax.stages import DONE, STAGES  # noqa: E402
 from sidjax.stages.baselines import ranks_file  # noqa: E402
 from sidjax.stages.eval import STANDALONE_DIR  # noqa: E402
@@ -176,8 +177,8 @@ def load_run(workdir: Path, label: str) -> Run:
                    for d in sorted(standalone.iterdir()) if _is_stage_dir(d)]
     if not stages:
         raise ReportError(f"--workdir {workdir}: no stage directory (one holding {' / '.join(STAGE_FILES)}) in it")
-    dataset = config.get("data", {}).get("name", "Industrial_and_Scientific")
-    return Run(label=label, workdir=workdir, config_name=config.get("name", ""), dataset=dataset, stages=stages)
+    return Run(label=label, workdir=workdir, config_name=config.get("name", ""),
+               dataset=saved_config(config).data.name, stages=stages)
 
 
 def _eval_ranks(stage: Stage) -> dict[str, np.ndarray]:

@@ -6,7 +6,6 @@ import ml_collections
 from sidjax.configs.rules import require
 
 SOURCES = ("shipped", "recbole", "minionerec_csv", "lcrec", "amazon2018", "amazon2023", "tfds")
-SPLITS = ("time", "leave_one_out")
 
 
 def section() -> ml_collections.ConfigDict:
@@ -44,6 +43,7 @@ def section() -> ml_collections.ConfigDict:
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
     from sidjax.data.amazon import parse_date
     from sidjax.data.sources import SHIPPED, layout
+    from sidjax.data.splits import SPLIT_RULES
 
     require(c.source in SOURCES, f"{name}.source", f"'{c.source}' is not one of {SOURCES}")
     require(c.source in ("shipped", "tfds") or bool(c.path), f"{name}.path", f"source '{c.source}' needs a path")
@@ -54,7 +54,7 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
             f"'{c.name}' cannot name a TFDS copy: use letters, digits and _ + - . only")
     require(c.source != "shipped" or c.name in SHIPPED, f"{name}.name",
             f"'{c.name}' is not shipped (shipped: {', '.join(SHIPPED)}); set data.source and data.path")
-    require(c.split in SPLITS, f"{name}.split", f"'{c.split}' is not one of {SPLITS}")
+    require(c.split in SPLIT_RULES, f"{name}.split", f"'{c.split}' is not one of {SPLIT_RULES}")
     require(c.split == "leave_one_out" or layout(c) != "lcrec", f"{name}.split",
             f"'{c.name}' is in the LC-Rec layout, which has no timestamps: use 'leave_one_out'")
     require(c.max_history >= 1, f"{name}.max_history", "must be >= 1")

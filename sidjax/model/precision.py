@@ -19,22 +19,17 @@ from __future__ import annotations
 import jax
 from absl import logging
 
+from sidjax.utils import cpuinfo
+
 AUTO = "auto"
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 flags of native bf16 dot products (AVX512-BF16, AMX)
-CPUINFO = "/proc/cpuinfo"
+CPUINFO = cpuinfo.CPUINFO
 
 
 def cpu_flags(path: str | None = None) -> frozenset[str] | None:
-    """The CPU's feature flags (the first `flags` line of `path`, default /proc/cpuinfo); None where unreadable."""
-    try:
-        with open(path or CPUINFO, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, sep, value = line.partition(":")
-                if sep and key.strip() == "flags":
-                    return frozenset(value.split())
-    except OSError:
-        return None
-    return None
+    """The CPU's feature flags (of `path`, default /proc/cpuinfo); None where unreadable."""
+    text = cpuinfo.read(path or CPUINFO)
+    return None if text is None else cpuinfo.flags(text)
 
 
 def _gpu_capability() -> float | None:
