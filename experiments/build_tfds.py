@@ -30,8 +30,9 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     try:
         validate(config)
-        require(config.data.source != "tfds", "data.source",
-                "a copy is built from the files it copies: give the source a run would read without it")
+        require(config.data.source not in ("tfds", "mix"), "data.source",
+                "a copy is built from the files it copies: give the source a run would read without it "
+                "(for a mix, build each domain's copy and name them in data.domains)")
         require(bool(config.data.data_dir), "data.data_dir", "must name the directory to build the copy into")
         dataset = load_dataset(config.data)
         directories = tfds_copy.build(dataset, config.data)

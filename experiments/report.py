@@ -103,7 +103,7 @@ class Run:
     label: str
     workdir: Path
     config_name: str
-    dataset: str  # config.data.name
+    dataset: str  # config.data.name; a mix: its domains' names joined by '+'
     stages: list[Stage]
 
 
@@ -177,15 +177,16 @@ def load_run(workdir: Path, label: str) -> Run:
                    for d in sorted(standalone.iterdir()) if _is_stage_dir(d)]
     if not stages:
         raise ReportError(f"--workdir {workdir}: no stage directory (one holding {' / '.join(STAGE_FILES)}) in it")
-    return Run(label=label, workdir=workdir, config_name=config.get("name", ""),
-               dataset=saved_config(config).data.name, stages=stages)
+    data = saved_config(config).data
+    dataset = "+".join(data.domains) if data.source == "mix" else data.name
+    return Run(label=label, workdir=workdir, config_name=config.get("name", ""), dataset=dataset, stages=stages)
 
 
-def _eval_ranks(stage: Stage) -> dict[str, np.ndarray]:
+def _eval_ranks(directory: Path) -> dict[str, np.ndarray]:
     """An evaluation's per-sample ranks by split: `ranks.npz`, else the `hit_rank` of its samples files."""
-    if (stage.dir / RANKS_FILE).exists():
-        return _read_ranks(stage.dir / RANKS_FILE)
-    return {s: _samples_ranks(stage.dir / f"{s}.jsonl") for s in SPLITS if (stage.dir / f"{s}.jsonl").exists()}
+    if (directory / RANKS_FILE).exists():
+        return _read_ranks(directory / RANKS_FILE)
+    return {s: _samples_ranks(directory / f"{s}.jsonl") for s in SPLITS if (directory / f"{s}.jsonl").exists()}
 
 
 def _samples_ranks(samples: Path) -> np.ndarray:
@@ -217,9 +218,16 @@ def _eval_rows(run: Run, stage: Stage) -> list[Row]:
         what += ", re-scored by " + " + ".join(f"{Path(str(r['model'])).name} x {r['weight']}" for r in terms)
     kind = "hybrid" if rescore else "generative ensemble" if len(models) > 1 else "generative"
     what = f"{stage.spec} ({what}, {stage.metrics.get('mode', 'direct')})"
-    ranks = _eval_ranks(stage)
-    return [Row(run.label, what, kind, "sid", s, stage.metrics[s], stage.seconds, ranks.get(s))
-            for s in SPLITS if s in stage.metrics]
+    # A mix is scored domain by domain (<stage>/<domain>/): each domain's rows are a run of their own, so
+    # differences pair rows of one domain's users only.
+    scored = stage.metrics.get("domains") or {"": stage.metrics}
+    rows = []
+    for domain, metrics in scored.items():
+        label, ranks = (f"{run.label} · {domain}", _eval_ranks(stage.dir / domain)) if domain else (
+            run.label, _eval_ranks(stage.dir))
+        rows += [Row(label, what, kind, "sid", s, metrics[s], stage.seconds, ranks.get(s))
+                 for s in SPLITS if s in metrics]
+    return rows
 
 
 def _baseline_rows(run: Run, stage: Stage) -> list[Row]:

@@ -3,6 +3,7 @@
     import sidjax
     rec = sidjax.load("runs/demo")                 # the run's last finished model stage
     rec.recommend([120, 7, 3051], beams=10)         # item-id history -> top SIDs with items, titles, scores
+    rec.recommend(history, domain="Office")        # a model of several domains (data.source=mix): one of them
 
 `rec` is a `sidjax.eval.evaluate.Recommender`: `rec.model`, `rec.format`, `rec.sids`, `rec.trie`, and
 `rec.bundle` (`sidjax.bundle.Bundle`: tokenizer, SID layout, config, dataset, directory, step).

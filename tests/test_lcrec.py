@@ -47,6 +47,16 @@ def _lcrec_config(path, name="Toys", **data):
     return config
 
 
+def tiny_sid_sequence_model(config):
+    """A tiny SID-sequence model with two SFT steps on the `sidseq` task (the end-to-end runs here)."""
+    config.model.update(dict(preset="tiny", bpe_vocab_size=512, prompt_style="sid_sequence"))
+    for task in config.sft.tasks:
+        config.sft.tasks[task] = 0
+    config.sft.tasks.sidseq = -1
+    config.sft.update(dict(max_steps=2, batch_size=4, eval_batch_size=4, warmup_steps=1, log_every=1,
+                           length_buckets=(32, 96), max_eval_batches=1))
+
+
 def test_leave_one_out_rows_and_order():
     splits = leave_one_out({7: (1, 2, 1, 3, 4), 8: (5, 6, 7)}, max_history=2)
     assert splits["test"].users.tolist() == [7, 8] and splits["test"].target.tolist() == [4, 7]
@@ -158,12 +168,7 @@ def test_sids_of_any_level_count_run_every_stage(tmp_path, levels):
     config = _lcrec_config(tmp_path)
     config.stages = ("data", "sids", "sft", "grpo", "eval", "baselines")
     config.sids.update(dict(source="paper", levels=levels, codebook_size=16, collision="none"))
-    config.model.update(dict(preset="tiny", bpe_vocab_size=512, prompt_style="sid_sequence"))
-    for task in config.sft.tasks:
-        config.sft.tasks[task] = 0
-    config.sft.tasks.sidseq = -1
-    config.sft.update(dict(max_steps=2, batch_size=4, eval_batch_size=4, warmup_steps=1, log_every=1,
-                           length_buckets=(32, 96), max_eval_batches=1))
+    tiny_sid_sequence_model(config)
     config.grpo.update(dict(steps=1, batch_size=2, group_size=4, prompt_length=96, log_every=1))
     config.eval.update(dict(splits=("test",), beams=4, topk=(1, 4), batch_size=4))
     config.baselines.update(dict(methods=("popularity",), topk=(1, 10)))
@@ -190,12 +195,8 @@ def test_a_catalogue_of_20k_items_goes_through_every_stage(tmp_path):
     config = _lcrec_config(tmp_path, name="Big")
     config.stages = ("data", "sids", "sft", "sasrec", "markov", "eval", "baselines")
     config.sids.update(dict(source="paper", codebook_size=32, collision="none"))
-    config.model.update(dict(preset="tiny", bpe_vocab_size=512, prompt_style="sid_sequence"))
-    for task in config.sft.tasks:
-        config.sft.tasks[task] = 0
-    config.sft.tasks.sidseq = -1
-    config.sft.update(dict(max_steps=1, batch_size=8, eval_batch_size=8, warmup_steps=1, log_every=1,
-                           length_buckets=(32,), max_eval_batches=1))
+    tiny_sid_sequence_model(config)
+    config.sft.update(dict(max_steps=1, batch_size=8, eval_batch_size=8, length_buckets=(32,)))
     config.baselines.sasrec.update(dict(dim=8, layers=1, max_epochs=1, patience=1, dropouts=(0.0,), batch_size=32))
     config.baselines.topk = (1, 10)
     config.eval.update(dict(models=("sft",), splits=("test",), beams=10, topk=(1, 10), batch_size=32,

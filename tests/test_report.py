@@ -195,3 +195,32 @@ def test_ranks_that_disagree_with_the_metrics_or_a_missing_reference_are_refused
     (run / "eval" / RANKS_FILE).write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(report.ReportError, match=r"eval/ranks.npz: is not a readable ranks file"):
         report.write_report([run], tmp_path / "out", "report", resamples=10)
+
+
+def test_a_mix_run_reports_each_domain_as_its_own_run_with_its_own_reference(tmp_path):
+    """Rows of a mix's eval, domain by domain (<eval>/<domain>/ranks.npz); differences pair one domain's users."""
+    import numpy as np
+
+    from sidjax.utils.ranking import RANKS_FILE, ranking_metrics, write_ranks
+
+    rng = np.random.default_rng(1)
+    run = tmp_path / "mix"
+    _write(run / "config.json", {"name": "mix_transfer", "stages": ["eval:a", "eval:b"],
+                                 "data": {"source": "mix", "domains": {"Office": {"name": "Office"},
+                                                                       "Tools": {"name": "Tools"}}}})
+    for entry, domains in (("eval_a", ("Office", "Tools")), ("eval_b", ("Office",))):
+        scored = {}
+        for domain in domains:
+            ranks = {"test": rng.integers(-1, 12, 200 if domain == "Office" else 100).astype(np.int32)}
+            (run / entry / domain).mkdir(parents=True)
+            write_ranks(run / entry / domain / RANKS_FILE, ranks)
+            scored[domain] = {"test": {**ranking_metrics(ranks["test"], (5, 10)), "users": len(ranks["test"])}}
+        _write(run / entry / "metrics.json", {"model": str(run / entry), "mode": "direct", "domains": scored})
+    text = report.write_report([run], tmp_path / "out", "report", resamples=50, seed=0).read_text()
+    main, differences = text.split("## Differences")
+    rows = [line.split("|")[1:3] for line in main.splitlines() if line.startswith("| mix ·")]
+    assert [(r.strip(), w.strip().split(" ")[0]) for r, w in rows] == [
+        ("mix · Office", "eval:a"), ("mix · Tools", "eval:a"), ("mix · Office", "eval:b")]
+    assert "MiniOneRec" not in text and "UniTok" not in text  # a mix is no paper's split
+    paired = [line for line in differences.splitlines() if "| test | eval:b" in line]
+    assert len(paired) == 1 and "| eval:a (eval_a, direct) | 200 |" in paired[0]

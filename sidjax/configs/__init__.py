@@ -107,7 +107,17 @@ def entry_section(config: ml_collections.ConfigDict, entry: str) -> ml_collectio
     return section
 
 
+# Sections whose keys are the user's names (one data section per domain of a mix) -> the schema of each value.
+NAMED_SECTIONS: dict[str, Callable[[], ml_collections.ConfigDict]] = {"data.domains": data.domain}
+
+
 def _check_schema(node: Any, schema: Any, path: str) -> None:
+    if path in NAMED_SECTIONS:
+        if not isinstance(node, (ml_collections.ConfigDict, dict)):
+            raise ConfigError(f"config key '{path}' must be a section, got {type(node).__name__}")
+        for key in node.keys():
+            _check_schema(node[key], NAMED_SECTIONS[path](), f"{path}.{key}")
+        return
     if isinstance(schema, ml_collections.ConfigDict):
         if not isinstance(node, (ml_collections.ConfigDict, dict)):
             raise ConfigError(f"config key '{path}' must be a section, got {type(node).__name__}")

@@ -39,6 +39,8 @@ def section() -> ml_collections.ConfigDict:
 
 
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
+    require(config.data.source != "mix" or "baselines" not in [s.split(":")[0] for s in config.stages], "stages",
+            "the 'baselines' stage ranks one catalogue; with data.source 'mix', run it in each domain's own config")
     require(len(c.methods) >= 1 and all(m in METHODS for m in c.methods), f"{name}.methods",
             f"must name baselines among {METHODS}, got {tuple(c.methods)}")
     require(len(c.splits) >= 1 and all(s in SPLITS for s in c.splits), f"{name}.splits",

@@ -5,7 +5,7 @@ import ml_collections
 
 from sidjax.configs.rules import require
 
-SOURCES = ("shipped", "recbole", "minionerec_csv", "lcrec", "amazon2018", "amazon2023", "tfds")
+SOURCES = ("shipped", "recbole", "minionerec_csv", "lcrec", "amazon2018", "amazon2023", "tfds", "mix")
 
 
 def section() -> ml_collections.ConfigDict:
@@ -22,6 +22,8 @@ def section() -> ml_collections.ConfigDict:
     # amazon2023: <path>/<name>.jsonl(.gz) + meta_<name>.jsonl(.gz).
     # tfds: the TFDS copy of dataset `name` in `data_dir`, built by `python -m experiments.build_tfds`
     #   from this same section (any other source); every other key must be the build's.
+    # mix: several datasets trained as one (sidjax.data.mix): `domains` maps each domain's name to a section
+    #   like this one (`domain()`), which says where that domain's data comes from and how it is split.
     c.source = "shipped"
     c.name = "Industrial_and_Scientific"  # the category; file names start with it
     c.path = ""
@@ -37,6 +39,19 @@ def section() -> ml_collections.ConfigDict:
     c.k_core = 5  # iterated: every user and item keeps >= k_core reviews
     c.max_title_words = 20  # longer titles drop their item
     c.split_ratios = (0.8, 0.1, 0.1)  # train / valid / test, by target time
+    # mix only: {domain name: domain()}; the domains take item ids (and SID prefixes) in the order of their names
+    c.domains = ml_collections.ConfigDict()
+    # mix only: each domain's share of the train samples, one weight per domain in the order of their names
+    # (resampled with a fixed seed; the total stays the sum); () = each domain's own number of samples.
+    c.mixture = ()
+    return c
+
+
+def domain(**overrides) -> ml_collections.ConfigDict:
+    """One domain of a mix: a data section of its own (any source but mix), e.g. domain(name="Office")."""
+    c = section()
+    del c.domains, c.mixture
+    c.update(overrides)
     return c
 
 
@@ -46,6 +61,11 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     from sidjax.data.splits import SPLIT_RULES
 
     require(c.source in SOURCES, f"{name}.source", f"'{c.source}' is not one of {SOURCES}")
+    if c.source == "mix":
+        _validate_mix(c, config, name)
+        return
+    require(not c.get("domains") and not c.get("mixture"), f"{name}.domains",
+            f"domains and mixture are for source 'mix', not '{c.source}'")
     require(c.source in ("shipped", "tfds") or bool(c.path), f"{name}.path", f"source '{c.source}' needs a path")
     require(c.source != "tfds" or bool(c.data_dir), f"{name}.data_dir",
             "source 'tfds' needs the directory its copy was built into (python -m experiments.build_tfds)")
@@ -73,3 +93,17 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
             require(False, f"{name}.{key}", str(e))
     require(dates["start_date"] <= dates["end_date"], f"{name}.end_date",
             f"'{c.end_date}' is before start_date '{c.start_date}'")
+
+
+def _validate_mix(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
+    names = list(c.domains)
+    require(len(names) >= 2, f"{name}.domains", f"source 'mix' needs two or more domains, got {names}")
+    for domain_name in names:
+        key = f"{name}.domains.{domain_name}"
+        sub = c.domains[domain_name]
+        require(isinstance(sub, ml_collections.ConfigDict) and "source" in sub, key,
+                "must be a data section (sidjax.configs.data.domain(...))")
+        require(sub.source != "mix", f"{key}.source", "a domain of a mix cannot be a mix itself")
+        validate(sub, config, key)
+    require(not c.mixture or (len(c.mixture) == len(names) and min(c.mixture) > 0), f"{name}.mixture",
+            f"must be one positive weight per domain ({', '.join(names)}), or () for their natural shares")

@@ -9,6 +9,7 @@ item models re-score the beams found. Each eval entry may override any of these 
 """
 import ml_collections
 
+from sidjax.configs.domains import add_domains_knob, validate_domains
 from sidjax.configs.rules import require
 from sidjax.decode.options import MODES, NORMALIZATIONS
 
@@ -19,7 +20,8 @@ def section() -> ml_collections.ConfigDict:
     c.beams = 20  # beam width = number of returned SIDs per user
     c.topk = (1, 3, 5, 10, 20)  # K of HR@K / NDCG@K; each <= beams
     c.batch_size = 32  # users per search step, over all devices (a multiple of the data-axis size)
-    c.max_users = 0  # 0: the whole split; N: the first N samples (quick looks)
+    c.max_users = 0  # 0: the whole split; N: the first N samples (quick looks); of each domain in a mix
+    add_domains_knob(c)  # a mix is scored domain by domain, each ranking its own catalogue
     # vocab: log-softmax over the whole vocabulary (the papers' scores; ranks like transformers'
     # `generate(num_beams=..., prefix_allowed_tokens_fn=...)`); level: over the level's code block
     # only (no vocabulary-wide logits per beam: faster with a large LLM vocabulary).
@@ -52,6 +54,7 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(len(c.topk) >= 1 and all(1 <= k <= c.beams for k in c.topk), f"{name}.topk",
             f"every K must be in 1..beams ({c.beams}), got {tuple(c.topk)}")
     require(c.batch_size >= 1, f"{name}.batch_size", "must be >= 1")
+    validate_domains(c, config, name)
     require(c.max_users >= 0, f"{name}.max_users", "must be >= 0 (0 = all)")
     require(c.normalize in NORMALIZATIONS, f"{name}.normalize", f"'{c.normalize}' is not one of {NORMALIZATIONS}")
     require(c.prompt_bucket >= 1, f"{name}.prompt_bucket", "must be >= 1")

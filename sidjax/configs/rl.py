@@ -6,6 +6,7 @@ S-DPO: softmax DPO of the target SID against M negative SIDs.
 """
 import ml_collections
 
+from sidjax.configs.domains import add_domains_knob, validate_domains
 from sidjax.configs.lineage import add_lineage_knobs, validate_lineage
 from sidjax.configs.optimizer import add_optimizer_knobs, validate_optimizer
 from sidjax.configs.rules import require
@@ -19,6 +20,7 @@ NEGATIVES = ("random", "beam")
 
 def _loop_knobs(c: ml_collections.ConfigDict, batch_size: int) -> None:
     add_lineage_knobs(c, init_from="sft")
+    add_domains_knob(c)
     c.split = "train"  # samples whose (history, target) pairs are the prompts
     # 0: every sample of the split; N: its N most recent (samples are kept in target-time order), the
     # ones closest in time to valid/test.
@@ -73,7 +75,7 @@ def sdpo_section() -> ml_collections.ConfigDict:
     return c
 
 
-def _validate_loop(c: ml_collections.ConfigDict, name: str) -> None:
+def _validate_loop(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
     require(c.split in ("train", "valid"), f"{name}.split", f"must be 'train' or 'valid' (never test), got '{c.split}'")
     for key in ("batch_size", "prompt_length", "steps", "log_every", "checkpoint_every", "keep_checkpoints"):
         require(c[key] > 0, f"{name}.{key}", f"must be > 0, got {c[key]}")
@@ -82,11 +84,12 @@ def _validate_loop(c: ml_collections.ConfigDict, name: str) -> None:
     require(c.logits_chunk >= 0, f"{name}.logits_chunk", f"must be >= 0, got {c.logits_chunk}")
     validate_optimizer(c, name)
     validate_lineage(c, name)
+    validate_domains(c, config, name)
     require(bool(c.init_from), f"{name}.init_from", "must name the model stage entry it fine-tunes")
 
 
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
-    _validate_loop(c, name)
+    _validate_loop(c, config, name)
     if name == "sdpo":
         require(c.negatives >= 1, f"{name}.negatives", f"must be >= 1, got {c.negatives}")
         require(c.negative_source in NEGATIVES, f"{name}.negative_source",

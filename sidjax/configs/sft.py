@@ -11,6 +11,7 @@ from pathlib import Path
 
 import ml_collections
 
+from sidjax.configs.domains import add_domains_knob, validate_domains
 from sidjax.configs.lineage import add_lineage_knobs, validate_lineage
 from sidjax.configs.optimizer import add_optimizer_knobs, validate_optimizer
 from sidjax.configs.rules import require
@@ -64,6 +65,7 @@ def mixture_knobs(stage: str) -> ml_collections.ConfigDict:
 def sft_section() -> ml_collections.ConfigDict:
     c = section()
     add_lineage_knobs(c, init_from="")
+    add_domains_knob(c)
     c.update(mixture_knobs("sft"))
     return c
 
@@ -71,6 +73,7 @@ def sft_section() -> ml_collections.ConfigDict:
 def reason_sft_section() -> ml_collections.ConfigDict:
     c = section()
     add_lineage_knobs(c, init_from="sft")
+    add_domains_knob(c)
     c.update(mixture_knobs("reason_sft"))
     c.learning_rate = 5e-4
     return c
@@ -94,6 +97,7 @@ def validate_mixture(section: ml_collections.ConfigDict, name: str) -> None:
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
     validate_mixture(c, name)
     validate_lineage(c, name)
+    validate_domains(c, config, name)
     require(c.epochs >= 1, f"{name}.epochs", "must be >= 1")
     require(c.max_steps >= 0, f"{name}.max_steps", "must be >= 0 (0 = no cap)")
     require(c.batch_size >= 1, f"{name}.batch_size", "must be >= 1")

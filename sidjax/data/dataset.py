@@ -71,10 +71,31 @@ class RecDataset:
     splits: Mapping[str, Split]
     paper_sids: Mapping[int, tuple[str, ...]] | None = None
     paper_sids_origin: str | None = None  # the file (or files) `paper_sids` were read from, for errors
+    # Several datasets in one (`sidjax.data.mix`): the domain names, and each item's index into them.
+    # One dataset: its own name, and item_domain None (every item in domain 0).
+    domains: tuple[str, ...] = ()
+    item_domain: np.ndarray | None = None  # int32 [num_items]
+    # A view of some domains (`mix.restrict`): the domains it keeps (its samples, and the items its item
+    # tasks teach) and, per split, each row's index in the whole dataset's split, so records keyed by those
+    # rows (the teacher corpus) still find their sample. () and None: the whole dataset.
+    selected: tuple[str, ...] = ()
+    source_rows: Mapping[str, np.ndarray] | None = None
 
     @property
     def num_items(self) -> int:
         return len(self.items)
+
+    @property
+    def domain_names(self) -> tuple[str, ...]:
+        return self.domains or (self.name,)
+
+    def domain_items(self, domains: Sequence[str] = ()) -> np.ndarray:
+        """Ids of the items in `domains` ((): the view's selected domains, else every item), ascending."""
+        domains = tuple(domains) or self.selected
+        if not domains or self.item_domain is None:
+            return np.arange(self.num_items)
+        wanted = [self.domain_names.index(d) for d in domains]
+        return np.flatnonzero(np.isin(self.item_domain, wanted))
 
     def titles(self) -> list[str]:
         return [item.title for item in self.items]
@@ -82,7 +103,7 @@ class RecDataset:
     def statistics(self) -> dict[str, float | int]:
         stats: dict[str, float | int] = {
             "users": len(self.sequences),
-            "items": self.num_items,
+            "items": len(self.domain_items()),
             "interactions": int(sum(len(s) for s in self.sequences.values())),
         }
         for split in SPLITS:

@@ -32,6 +32,10 @@ def layout(cfg: ml_collections.ConfigDict) -> str:
 
 def load_dataset(cfg: ml_collections.ConfigDict) -> RecDataset:
     """The dataset `cfg` (a `config.data` section) describes; sources are listed in `sidjax.configs.data`."""
+    if cfg.source == "mix":
+        from sidjax.data.mix import merge
+
+        return merge({name: load_dataset(sub) for name, sub in cfg.domains.items()}, tuple(cfg.mixture))
     if cfg.source == "tfds":
         from sidjax.data import tfds_copy  # tensorflow-datasets takes a second to import: only when read
 

@@ -213,15 +213,16 @@ def _subset(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
 def _item_examples(task: str, dataset: RecDataset, item_sids: Sequence[str], corpus: Corpus | None,
                    style: str) -> list[Example]:
     titles = dataset.titles()
+    taught = dataset.domain_items().tolist()  # a view of some domains of a mix teaches their items only
     if task == TITLE2SID:
-        return [_example(task, style, titles[i], item_sids[i]) for i in range(dataset.num_items)]
+        return [_example(task, style, titles[i], item_sids[i]) for i in taught]
     if task == SID2TITLE:
         counts: dict[str, int] = {}
         for s in item_sids:
             counts[s] = counts.get(s, 0) + 1
         # A SID shared by several items has no single title to answer with.
-        return [_example(task, style, s, titles[i]) for i, s in enumerate(item_sids) if counts[s] == 1]
-    out = []
+        return [_example(task, style, item_sids[i], titles[i]) for i in taught if counts[item_sids[i]] == 1]
+    out, kept = [], set(taught)
     for i in sorted(corpus.items):
         text = corpus.items[i]
         if not 0 <= i < dataset.num_items or text.sid != item_sids[i]:
@@ -229,21 +230,35 @@ def _item_examples(task: str, dataset: RecDataset, item_sids: Sequence[str], cor
                 corpus.path / ITEMS_FILE,
                 f"item {i} with SID {text.sid} is not in this dataset's SID table (rerun the teacher stage)",
             )
-        out.append(Example(task, "", text.narrative, plain=True))
+        if i in kept:
+            out.append(Example(task, "", text.narrative, plain=True))
     return out
 
 
-def _user_records(split_name: str, split: Split, corpus: Corpus) -> list[UserText]:
-    """The corpus records of one split, in row order, checked against the dataset's samples."""
+def _user_records(split_name: str, dataset: RecDataset, corpus: Corpus) -> list[tuple[int, UserText]]:
+    """(row, record) of the corpus records of one split, in row order, checked against the dataset's samples.
+
+    In a view of some domains (`mix.restrict`) a record keeps the row of its sample in the view,
+    and records of the other domains' samples are left out.
+    """
+    split = dataset.splits[split_name]
     records = sorted((k[1], v) for k, v in corpus.users.items() if k[0] == split_name)
+    view_row = None
+    if dataset.source_rows is not None:
+        view_row = {int(whole): row for row, whole in enumerate(dataset.source_rows[split_name])}
+    out = []
     for index, rec in records:
-        if index >= len(split) or int(split.target[index]) != rec.target or int(split.users[index]) != rec.user:
+        row = index if view_row is None else view_row.get(index)
+        if row is None:
+            continue
+        if row >= len(split) or int(split.target[row]) != rec.target or int(split.users[row]) != rec.user:
             raise DataError(
                 corpus.path / USERS_FILE,
                 f"user record ({split_name}, {index}) does not match the dataset's sample there "
                 "(the corpus was written for other data: rerun the teacher stage)",
             )
-    return [rec for _, rec in records]
+        out.append((row, rec))
+    return out
 
 
 def _sample_example(task: str, history: list[int], target: int, item_sids: Sequence[str], titles: Sequence[str],
@@ -301,7 +316,7 @@ def _split_examples(task: str, dataset: RecDataset, item_sids: Sequence[str], sp
         return _sequence_examples(split.latest(recent), item_sids)
     titles = dataset.titles()
     if task in (USER_NARRATIVE, REASONING):
-        rows = [(rec.index, rec) for rec in _user_records(split_name, split, corpus) if rec.index >= first]
+        rows = [(row, rec) for row, rec in _user_records(split_name, dataset, corpus) if row >= first]
     else:
         rows = [(i, None) for i in range(first, len(split))]
     return [

@@ -16,6 +16,7 @@ items, titles and scores out.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -84,6 +85,7 @@ class Recommender:
         if rescorer is not None and rescorer.num_items != len(self.sids):
             raise ValueError(f"the dense re-scorer was trained on {rescorer.num_items} items, the SID table has "
                              f"{len(self.sids)}: they come from other datasets")
+        self.level_offsets = tuple(level_offsets)
         self.trie = SidTrie.build(self.sids, level_sizes)
         self.tables = TrieTables.from_trie(self.trie, level_offsets)
         self.mesh = mesh
@@ -92,6 +94,13 @@ class Recommender:
         self.think_close_id = self._token_id(THINK_CLOSE)
         separator = reasoning_target("-", "").split(THINK_CLOSE, 1)[1]  # what training puts between it and the SID
         self.answer_prefix_ids = fmt.tokenizer.encode(separator, add_special_tokens=False).ids
+
+    def within(self, items: np.ndarray) -> "Recommender":
+        """This recommender ranking only `items` (one domain's catalogue): the same model, a smaller trie."""
+        out = copy.copy(self)
+        out.trie = SidTrie.build(self.sids, self.trie.level_sizes, items=items)
+        out.tables = TrieTables.from_trie(out.trie, self.level_offsets)
+        return out
 
     def _token_id(self, token: str) -> int | None:
         return self.format.tokenizer.token_to_id(token)
@@ -144,15 +153,24 @@ class Recommender:
         return recs if self.rescorer is None else self.rescorer.rescore(histories, recs, self.trie.leaf_items)
 
     def recommend(self, history: Sequence[int], *, beams: int = 10, mode: str = "direct", normalize: str = "vocab",
-                  max_think_tokens: int = 256, repetition_penalty: float = 1.0) -> list[dict[str, Any]]:
+                  max_think_tokens: int = 256, repetition_penalty: float = 1.0, domain: str = ""
+                  ) -> list[dict[str, Any]]:
         """Top-`beams` next items for one history of item ids, best first (greedy thinking in reasoning mode).
 
         Each row: the SID, its score, the items that carry it and their titles (and the thinking, in
-        reasoning mode). Titles come from the bundle's dataset.
+        reasoning mode). Titles come from the bundle's dataset. `domain`: a model of a mix
+        (`data.source = "mix"`) recommends from that domain's catalogue only ("": from every domain).
         """
         if self.bundle is None:
             raise ValueError("recommend needs the bundle the Recommender was made from (for item titles); "
                              "use search for a Recommender built without one")
+        if domain:
+            dataset = self.bundle.dataset
+            if domain not in dataset.domains:
+                raise ValueError(f"domain '{domain}' is not one of this model's domains {list(dataset.domains)}")
+            return self.within(dataset.domain_items((domain,))).recommend(
+                history, beams=beams, mode=mode, normalize=normalize, max_think_tokens=max_think_tokens,
+                repetition_penalty=repetition_penalty)
         think = None
         if mode == "reasoning":
             think = SamplingParams(max_new_tokens=max_think_tokens, temperature=0.0, top_k=0, top_p=1.0,

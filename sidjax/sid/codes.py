@@ -238,6 +238,14 @@ def append_disambiguation_level(sids: np.ndarray) -> np.ndarray:
     return np.concatenate([sids, extra[:, None]], axis=1)
 
 
+def prefix_domains(sids: np.ndarray, item_domain: np.ndarray) -> np.ndarray:
+    """`sids` [N, L] with each item's domain index as a new first level: [N, L + 1]."""
+    item_domain = np.asarray(item_domain)
+    if item_domain.shape != (sids.shape[0],):
+        raise ValueError(f"item_domain {item_domain.shape} must have one entry per SID row ({sids.shape[0]})")
+    return np.concatenate([item_domain[:, None].astype(sids.dtype), sids], axis=1)
+
+
 @dataclasses.dataclass(frozen=True)
 class SidTrie:
     """Prefix tables of a SID table `sids[num_items, L]`.
@@ -271,8 +279,12 @@ class SidTrie:
         return tuple(int(c.shape[1]) for c in self.codes)
 
     @classmethod
-    def build(cls, sids: np.ndarray, level_sizes: Sequence[int] | None = None) -> "SidTrie":
-        """Tables for `sids` (int [num_items, L], codes >= 0); `level_sizes` defaults to max code + 1."""
+    def build(cls, sids: np.ndarray, level_sizes: Sequence[int] | None = None,
+              items: np.ndarray | None = None) -> "SidTrie":
+        """Tables for `sids` (int [num_items, L], codes >= 0); `level_sizes` defaults to max code + 1.
+
+        `items`: only these rows enter the trie (one domain's catalogue); the others get `item_leaf` -1.
+        """
         sids = np.asarray(sids)
         if sids.ndim != 2 or sids.shape[0] == 0 or sids.shape[1] == 0:
             raise ValueError(f"sids must be a non-empty [num_items, L] array, got shape {sids.shape}")
@@ -283,8 +295,11 @@ class SidTrie:
         sizes = tuple(int(s) for s in (top if level_sizes is None else level_sizes))
         if len(sizes) != num_levels or any(t > s for t, s in zip(top, sizes)):
             raise ValueError(f"level_sizes {sizes} do not cover the codes (max code + 1 per level: {top.tolist()})")
-        leaf_sids, item_leaf = np.unique(sids, axis=0, return_inverse=True)
-        item_leaf = item_leaf.reshape(-1)
+        rows = np.arange(len(sids)) if items is None else np.unique(np.asarray(items, np.int64))
+        if rows.size == 0 or rows[0] < 0 or rows[-1] >= len(sids):
+            raise ValueError(f"items must be a non-empty subset of 0..{len(sids) - 1}")
+        leaf_sids, row_leaf = np.unique(sids[rows], axis=0, return_inverse=True)
+        row_leaf = row_leaf.reshape(-1)
         # node_of[l][leaf] = id of the leaf's length-l prefix; leaves are sorted, so prefixes are too.
         node_of = []
         for length in range(num_levels + 1):
@@ -304,11 +319,13 @@ class SidTrie:
             nxt[parent, slot] = child
             codes.append(table)
             next_node.append(nxt)
-        counts = np.bincount(item_leaf, minlength=len(leaf_sids))
-        order = np.argsort(item_leaf, kind="stable")
-        slot = np.arange(len(order)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[item_leaf[order]]
+        counts = np.bincount(row_leaf, minlength=len(leaf_sids))
+        order = np.argsort(row_leaf, kind="stable")
+        slot = np.arange(len(order)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[row_leaf[order]]
         leaf_items = np.full((len(leaf_sids), int(counts.max())), -1, dtype=np.int32)
-        leaf_items[item_leaf[order], slot] = order
+        leaf_items[row_leaf[order], slot] = rows[order]
+        item_leaf = np.full(len(sids), -1, np.int64)
+        item_leaf[rows] = row_leaf
         return cls(
             codes=tuple(codes),
             next_node=tuple(next_node),

@@ -13,6 +13,7 @@ import ml_collections
 
 from sidjax.configs import entry_section, stage_of
 from sidjax.data.dataset import RecDataset
+from sidjax.data.mix import restrict
 from sidjax.utils.errors import DataError
 from sidjax.utils.metrics import MetricsWriter
 
@@ -61,7 +62,10 @@ def entry_config(config: ml_collections.ConfigDict, spec: str) -> ml_collections
 
 
 @functools.lru_cache(maxsize=None)
-def load_dataset_cached(data_json: str) -> RecDataset:
+def load_dataset_cached(data_json: str, domains: tuple[str, ...] = ()) -> RecDataset:
+    """The dataset of a `config.data` section (as JSON), or the view of some of its domains (a mix)."""
+    if domains:
+        return restrict(load_dataset_cached(data_json), domains)
     from sidjax.data.sources import load_dataset
 
     return load_dataset(ml_collections.ConfigDict(json.loads(data_json)))
@@ -81,7 +85,9 @@ class StageContext:
 
     @property
     def dataset(self) -> RecDataset:
-        return load_dataset_cached(self.config.data.to_json())
+        """The run's data; a model stage entry with `domains` set sees those domains' view of a mix."""
+        domains = tuple(self.config[self.name].domains) if self.name in MODEL_STAGES else ()
+        return load_dataset_cached(self.config.data.to_json(), domains)
 
     @property
     def writer(self) -> MetricsWriter:

@@ -20,7 +20,8 @@ import numpy as np
 
 from sidjax import bundle as bundles
 from sidjax.data.dataset import RecDataset
-from sidjax.eval.evaluate import Recommender, evaluate_split
+from sidjax.data.mix import restrict
+from sidjax.eval.evaluate import Recommender, SearchSettings, evaluate_split
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.parallel.mesh import make_mesh
 from sidjax.stages.context import DONE, MODEL_STAGES, parse_stage, stage_dirname
@@ -99,39 +100,69 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
                                "mode": c.mode, "beams": c.beams, "normalize": c.normalize}
     if rescorer is not None:
         results["rescore"] = [{"model": str(d), "weight": w} for d, w in zip(rescore_dirs, c.rescore_weights)]
-    tables = []
-    ranks: dict[str, np.ndarray] = {}
-    if jax.process_index() == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
     if writer is not None:
         writer.forget_after(members[0].step - 1)  # the rows a killed run of this eval wrote
     # The model, its files' write times and the search: a marker another evaluation left (or one of a model
     # written again since) is not resumed.
     header = {**results, "written_ns": [_written_ns(d / bundles.BUNDLE) for d in dirs]
               + [_written_ns(Path(d) / DONE) for d in rescore_dirs]}
+    if dataset.item_domain is None:
+        results.update(_evaluate_splits(rec, dataset, c, settings, out_dir, writer, header, members[0].step))
+        if jax.process_index() == 0:
+            _write_metrics(out_dir, results, c.splits)
+        return results
+    # A mix: each domain on its own samples, ranking its own catalogue, in <out_dir>/<domain>/ (laid out as a
+    # one-domain eval), and every domain's metrics under "domains" in <out_dir>/metrics.json.
+    described, results["domains"] = dict(results), {}
+    for domain in tuple(c.domains) or dataset.selected or dataset.domain_names:
+        view, items = restrict(dataset, (domain,)), dataset.domain_items((domain,))
+        metrics = _evaluate_splits(rec.within(items), view, c, settings, out_dir / domain, writer,
+                                   {**header, "domain": domain}, members[0].step, domain)
+        results["domains"][domain] = metrics
+        if jax.process_index() == 0:
+            _write_metrics(out_dir / domain, {**described, "domain": domain, **metrics}, c.splits)
+    if jax.process_index() == 0:
+        _write_metrics(out_dir, results, ())
+    return results
+
+
+def _evaluate_splits(rec: Recommender, dataset: RecDataset, c: ml_collections.ConfigDict, settings: SearchSettings,
+                     out_dir: Path, writer: MetricsWriter | None, header: dict[str, Any], step: int,
+                     domain: str = "") -> dict[str, Any]:
+    """{split: metrics} of `config.eval.splits`, with the samples JSONL and the hit ranks in `out_dir`."""
+    if jax.process_index() == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    results, tables, ranks = {}, [], {}
     for split in c.splits:
         samples = out_dir / f"{split}.jsonl" if c.write_samples else None
         metrics, ranks[split] = evaluate_split(rec, dataset, split, settings, batch_size=c.batch_size, ks=c.topk,
-                                 max_users=c.max_users, samples_path=samples,
-                                 progress_path=out_dir / f"{split}{PROGRESS_SUFFIX}", progress_tag=header)
+                                               max_users=c.max_users, samples_path=samples,
+                                               progress_path=out_dir / f"{split}{PROGRESS_SUFFIX}",
+                                               progress_tag=header)
         results[split] = metrics
         reasoning = ", ".join(f"{k.removeprefix('reasoning/')} {v:.3f}" for k, v in metrics.items()
                               if k.startswith("reasoning/"))
-        tables.append(f"{split} ({int(metrics['users'])} samples, {c.beams} beams, {c.mode}):\n"
+        where = f"{domain} {split}" if domain else split
+        tables.append(f"{where} ({int(metrics['users'])} samples, {c.beams} beams, {c.mode}):\n"
                       f"{format_table(metrics, c.topk)}" + (f"\nreasoning: {reasoning}" if reasoning else ""))
         if writer is not None:
-            writer.write(members[0].step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
+            prefix = f"eval/{domain}/{split}/" if domain else f"eval/{split}/"
+            writer.write(step, {k: v for k, v in metrics.items() if k != "users"}, prefix=prefix)
     if jax.process_index() == 0:
         print("\n".join(tables), flush=True)
         if c.mode == "reasoning" and c.write_samples:
             print(reasoning_examples(out_dir / f"{c.splits[0]}.jsonl"), flush=True)
         write_ranks(out_dir / RANKS_FILE, ranks)
-        metrics_path = out_dir / METRICS_FILE
-        metrics_path.with_name(METRICS_FILE + ".tmp").write_text(json.dumps(results, indent=2), encoding="utf-8")
-        os.replace(metrics_path.with_name(METRICS_FILE + ".tmp"), metrics_path)
-        for split in c.splits:  # metrics.json holds them now
-            (out_dir / f"{split}{PROGRESS_SUFFIX}").unlink(missing_ok=True)
     return results
+
+
+def _write_metrics(out_dir: Path, results: dict[str, Any], splits: Sequence[str]) -> None:
+    """metrics.json, written whole or not at all; then the progress markers it replaces go."""
+    path = out_dir / METRICS_FILE
+    path.with_name(METRICS_FILE + ".tmp").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    os.replace(path.with_name(METRICS_FILE + ".tmp"), path)
+    for split in splits:
+        (out_dir / f"{split}{PROGRESS_SUFFIX}").unlink(missing_ok=True)
 
 
 def reasoning_examples(samples: Path, count: int = 2, shown: int = 3) -> str:

@@ -67,7 +67,7 @@ def _sid_tokens(config: ml_collections.ConfigDict, model_dir: Path | None) -> in
             record = {}  # a damaged bundle is named when it loads
         if record.get("level_offsets"):
             return len(record["level_offsets"])
-    return config.sids.levels + (config.sids.collision == "append")
+    return config.sids.levels + (config.sids.collision == "append") + (config.data.source == "mix")
 
 
 def check_prompt_length(config: ml_collections.ConfigDict, dataset: RecDataset, model_dir: Path | None,

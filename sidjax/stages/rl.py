@@ -102,6 +102,8 @@ class _Run:
         self.bundle = bundle = bundles.load(ctx.output_of(source), mesh=self.mesh)
         memory_check.check_stage(ctx.config, ctx.name, bundle.model.config, self.mesh)
         self.rec = bundle.recommender(self.mesh)
+        if ctx.dataset.selected:  # an entry of some domains of a mix rolls out in their catalogues only
+            self.rec = self.rec.within(ctx.dataset.domain_items())
         model = bundle.model
         self.ref_params = jax.tree.map(jnp.copy, nnx.state(model))
         self.state: TrainState = place_state(make_train_state(model, c, c.steps), self.mesh)

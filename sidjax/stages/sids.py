@@ -6,6 +6,13 @@ item embeddings). Then the collision policy, then the outputs every later
 stage reads: `sids.npy` (int32 [num_items, L]), `index.json` and `info.txt`
 (the papers' formats) and `report.json` (per-level usage, perplexity,
 collisions, reconstruction error, `level_sizes` = the token block sizes).
+
+A mix of domains (`data.source = "mix"`) gets one quantizer over every domain's items, so a
+code means the same kind of item in each, and a first level that names the item's domain:
+`<a_0>` / `<a_1>` ... then the learned levels. The prefix keeps each domain's catalogue a
+subtree of the trie (an eval of one domain ranks that domain's items only, and no SID is
+shared across domains), while the shared lower levels let a model trained on one domain
+read and write the other's SIDs (`sidjax.data.mix`, cross-domain transfer).
 """
 from __future__ import annotations
 
@@ -191,6 +198,10 @@ def run(ctx) -> dict[str, Any]:
     elif c.collision == "append":
         sids = codes.append_disambiguation_level(sids)
         level_sizes.append(int(sids[:, -1].max()) + 1)
+    if ctx.dataset.item_domain is not None:
+        sids = codes.prefix_domains(sids, ctx.dataset.item_domain)
+        level_sizes.insert(0, len(ctx.dataset.domains))
+        report["domain_prefix"] = list(ctx.dataset.domains)
     report["final"] = codes.sid_statistics(sids, level_sizes)
     sids = sids.astype(np.int32)
     np.save(ctx.dir / SIDS_FILE, sids)
