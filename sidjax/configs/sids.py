@@ -63,6 +63,12 @@ def section() -> ml_collections.ConfigDict:
     return c
 
 
+def sid_length(config: ml_collections.ConfigDict) -> int:
+    """Tokens of one item's SID that `config` makes: the learned levels, the collision policy's extra
+    level (append), the domain prefix of a mix."""
+    return config.sids.levels + (config.sids.collision == "append") + (config.data.source == "mix")
+
+
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
     require(c.source in SOURCES, f"{name}.source", f"'{c.source}' is not one of {SOURCES}")
     require(c.levels >= 1, f"{name}.levels", "must be >= 1")

@@ -20,6 +20,7 @@ import ml_collections
 
 from sidjax import bundle as bundles
 from sidjax.configs import ConfigError, entry_section, stage_of
+from sidjax.configs.sids import sid_length
 from sidjax.data.dataset import RecDataset
 from sidjax.model.config import scratch
 from sidjax.stages import sids as sids_stage
@@ -67,7 +68,7 @@ def _sid_tokens(config: ml_collections.ConfigDict, model_dir: Path | None) -> in
             record = {}  # a damaged bundle is named when it loads
         if record.get("level_offsets"):
             return len(record["level_offsets"])
-    return config.sids.levels + (config.sids.collision == "append") + (config.data.source == "mix")
+    return sid_length(config)
 
 
 def check_prompt_length(config: ml_collections.ConfigDict, dataset: RecDataset, model_dir: Path | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
+from sidjax.configs.sids import sid_length
 from sidjax.model.config import ModelConfig
 from sidjax.parallel import memory
 
@@ -18,7 +19,7 @@ def stage_workload(config: ml_collections.ConfigDict, stage: str) -> memory.Work
                                grad_accum_steps=c.grad_accum_steps, logits_chunk=c.logits_chunk, remat=remat)
     if stage == "grpo":
         c = config.grpo
-        generated = c.max_new_tokens if c.rollout == "sample" else config.sids.levels
+        generated = c.max_new_tokens if c.rollout == "sample" else sid_length(config)
         sequences = c.batch_size * c.group_size
         length = c.prompt_length + generated
         return memory.Workload(batch_size=sequences, seq_len=length, logits_chunk=c.logits_chunk, remat=remat,
@@ -26,7 +27,7 @@ def stage_workload(config: ml_collections.ConfigDict, stage: str) -> memory.Work
     if stage == "sdpo":
         c = config.sdpo
         return memory.Workload(batch_size=c.batch_size * (c.negatives + 1),
-                               seq_len=c.prompt_length + config.sids.levels, logits_chunk=c.logits_chunk, remat=remat,
+                               seq_len=c.prompt_length + sid_length(config), logits_chunk=c.logits_chunk, remat=remat,
                                reference_model=True)
     raise ValueError(f"no memory plan for stage '{stage}' (model stages: sft, reason_sft, grpo, sdpo)")
 
