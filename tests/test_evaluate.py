@@ -83,21 +83,21 @@ def test_reasoning_mode_continues_the_search_after_the_thought(setup):
 
     dataset, rec = setup
     think = SamplingParams(max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                           stop_tokens=(), num_samples=1)
+                           no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=1)
     histories = [[1, 2], [3]]
     out = rec.search(histories, SearchSettings(beams=4, mode="reasoning", think=think))
     prompts = rec.prompt_ids(histories, "reasoning")
     assert "Think step by step" in rec.format.tokenizer.decode(prompts[0])
     tokens, mask = pad_prompts(prompts, bucket=32, pad_id=rec.format.eos_id)
-    stops = (rec.think_close_id, *rec.format.stop_ids)
+    # A thought ends at `</think>` or the budget: ending the turn inside it is suppressed.
     thought = generate(rec.model, jnp.asarray(tokens), jnp.asarray(mask), SamplingParams(
-        max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, stop_tokens=stops,
-        num_samples=1),
+        max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram=0,
+        stop_tokens=(rec.think_close_id,), suppress_tokens=tuple(rec.format.stop_ids), num_samples=1),
         rng=jax.random.key(0), pad_id=rec.format.eos_id)
     continued = []
     for i, prompt in enumerate(prompts):
-        ids = [t for t in np.asarray(thought.tokens)[i, 0, : int(thought.lengths[i, 0])].tolist()
-               if t == rec.think_close_id or t not in rec.format.stop_ids]
+        ids = np.asarray(thought.tokens)[i, 0, : int(thought.lengths[i, 0])].tolist()
+        assert not set(ids) & set(rec.format.stop_ids)
         # The text is what the model wrote; the search continues after a `</think>` either way.
         assert out.reasoning[i] == rec.format.tokenizer.decode(ids, skip_special_tokens=False)
         if ids[-1:] != [rec.think_close_id]:
@@ -114,7 +114,7 @@ def test_reasoning_eval_measures_every_thought_in_records_and_metrics(setup, tmp
 
     dataset, rec = setup
     think = SamplingParams(max_new_tokens=6, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                           stop_tokens=(), num_samples=1)
+                           no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=1)
     path = tmp_path / "test.jsonl"
     metrics, _ = evaluate_split(rec, dataset, "test", SearchSettings(beams=4, mode="reasoning", think=think),
                                 batch_size=4, ks=(1, 3), max_users=6, samples_path=path)
@@ -127,6 +127,31 @@ def test_reasoning_eval_measures_every_thought_in_records_and_metrics(setup, tmp
         assert r["reasoning_quality"] == expected
     summary = summarize(r["reasoning_quality"] for r in records)
     assert summary and all(metrics[k] == v for k, v in summary.items())
+
+
+def test_reasoning_that_cites_history_writes_only_history_sids(setup, tmp_path):
+    """With citations="history" every SID a thought writes is one of its own history's (a random model, left
+    free, writes SIDs of other items), and the evaluation records it as grounded."""
+    from sidjax.eval.reasoning_quality import cited_sids
+
+    dataset, rec = setup
+    think = SamplingParams(max_new_tokens=24, temperature=1.5, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                           no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=1)
+    cited = {}
+    for citations in ("free", "history"):
+        path = tmp_path / f"{citations}.jsonl"
+        settings = SearchSettings(beams=4, mode="reasoning", think=think, citations=citations)
+        evaluate_split(rec, dataset, "test", settings, batch_size=4, ks=(1, 3), max_users=8, samples_path=path)
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        cited[citations] = [(set(cited_sids(r["reasoning"])), {h["sid"] for h in r["history"]}, r["reasoning_quality"])
+                            for r in records]
+    assert any(sids - history for sids, history, _ in cited["free"])
+    assert any(sids for sids, _, _ in cited["history"])
+    for sids, history, quality in cited["history"]:
+        assert sids <= history
+        assert quality["grounded"] == bool(sids)
+    with pytest.raises(ValueError, match="citations must be one of"):
+        rec.search([[1]], SearchSettings(beams=2, mode="reasoning", think=think, citations="items"))
 
 
 def test_bad_history_names_it(setup):
@@ -217,7 +242,7 @@ def test_ensemble_of_saved_bundles_searches_the_members_mean(setup, tmp_path):
     ensemble = Recommender((rec.model, other), rec.format, rec.sids, np.asarray(rec.tables.level_offsets),
                            LEVEL_SIZES)
     think = SamplingParams(max_new_tokens=4, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                           stop_tokens=(), num_samples=1)
+                           no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=1)
     with pytest.raises(ValueError, match="direct mode only"):
         ensemble.search([[1, 2]], SearchSettings(beams=2, mode="reasoning", think=think))
 

@@ -238,7 +238,7 @@ def test_sample_rollout_step_runs_with_reasoning_format():
     section.mode = "reasoning"
     settings = settings_from(grpo.GrpoSettings, section, think_end_id=11)
     params = SamplingParams(max_new_tokens=6, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                            stop_tokens=(10,), num_samples=3)
+                            no_repeat_ngram=0, stop_tokens=(10,), suppress_tokens=(), num_samples=3)
     state = toy_state(learning_rate=1e-3)
     ref_params = jax.tree.map(jnp.copy, state.model_arrays())
     tables = TrieTables.from_trie(SidTrie.build(SIDS, (4, 4, 4)), OFFSETS)

@@ -1,14 +1,15 @@
 """Sampler: greedy and log-probs equal a step-by-step full forward; the filtered distributions equal numpy's;
-the repetition penalty equals transformers'."""
+the repetition penalty and the n-gram ban equal transformers'."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from transformers import RepetitionPenaltyLogitsProcessor
+from transformers import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
 from flax import nnx
 
-from sidjax.decode.sample import SamplingParams, generate, pad_prompts, penalize_repeats, sample_logits
+from sidjax.decode.sample import (SamplingParams, generate, pad_prompts, penalize_repeats, repeated_ngram_bans,
+                                  sample_logits)
 from sidjax.model.config import preset
 from sidjax.model.transformer import CausalLM
 
@@ -28,8 +29,8 @@ def model():
 
 
 def _params(**changes):
-    values = dict(max_new_tokens=6, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, stop_tokens=(),
-                  num_samples=1)
+    values = dict(max_new_tokens=6, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                  no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=1)
     values.update(changes)
     return SamplingParams(**values)
 
@@ -128,6 +129,8 @@ def test_bad_settings_raise():
         _params(temperature=-1.0)
     with pytest.raises(ValueError, match="repetition_penalty"):
         _params(repetition_penalty=0.0)
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        _params(no_repeat_ngram=-1)
     with pytest.raises(ValueError, match="empty"):
         pad_prompts([[1], []], bucket=4, pad_id=PAD)
 
@@ -181,3 +184,61 @@ def test_greedy_with_repetition_penalty_matches_transformers_step_by_step(model)
             assert row[step] == expected, (i, step)
         logp = _teacher_forced(model, prompt, row)
         np.testing.assert_allclose(np.asarray(out.logprobs)[i, 0], logp[np.arange(8), row], atol=1e-4)
+
+
+def _hf_bans(generated, n):
+    """The tokens transformers' no_repeat_ngram_size bans after `generated` (its input ids)."""
+    scores = torch.zeros((1, VOCAB))
+    banned = NoRepeatNGramLogitsProcessor(n)(torch.as_tensor([generated]), scores)
+    return set(np.flatnonzero(np.isinf(banned.numpy()[0])).tolist())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_ngram_bans_match_transformers_on_the_continuation(n):
+    """At every step of a repetitive buffer, the bans equal transformers' processor run on the tokens so far."""
+    rng = np.random.default_rng(n)
+    buffer = rng.integers(0, 4, size=(3, 12)).astype(np.int32)  # 4 symbols: many repeated n-grams
+    for step in range(buffer.shape[1]):
+        ours = np.asarray(repeated_ngram_bans(jnp.asarray(buffer), jnp.asarray(step), n, VOCAB))
+        for row in range(buffer.shape[0]):
+            expected = _hf_bans(buffer[row, :step].tolist(), n) if step else set()
+            assert set(np.flatnonzero(ours[row]).tolist()) == expected, (n, step, row)
+
+
+def test_greedy_with_ngram_ban_never_repeats_and_is_otherwise_greedy(model):
+    """Each token is the argmax of the model's logits with transformers' bans over the continuation so far;
+    no bigram repeats within a row, while prompt bigrams stay allowed; the log-probs stay the model's own."""
+    prompts = [[5, 9, 5, 9, 5], [11, 2], [4, 4, 8]]
+    tokens, mask = pad_prompts(prompts, bucket=8, pad_id=PAD)
+    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(no_repeat_ngram=2, max_new_tokens=12),
+                   rng=jax.random.key(0), pad_id=PAD)
+    plain = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(max_new_tokens=12),
+                     rng=jax.random.key(0), pad_id=PAD)
+    assert not np.array_equal(out.tokens, plain.tokens)  # a tiny greedy model loops; the ban breaks it
+    for i, prompt in enumerate(prompts):
+        row = np.asarray(out.tokens)[i, 0].tolist()
+        bigrams = list(zip(row, row[1:]))
+        assert len(set(bigrams)) == len(bigrams), (i, row)
+        logits = _teacher_forced_logits(model, prompt, row)
+        for step in range(len(row)):
+            allowed = logits[step].copy()
+            allowed[list(_hf_bans(row[:step], 2) if step else [])] = -np.inf
+            assert row[step] == allowed.argmax(), (i, step)
+        logp = _teacher_forced(model, prompt, row)
+        np.testing.assert_allclose(np.asarray(out.logprobs)[i, 0], logp[np.arange(12), row], atol=1e-4)
+
+
+def test_suppressed_tokens_are_never_generated(model):
+    """A tiny greedy model repeats its prompt's last token; suppressed, it writes the next best token instead."""
+    tokens, mask = pad_prompts(PROMPTS, bucket=8, pad_id=PAD)
+    plain = np.asarray(generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(), rng=jax.random.key(0),
+                                pad_id=PAD).tokens)
+    suppressed = tuple(sorted(set(plain[:, 0, 0].tolist())))
+    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(suppress_tokens=suppressed),
+                   rng=jax.random.key(0), pad_id=PAD)
+    assert not set(np.asarray(out.tokens).ravel().tolist()) & set(suppressed)
+    for i, prompt in enumerate(PROMPTS):
+        row = np.asarray(out.tokens)[i, 0].tolist()
+        logits = _teacher_forced_logits(model, prompt, row)
+        logits[:, list(suppressed)] = -np.inf
+        assert row == logits.argmax(-1).tolist(), i

@@ -11,7 +11,7 @@ import ml_collections
 
 from sidjax.configs.domains import add_domains_knob, validate_domains
 from sidjax.configs.rules import require
-from sidjax.decode.options import MODES, NORMALIZATIONS
+from sidjax.decode.options import CITATIONS, MODES, NORMALIZATIONS
 
 
 def section() -> ml_collections.ConfigDict:
@@ -33,6 +33,8 @@ def section() -> ml_collections.ConfigDict:
     c.think_top_k = 0  # 0: off
     c.think_top_p = 1.0  # 1.0: off
     c.think_repetition_penalty = 1.0  # 1.0: off; > 1 discourages tokens already in the prompt or the reasoning
+    c.think_no_repeat_ngram = 0  # 0: off; else no n-gram of this many tokens repeats within the reasoning
+    c.citations = "free"  # reasoning mode: "free", or "history": every SID the reasoning writes is a history item's
     # The model stage entries scored: one model, or two or more searched as one ensemble (direct mode only).
     c.models = ("grpo",)
     c.checkpoint = ""  # "": score `models`; else a model stage dir or a run dir scored instead
@@ -67,6 +69,8 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(c.think_top_k >= 0, f"{name}.think_top_k", "must be >= 0 (0 = off)")
     require(0 < c.think_top_p <= 1, f"{name}.think_top_p", "must be in (0, 1]")
     require(c.think_repetition_penalty > 0, f"{name}.think_repetition_penalty", "must be > 0 (1.0 = off)")
+    require(c.citations in CITATIONS, f"{name}.citations", f"must be one of {CITATIONS}, got '{c.citations}'")
+    require(c.think_no_repeat_ngram >= 0, f"{name}.think_no_repeat_ngram", "must be >= 0 (0 = off)")
 
 
 def _validate_models(c: ml_collections.ConfigDict, name: str) -> None:

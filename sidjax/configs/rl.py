@@ -46,6 +46,7 @@ def grpo_section() -> ml_collections.ConfigDict:
     c.temperature = 1.0  # sampling rollouts
     c.top_p = 1.0
     c.repetition_penalty = 1.0  # sampling rollouts; 1.0: off (see sidjax.decode.sample.SamplingParams)
+    c.no_repeat_ngram = 0  # sampling rollouts; 0: off; else no n-gram of this many tokens repeats in a rollout
     c.max_new_tokens = 64  # sampling rollouts: reasoning + SID budget
     c.updates_per_batch = 1  # policy updates on each rollout batch (>1: old log-probs are cached)
     c.clip_eps_low = 0.2
@@ -105,6 +106,7 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(0 < c.top_p <= 1, f"{name}.top_p", f"must be in (0, 1], got {c.top_p}")
     require(c.repetition_penalty > 0, f"{name}.repetition_penalty",
             f"must be > 0 (1.0 = off), got {c.repetition_penalty}")
+    require(c.no_repeat_ngram >= 0, f"{name}.no_repeat_ngram", f"must be >= 0 (0 = off), got {c.no_repeat_ngram}")
     require(c.max_new_tokens > 0, f"{name}.max_new_tokens", f"must be > 0, got {c.max_new_tokens}")
     require(c.updates_per_batch >= 1, f"{name}.updates_per_batch", f"must be >= 1, got {c.updates_per_batch}")
     for key in ("clip_eps_low", "clip_eps_high"):

@@ -4,3 +4,5 @@
 NORMALIZATIONS = ("vocab", "level")
 # "direct": prompt -> SID; "reasoning": prompt -> <think> ... </think> -> SID.
 MODES = ("direct", "reasoning")
+# The SIDs a reasoning may write (sidjax.decode.citations): "free" any tokens; "history" only the user's items.
+CITATIONS = ("free", "history")

@@ -3,8 +3,8 @@
 The API the RL rollouts and reasoning-mode evaluation build on:
 
     tokens, mask = pad_prompts(prompt_ids, bucket=32, pad_id=tok.pad_id)
-    params = SamplingParams(max_new_tokens=256, temperature=1.0, top_k=0, top_p=1.0,
-                            repetition_penalty=1.0, stop_tokens=(eos_id,), num_samples=8)
+    params = SamplingParams(max_new_tokens=256, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                            no_repeat_ngram=0, stop_tokens=(eos_id,), suppress_tokens=(), num_samples=8)
     out = generate(model, tokens, mask, params, rng=jax.random.key(0), pad_id=tok.pad_id)
     out.tokens [N, n, max_new_tokens], out.logprobs, out.lengths [N, n]
 
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from sidjax.decode import citations
 from sidjax.model.transformer import CausalLM, positions_from_mask
 
 
@@ -40,7 +41,12 @@ class SamplingParams:
     # 1.0: off; else transformers' repetition penalty: the logit of every token already in the prompt or
     # the continuation is divided by it (if positive) or multiplied by it (if negative) before sampling.
     repetition_penalty: float
+    # 0: off; else a token that would repeat an n-gram of this many tokens already in the row's continuation
+    # is never picked (transformers' no_repeat_ngram_size, but over the generated tokens only: n-grams of
+    # the prompt stay free, so a reasoning can still cite the history it was given).
+    no_repeat_ngram: int
     stop_tokens: tuple[int, ...]  # a row ends after generating any of these (it is kept in the output)
+    suppress_tokens: tuple[int, ...]  # never generated (transformers' suppress_tokens)
     num_samples: int  # rows per prompt (an RL group); 1 for plain generation
 
     def __post_init__(self) -> None:
@@ -50,12 +56,14 @@ class SamplingParams:
             "top_k": self.top_k >= 0,
             "top_p": 0 < self.top_p <= 1,
             "repetition_penalty": self.repetition_penalty > 0,
+            "no_repeat_ngram": self.no_repeat_ngram >= 0,
             "num_samples": self.num_samples >= 1,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"SamplingParams.{name} has an invalid value {getattr(self, name)!r}")
-        object.__setattr__(self, "stop_tokens", tuple(int(t) for t in self.stop_tokens))
+        for name in ("stop_tokens", "suppress_tokens"):
+            object.__setattr__(self, name, tuple(int(t) for t in getattr(self, name)))
 
 
 @jax.tree_util.register_dataclass
@@ -114,6 +122,23 @@ def penalize_repeats(logits: jax.Array, seen: jax.Array, penalty: float) -> jax.
     return jnp.where(seen, jnp.where(logits > 0, logits / penalty, logits * penalty), logits)
 
 
+def repeated_ngram_bans(generated: jax.Array, step: jax.Array, n: int, vocab: int) -> jax.Array:
+    """bool [M, V]: the tokens that, generated at position `step`, would repeat an `n`-gram of `generated[:, :step]`.
+
+    A window of the continuation that equals its last n - 1 tokens bans the token that followed it.
+    """
+    rows, width = generated.shape
+    starts = jnp.arange(width)
+    match = jnp.broadcast_to(starts < step - (n - 1), (rows, width))  # windows whose next token is generated
+    last = jax.lax.dynamic_slice_in_dim(generated, jnp.maximum(step - (n - 1), 0), n - 1, axis=1)
+    for k in range(n - 1):
+        shifted = jnp.pad(generated[:, k:], ((0, 0), (0, k)), constant_values=-1)
+        match &= shifted == last[:, k:k + 1]
+    following = jnp.pad(generated[:, n - 1:], ((0, 0), (0, n - 1)), constant_values=vocab)
+    banned = jnp.zeros((rows, vocab + 1), bool).at[jnp.arange(rows)[:, None], jnp.where(match, following, vocab)]
+    return banned.set(True)[:, :vocab]
+
+
 def _seen_tokens(tokens: jax.Array, attention_mask: jax.Array, vocab: int) -> jax.Array:
     """bool [N, V]: which tokens each left-padded prompt row contains (padding excluded)."""
     rows = jnp.arange(tokens.shape[0])[:, None]
@@ -149,7 +174,7 @@ def _inverse_cdf_sample(logits: jax.Array, rng: jax.Array) -> jax.Array:
 
 
 def _generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng: jax.Array,
-              params: SamplingParams, pad_id: int) -> Generation:
+              params: SamplingParams, pad_id: int, cites: citations.Citations | None) -> Generation:
     n_prompts, width = tokens.shape
     n, steps = params.num_samples, params.max_new_tokens
     rows = n_prompts * n
@@ -162,55 +187,74 @@ def _generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng
     # Tokens seen so far per row (only tracked when penalized): a [rows, 1] dummy otherwise.
     seen = (jnp.repeat(_seen_tokens(tokens, attention_mask, first_logits.shape[-1]), n, axis=0) if penalize
             else jnp.zeros((rows, 1), bool))
+    if cites is not None:
+        cites = cites.repeat(n)
+    cited = citations.start(rows, cites) if cites is not None else ()  # the SID each row is writing
 
-    def pick(logits, step, done, seen):
+    def pick(logits, step, done, seen, cited, generated):
         shaped = penalize_repeats(logits, seen, params.repetition_penalty) if penalize else logits
+        if params.no_repeat_ngram:
+            bans = repeated_ngram_bans(generated, step, params.no_repeat_ngram, logits.shape[-1])
+            if cites is not None:  # a citation's path is fixed once begun: no ban may cut it off
+                bans &= (cited[0] == 0)[:, None]
+            shaped = jnp.where(bans, -jnp.inf, shaped)
+        if cites is not None:
+            shaped = jnp.where(citations.allowed(cites, *cited), shaped, -jnp.inf)
+        if params.suppress_tokens:
+            shaped = shaped.at[:, jnp.asarray(params.suppress_tokens)].set(-jnp.inf)
         token = sample_logits(shaped, jax.random.fold_in(rng, step), params)
         logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=-1)[:, 0]
         if penalize:
             seen = seen.at[jnp.arange(rows), token].set(True)
+        if cites is not None:
+            cited = citations.advance(cites, *cited, token)
         token = jnp.where(done, pad_id, token)
         logp = jnp.where(done, 0.0, logp)
-        return token, logp, done | jnp.isin(token, stop), seen
+        return token, logp, done | jnp.isin(token, stop), seen, cited
 
-    token, logp, done, seen = pick(first_logits, 0, jnp.zeros((rows,), bool), seen)
-    out_tokens = jnp.full((rows, steps), pad_id, jnp.int32).at[:, 0].set(token)
+    out_tokens = jnp.full((rows, steps), pad_id, jnp.int32)
+    token, logp, done, seen, cited = pick(first_logits, 0, jnp.zeros((rows,), bool), seen, cited, out_tokens)
+    out_tokens = out_tokens.at[:, 0].set(token)
     out_logp = jnp.zeros((rows, steps), jnp.float32).at[:, 0].set(logp)
     lengths = jnp.ones((rows,), jnp.int32)
     cache = model.init_cache(rows, steps)
 
     def cond(carry):
-        step, _, _, _, _, done, _, _ = carry
+        step, done = carry[0], carry[5]
         return (step < steps) & ~jnp.all(done)
 
     def body(carry):
-        step, token, cache, out_tokens, out_logp, done, lengths, seen = carry
+        step, token, cache, out_tokens, out_logp, done, lengths, seen, cited = carry
         hidden, cache = model.hidden_states(token[:, None], (start + step - 1)[:, None], cache=cache, prefix=prefix)
-        new_token, logp, new_done, seen = pick(model.logits(hidden[:, 0]), step, done, seen)
+        new_token, logp, new_done, seen, cited = pick(model.logits(hidden[:, 0]), step, done, seen, cited,
+                                                      out_tokens)
         out_tokens = out_tokens.at[:, step].set(new_token)
         out_logp = out_logp.at[:, step].set(logp)
         lengths = lengths + (~done).astype(jnp.int32)
-        return step + 1, new_token, cache, out_tokens, out_logp, new_done, lengths, seen
+        return step + 1, new_token, cache, out_tokens, out_logp, new_done, lengths, seen, cited
 
-    carry = (jnp.ones((), jnp.int32), token, cache, out_tokens, out_logp, done, lengths, seen)
-    _, _, _, out_tokens, out_logp, done, lengths, _ = jax.lax.while_loop(cond, body, carry)
+    carry = (jnp.ones((), jnp.int32), token, cache, out_tokens, out_logp, done, lengths, seen, cited)
+    _, _, _, out_tokens, out_logp, done, lengths, _, _ = jax.lax.while_loop(cond, body, carry)
     shape = (n_prompts, n)
     return Generation(tokens=out_tokens.reshape(*shape, steps), logprobs=out_logp.reshape(*shape, steps),
                       lengths=lengths.reshape(shape), stopped=done.reshape(shape))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "params", "pad_id"))
-def _generate_jit(graphdef, state, tokens, attention_mask, rng, *, params, pad_id):
-    return _generate(nnx.merge(graphdef, state), tokens, attention_mask, rng, params, pad_id)
+def _generate_jit(graphdef, state, tokens, attention_mask, rng, cites, *, params, pad_id):
+    return _generate(nnx.merge(graphdef, state), tokens, attention_mask, rng, params, pad_id, cites)
 
 
 def generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, params: SamplingParams, *,
-             rng: jax.Array, pad_id: int) -> Generation:
+             rng: jax.Array, pad_id: int, cites: citations.Citations | None = None) -> Generation:
     """Continue each left-padded prompt (tokens/attention_mask [N, T], e.g. from `pad_prompts`).
 
-    Deterministic for a given `rng`; greedy (`temperature=0`) ignores it.
+    Deterministic for a given `rng`; greedy (`temperature=0`) ignores it. `cites`: the SIDs each
+    prompt's continuation may write (`sidjax.decode.citations`); None: any.
     """
     if tokens.shape != attention_mask.shape or tokens.ndim != 2:
         raise ValueError(f"tokens {tokens.shape} and attention_mask {attention_mask.shape} must both be [N, T]")
+    if cites is not None and cites.sids.shape[0] != tokens.shape[0]:
+        raise ValueError(f"cites has {cites.sids.shape[0]} rows for {tokens.shape[0]} prompts")
     graphdef, state = nnx.split(model)
-    return _generate_jit(graphdef, state, tokens, attention_mask, rng, params=params, pad_id=pad_id)
+    return _generate_jit(graphdef, state, tokens, attention_mask, rng, cites, params=params, pad_id=pad_id)

@@ -33,7 +33,8 @@ from sidjax.data.formatting import ChatFormat
 from sidjax.data.task_names import CHAT_STYLES
 from sidjax.data.tasks import THINK_CLOSE, next_item_prompt, reasoning_target, sid_strings
 from sidjax.decode.beam import TrieTables, beam_search
-from sidjax.decode.options import MODES
+from sidjax.decode.citations import Citations, history_citations, token_levels
+from sidjax.decode.options import CITATIONS, MODES
 from sidjax.decode.sample import SamplingParams, generate, pad_prompts
 from sidjax.eval import reasoning_quality
 from sidjax.eval.rescore import DenseRescorer
@@ -66,6 +67,7 @@ class SearchSettings:
     mode: str = "direct"
     prompt_bucket: int = 32
     think: SamplingParams | None = None  # reasoning mode's generation settings
+    citations: str = "free"  # reasoning mode: the SIDs a thought may write (sidjax.decode.options.CITATIONS)
     seed: int = 0
 
 
@@ -143,7 +145,7 @@ class Recommender:
                 raise ValueError("reasoning mode thinks with one model; an ensemble searches in direct mode only")
             if self.think_close_id is None:
                 raise ValueError(f"reasoning mode: '{THINK_CLOSE}' is not a token of the model's tokenizer")
-            prompts, reasoning = _think(self, prompts, settings, pad_id, batch_index)
+            prompts, reasoning = _think(self, histories, prompts, settings, pad_id, batch_index)
         tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
         result = beam_search(self.model, *put_batch((tokens, mask), self.mesh, rows="global"), self.tables,
                              num_beams=settings.beams, normalize=settings.normalize)
@@ -153,8 +155,8 @@ class Recommender:
         return recs if self.rescorer is None else self.rescorer.rescore(histories, recs, self.trie.leaf_items)
 
     def recommend(self, history: Sequence[int], *, beams: int = 10, mode: str = "direct", normalize: str = "vocab",
-                  max_think_tokens: int = 256, repetition_penalty: float = 1.0, domain: str = ""
-                  ) -> list[dict[str, Any]]:
+                  max_think_tokens: int = 256, repetition_penalty: float = 1.0, no_repeat_ngram: int = 0,
+                  citations: str = "free", domain: str = "") -> list[dict[str, Any]]:
         """Top-`beams` next items for one history of item ids, best first (greedy thinking in reasoning mode).
 
         Each row: the SID, its score, the items that carry it and their titles (and the thinking, in
@@ -170,12 +172,14 @@ class Recommender:
                 raise ValueError(f"domain '{domain}' is not one of this model's domains {list(dataset.domains)}")
             return self.within(dataset.domain_items((domain,))).recommend(
                 history, beams=beams, mode=mode, normalize=normalize, max_think_tokens=max_think_tokens,
-                repetition_penalty=repetition_penalty)
+                repetition_penalty=repetition_penalty, no_repeat_ngram=no_repeat_ngram, citations=citations)
         think = None
         if mode == "reasoning":
             think = SamplingParams(max_new_tokens=max_think_tokens, temperature=0.0, top_k=0, top_p=1.0,
-                                   repetition_penalty=repetition_penalty, stop_tokens=(), num_samples=1)
-        out = self.search([list(history)], SearchSettings(beams=beams, normalize=normalize, mode=mode, think=think))
+                                   repetition_penalty=repetition_penalty, no_repeat_ngram=no_repeat_ngram,
+                                   stop_tokens=(), suppress_tokens=(), num_samples=1)
+        out = self.search([list(history)], SearchSettings(beams=beams, normalize=normalize, mode=mode, think=think,
+                                                          citations=citations))
         require_found(out, ["the history"])
         titles = self.bundle.dataset.titles()
         rows = []
@@ -206,22 +210,34 @@ def require_found(out: Recommendations, names: Sequence[str]) -> None:
                          f"(the model's scores are NaN or Inf): its weights are damaged or diverged")
 
 
-def _think(rec: Recommender, prompts: list[list[int]], settings: SearchSettings, pad_id: int,
-           batch_index: int) -> tuple[list[list[int]], list[str]]:
-    """Generate up to the budget until `</think>` (or end of turn); the prompts the SID search continues from.
+def _think(rec: Recommender, histories: Sequence[Sequence[int]], prompts: list[list[int]],
+           settings: SearchSettings, pad_id: int, batch_index: int) -> tuple[list[list[int]], list[str]]:
+    """Generate up to the budget until `</think>`; the prompts the SID search continues from.
 
-    A thought that ran out of budget or ended its turn gets `</think>` appended (not in its text, so
-    the text shows whether the model closed it), then the separator that training puts between
-    `</think>` and the SID.
+    A reasoning-mode turn is `<think> ... </think> SID`, so the end of the turn is no move inside a
+    thought: it is suppressed, and a thought ends by `</think>` or by the budget. One cut at the
+    budget gets `</think>` appended (not in its text, so the text shows whether the model closed it),
+    then the separator that training puts between `</think>` and the SID. With `citations="history"`
+    every SID a thought writes is one of its history's.
     """
+    if settings.citations not in CITATIONS:
+        raise ValueError(f"citations must be one of {CITATIONS}, got '{settings.citations}'")
     tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
-    params = dataclasses.replace(settings.think, stop_tokens=(rec.think_close_id, *rec.format.stop_ids))
+    params = dataclasses.replace(settings.think, stop_tokens=(rec.think_close_id,),
+                                 suppress_tokens=tuple(rec.format.stop_ids))
+    cites = None
+    if settings.citations == "history":
+        levels = token_levels(rec.model.config.vocab_size, rec.level_offsets, rec.trie.level_sizes)
+        host = history_citations(rec.sids, histories, rec.level_offsets, levels)
+        cites = Citations(put_batch(host.sids, rec.mesh, rows="global"),
+                          put_batch(host.token_level, rec.mesh, rows="replicated"))
     thoughts = generate(rec.model, *put_batch((tokens, mask), rec.mesh, rows="global"), params,
-                        rng=jax.random.fold_in(jax.random.key(settings.seed), batch_index), pad_id=pad_id)
+                        rng=jax.random.fold_in(jax.random.key(settings.seed), batch_index), pad_id=pad_id,
+                        cites=cites)
     thoughts = rec._gather(thoughts)
     continued, texts = [], []
     for prompt, row, length in zip(prompts, thoughts.tokens[:, 0], thoughts.lengths[:, 0]):
-        thought = [int(t) for t in row[:length] if t not in rec.format.stop_ids or t == rec.think_close_id]
+        thought = [int(t) for t in row[:length]]
         texts.append(rec.format.tokenizer.decode(thought, skip_special_tokens=False))  # what the model wrote
         if not thought or thought[-1] != rec.think_close_id:
             thought.append(rec.think_close_id)

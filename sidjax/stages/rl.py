@@ -150,7 +150,8 @@ def grpo_rollout(run: _Run, c: ml_collections.ConfigDict) -> grpo.RolloutFn:
     if c.rollout == "beam":
         return grpo.beam_rollout(c.group_size)
     params = SamplingParams(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_k=0, top_p=c.top_p,
-                            repetition_penalty=c.repetition_penalty, stop_tokens=run.rec.format.stop_ids, num_samples=c.group_size)
+                            repetition_penalty=c.repetition_penalty, no_repeat_ngram=c.no_repeat_ngram,
+                            stop_tokens=run.rec.format.stop_ids, suppress_tokens=(), num_samples=c.group_size)
     return grpo.sample_rollout(params, pad_id=run.rec.format.eos_id)
 
 

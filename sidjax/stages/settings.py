@@ -18,7 +18,8 @@ def search_settings(c: ml_collections.ConfigDict) -> SearchSettings:
     if c.mode == "reasoning":
         think = SamplingParams(max_new_tokens=c.max_think_tokens, temperature=c.think_temperature,
                                top_k=c.think_top_k, top_p=c.think_top_p,
-                               repetition_penalty=c.think_repetition_penalty, stop_tokens=(), num_samples=1)
+                               repetition_penalty=c.think_repetition_penalty, no_repeat_ngram=c.think_no_repeat_ngram,
+                               stop_tokens=(), suppress_tokens=(), num_samples=1)
     return settings_from(SearchSettings, c, think=think)
 
 
