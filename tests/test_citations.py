@@ -7,9 +7,10 @@ import pytest
 from flax import nnx
 
 from sidjax.decode import citations
-from sidjax.decode.sample import SamplingParams, generate, pad_prompts
+from sidjax.decode.sample import generate, pad_prompts
 from sidjax.model.config import preset
 from sidjax.model.transformer import CausalLM
+from test_sample import greedy_params
 
 VOCAB = 50
 PAD = 0
@@ -26,10 +27,7 @@ def model():
 
 
 def _params(**changes):
-    values = dict(max_new_tokens=16, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                  no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=1)
-    values.update(changes)
-    return SamplingParams(**values)
+    return greedy_params(**{"max_new_tokens": 16, **changes})
 
 
 def _cites():

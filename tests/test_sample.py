@@ -28,7 +28,8 @@ def model():
     return CausalLM(preset("tiny", VOCAB), rngs=nnx.Rngs(2))
 
 
-def _params(**changes):
+def greedy_params(**changes) -> SamplingParams:
+    """Greedy decoding of 6 tokens with nothing else on, then `changes` (sampling settings too)."""
     values = dict(max_new_tokens=6, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
                   no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=1)
     values.update(changes)
@@ -54,7 +55,7 @@ PROMPTS = [[5, 9, 3, 7, 1], [11, 2], [4, 4, 8]]
 def test_greedy_matches_full_forward_with_left_padding(model):
     tokens, mask = pad_prompts(PROMPTS, bucket=4, pad_id=PAD)
     assert tokens.shape == (3, 8) and mask.sum() == 10
-    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(), rng=jax.random.key(0), pad_id=PAD)
+    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), greedy_params(), rng=jax.random.key(0), pad_id=PAD)
     assert out.tokens.shape == (3, 1, 6)
     for i, prompt in enumerate(PROMPTS):
         row = np.asarray(out.tokens)[i, 0]
@@ -66,12 +67,12 @@ def test_greedy_matches_full_forward_with_left_padding(model):
 
 def test_stop_token_ends_a_row_and_pads_the_rest(model):
     tokens, mask = pad_prompts(PROMPTS[:1], bucket=1, pad_id=PAD)
-    free = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(), rng=jax.random.key(0), pad_id=PAD)
+    free = generate(model, jnp.asarray(tokens), jnp.asarray(mask), greedy_params(), rng=jax.random.key(0), pad_id=PAD)
     ref_tokens = np.asarray(free.tokens)[0, 0].tolist()
     stop = ref_tokens[2]
     first = ref_tokens.index(stop)
     tokens, mask = pad_prompts(PROMPTS[:1], bucket=1, pad_id=PAD)
-    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(stop_tokens=(stop,)),
+    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), greedy_params(stop_tokens=(stop,)),
                    rng=jax.random.key(0), pad_id=PAD)
     row = np.asarray(out.tokens)[0, 0]
     assert row[: first + 1].tolist() == ref_tokens[: first + 1]
@@ -82,7 +83,7 @@ def test_stop_token_ends_a_row_and_pads_the_rest(model):
 
 def test_samples_are_deterministic_per_rng_and_differ_within_a_group(model):
     tokens, mask = pad_prompts(PROMPTS, bucket=8, pad_id=PAD)
-    params = _params(temperature=1.5, num_samples=4, max_new_tokens=8)
+    params = greedy_params(temperature=1.5, num_samples=4, max_new_tokens=8)
     a = generate(model, jnp.asarray(tokens), jnp.asarray(mask), params, rng=jax.random.key(3), pad_id=PAD)
     b = generate(model, jnp.asarray(tokens), jnp.asarray(mask), params, rng=jax.random.key(3), pad_id=PAD)
     np.testing.assert_array_equal(a.tokens, b.tokens)
@@ -114,7 +115,7 @@ def _numpy_filtered(logits, temperature, top_k, top_p):
 def test_sampling_distribution_matches_numpy(temperature, top_k, top_p):
     logits = np.asarray([1.0, 0.2, -0.5, 2.0, 0.0, 1.5, -2.0], np.float32)
     draws = 40000
-    params = _params(temperature=temperature, top_k=top_k, top_p=top_p)
+    params = greedy_params(temperature=temperature, top_k=top_k, top_p=top_p)
     tokens = jax.jit(lambda k: sample_logits(jnp.broadcast_to(logits, (draws, 7)), k, params))(jax.random.key(0))
     freq = np.bincount(np.asarray(tokens), minlength=7) / draws
     expected = _numpy_filtered(logits.astype(np.float64), temperature, top_k, top_p)
@@ -124,13 +125,13 @@ def test_sampling_distribution_matches_numpy(temperature, top_k, top_p):
 
 def test_bad_settings_raise():
     with pytest.raises(ValueError, match="top_p"):
-        _params(top_p=0.0)
+        greedy_params(top_p=0.0)
     with pytest.raises(ValueError, match="temperature"):
-        _params(temperature=-1.0)
+        greedy_params(temperature=-1.0)
     with pytest.raises(ValueError, match="repetition_penalty"):
-        _params(repetition_penalty=0.0)
+        greedy_params(repetition_penalty=0.0)
     with pytest.raises(ValueError, match="no_repeat_ngram"):
-        _params(no_repeat_ngram=-1)
+        greedy_params(no_repeat_ngram=-1)
     with pytest.raises(ValueError, match="empty"):
         pad_prompts([[1], []], bucket=4, pad_id=PAD)
 
@@ -142,7 +143,7 @@ def test_sampling_draws_only_allowed_tokens_across_blocks():
     probs = np.asarray([0.1, 0.2, 0.3, 0.15, 0.25])
     logits = np.full((vocab,), -np.inf, np.float32)
     logits[allowed] = np.log(probs)
-    params = _params(temperature=1.0, top_k=0, top_p=1.0)
+    params = greedy_params(temperature=1.0, top_k=0, top_p=1.0)
     tokens = jax.jit(lambda k: sample_logits(jnp.broadcast_to(logits, (draws, vocab)), k, params))(jax.random.key(1))
     freq = np.bincount(np.asarray(tokens), minlength=vocab) / draws
     assert set(np.flatnonzero(freq)) == set(allowed)
@@ -171,9 +172,9 @@ def test_greedy_with_repetition_penalty_matches_transformers_step_by_step(model)
     the log-probs stay the model's own."""
     penalty = 3.0
     tokens, mask = pad_prompts(PROMPTS, bucket=8, pad_id=PAD)
-    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(repetition_penalty=penalty, max_new_tokens=8),
-                   rng=jax.random.key(0), pad_id=PAD)
-    plain = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(max_new_tokens=8),
+    params = greedy_params(repetition_penalty=penalty, max_new_tokens=8)
+    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), params, rng=jax.random.key(0), pad_id=PAD)
+    plain = generate(model, jnp.asarray(tokens), jnp.asarray(mask), greedy_params(max_new_tokens=8),
                      rng=jax.random.key(0), pad_id=PAD)
     assert not np.array_equal(out.tokens, plain.tokens)  # the penalty changes what a tiny model repeats
     for i, prompt in enumerate(PROMPTS):
@@ -210,9 +211,9 @@ def test_greedy_with_ngram_ban_never_repeats_and_is_otherwise_greedy(model):
     no bigram repeats within a row, while prompt bigrams stay allowed; the log-probs stay the model's own."""
     prompts = [[5, 9, 5, 9, 5], [11, 2], [4, 4, 8]]
     tokens, mask = pad_prompts(prompts, bucket=8, pad_id=PAD)
-    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(no_repeat_ngram=2, max_new_tokens=12),
+    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), greedy_params(no_repeat_ngram=2, max_new_tokens=12),
                    rng=jax.random.key(0), pad_id=PAD)
-    plain = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(max_new_tokens=12),
+    plain = generate(model, jnp.asarray(tokens), jnp.asarray(mask), greedy_params(max_new_tokens=12),
                      rng=jax.random.key(0), pad_id=PAD)
     assert not np.array_equal(out.tokens, plain.tokens)  # a tiny greedy model loops; the ban breaks it
     for i, prompt in enumerate(prompts):
@@ -231,10 +232,10 @@ def test_greedy_with_ngram_ban_never_repeats_and_is_otherwise_greedy(model):
 def test_suppressed_tokens_are_never_generated(model):
     """A tiny greedy model repeats its prompt's last token; suppressed, it writes the next best token instead."""
     tokens, mask = pad_prompts(PROMPTS, bucket=8, pad_id=PAD)
-    plain = np.asarray(generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(), rng=jax.random.key(0),
+    plain = np.asarray(generate(model, jnp.asarray(tokens), jnp.asarray(mask), greedy_params(), rng=jax.random.key(0),
                                 pad_id=PAD).tokens)
     suppressed = tuple(sorted(set(plain[:, 0, 0].tolist())))
-    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(suppress_tokens=suppressed),
+    out = generate(model, jnp.asarray(tokens), jnp.asarray(mask), greedy_params(suppress_tokens=suppressed),
                    rng=jax.random.key(0), pad_id=PAD)
     assert not set(np.asarray(out.tokens).ravel().tolist()) & set(suppressed)
     for i, prompt in enumerate(PROMPTS):
