@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 
 
-
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Citations:
