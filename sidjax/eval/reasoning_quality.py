@@ -8,7 +8,9 @@ Per sample (`assess`), written beside it in the eval's JSONL, and as shares over
   least `MIN_TEXT_WORDS` of them hold a letter outside SID tokens (a thought that is only a SID,
   or only numbers, is no reasoning).
 - loop: some 4-gram of words occurs three or more times.
-- grounded: the text cites a history item, by its SID or its title (case-insensitive).
+- grounded: the text cites a history item, by its SID or its title (case-insensitive). Under
+  `eval.citations = "history"` every cited SID is a history item's by construction, so there it
+  only says that the thought cites one at all.
 - cited_valid: every SID it cites is a real item's (None: it cites none).
 - consistent: the last SID it cites is the one ranked first after it (None: it cites none).
 """
