@@ -42,8 +42,12 @@ class Split:
         """The last `n` samples (all when n <= 0 or n >= len): splits are kept in target-time order."""
         if n <= 0 or n >= len(self):
             return self
-        return Split(users=self.users[-n:], history=self.history[-n:], history_len=self.history_len[-n:],
-                     target=self.target[-n:])
+        return self.take(slice(-n, None))
+
+    def take(self, rows: np.ndarray | slice) -> "Split":
+        """The samples at `rows` (an index array or a slice), in that order."""
+        return Split(users=self.users[rows], history=self.history[rows], history_len=self.history_len[rows],
+                     target=self.target[rows])
 
     @classmethod
     def from_rows(cls, rows: Sequence[tuple[int, Sequence[int], int]], max_history: int) -> "Split":

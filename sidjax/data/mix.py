@@ -34,11 +34,6 @@ def _concat(parts: Sequence[Split]) -> Split:
                  target=np.concatenate([p.target for p in parts]))
 
 
-def _take(split: Split, rows: np.ndarray) -> Split:
-    return Split(users=split.users[rows], history=split.history[rows], history_len=split.history_len[rows],
-                 target=split.target[rows])
-
-
 def mixture_rows(sizes: Sequence[int], weights: Sequence[float], seed: int) -> list[np.ndarray]:
     """Per domain, the train rows (indices into its own split) that give it `weights`' share of the total.
 
@@ -74,7 +69,7 @@ def merge(datasets: Mapping[str, RecDataset], weights: Sequence[float] = (), see
         shifted = [_shift(p.splits[split], int(io), int(uo), width)
                    for p, io, uo in zip(parts, item_offsets, user_offsets)]
         if split == "train":
-            shifted = [_take(s, rows) for s, rows in zip(shifted, kept)]
+            shifted = [s.take(rows) for s, rows in zip(shifted, kept)]
         splits[split] = _concat(shifted)
     sequences = {int(uo) + user: tuple(int(io) + i for i in seq)
                  for p, io, uo in zip(parts, item_offsets, user_offsets) for user, seq in p.sequences.items()}
@@ -111,7 +106,7 @@ def restrict(dataset: RecDataset, domains: Sequence[str]) -> RecDataset:
     splits, source_rows = {}, {}
     for split in SPLITS:
         rows = np.flatnonzero(np.isin(sample_domains(dataset, split), wanted))
-        splits[split], source_rows[split] = _take(dataset.splits[split], rows), rows
+        splits[split], source_rows[split] = dataset.splits[split].take(rows), rows
     keep = set(dataset.domain_items(domains).tolist())
     sequences = {u: s for u, s in dataset.sequences.items() if s and s[0] in keep}
     return dataclasses.replace(dataset, splits=splits, sequences=sequences, selected=domains, source_rows=source_rows)

@@ -53,9 +53,9 @@ def history_citations(codes: np.ndarray, histories: Sequence[Sequence[int]], lev
     return Citations(sids, token_level)
 
 
-def start(rows: int, citations: Citations) -> tuple[jax.Array, jax.Array]:
+def start(citations: Citations) -> tuple[jax.Array, jax.Array]:
     """Each row outside any SID: depth 0 (tokens of the SID being written) and no candidate yet."""
-    return jnp.zeros((rows,), jnp.int32), jnp.zeros(citations.sids.shape[:2], bool)
+    return jnp.zeros(citations.sids.shape[:1], jnp.int32), jnp.zeros(citations.sids.shape[:2], bool)
 
 
 def allowed(citations: Citations, depth: jax.Array, match: jax.Array) -> jax.Array:

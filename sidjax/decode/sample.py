@@ -189,7 +189,7 @@ def _generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng
             else jnp.zeros((rows, 1), bool))
     if cites is not None:
         cites = cites.repeat(n)
-    cited = citations.start(rows, cites) if cites is not None else ()  # the SID each row is writing
+    cited = citations.start(cites) if cites is not None else ()  # the SID each row is writing
 
     def pick(logits, step, done, seen, cited, generated):
         shaped = penalize_repeats(logits, seen, params.repetition_penalty) if penalize else logits

@@ -93,6 +93,8 @@ class Recommender:
         self.mesh = mesh
         self._item_sids = sid_strings(self.sids)
         self.catalogue = set(self._item_sids)  # every real item's SID string (what a cited SID is checked against)
+        first = model[0] if isinstance(model, tuple) else model
+        self.token_level = token_levels(first.config.vocab_size, self.level_offsets, self.trie.level_sizes)
         self.think_close_id = self._token_id(THINK_CLOSE)
         separator = reasoning_target("-", "").split(THINK_CLOSE, 1)[1]  # what training puts between it and the SID
         self.answer_prefix_ids = fmt.tokenizer.encode(separator, add_special_tokens=False).ids
@@ -227,8 +229,7 @@ def _think(rec: Recommender, histories: Sequence[Sequence[int]], prompts: list[l
                                  suppress_tokens=tuple(rec.format.stop_ids))
     cites = None
     if settings.citations == "history":
-        levels = token_levels(rec.model.config.vocab_size, rec.level_offsets, rec.trie.level_sizes)
-        host = history_citations(rec.sids, histories, rec.level_offsets, levels)
+        host = history_citations(rec.sids, histories, rec.level_offsets, rec.token_level)
         cites = Citations(put_batch(host.sids, rec.mesh, rows="global"),
                           put_batch(host.token_level, rec.mesh, rows="replicated"))
     thoughts = generate(rec.model, *put_batch((tokens, mask), rec.mesh, rows="global"), params,
