@@ -51,7 +51,7 @@ THINK_END = 7
 
 def sampling(args: argparse.Namespace) -> SamplingParams:
     return SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                          no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=args.group)
+                          no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=args.group)
 
 
 def sidjax_rollout(model, args, prompts):

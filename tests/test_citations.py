@@ -91,3 +91,41 @@ def test_citations_need_one_row_per_prompt(model):
     with pytest.raises(ValueError, match="cites has 3 rows for 2 prompts"):
         generate(model, jnp.asarray(tokens), jnp.asarray(mask), _params(), rng=jax.random.key(0), pad_id=PAD,
                  cites=_cites())
+
+
+def test_constraints_hold_only_before_the_thought_end(model):
+    """With `thought_end`, citations and suppressed tokens shape the thought and free the answer after it:
+    greedy, each token is the argmax over the hand-computed allowed set before the end token and over every
+    token after it; sampled, answers write what a thought may not."""
+    end = 7
+    suppressed = tuple(t for t in range(OFFSETS[0]) if t != end)  # the thought's only text token is `end`
+    tokens, mask = pad_prompts(PROMPTS, bucket=8, pad_id=PAD)
+    forward = jax.jit(lambda t: model(t, jnp.broadcast_to(jnp.arange(t.shape[1]), t.shape))[0])
+
+    def thought_rules(row, history):
+        return _allowed(row, history) - set(suppressed)
+
+    greedy = generate(model, jnp.asarray(tokens), jnp.asarray(mask),
+                      _params(suppress_tokens=suppressed, thought_end=end), rng=jax.random.key(0), pad_id=PAD,
+                      cites=_cites())
+    for i, (prompt, history) in enumerate(zip(PROMPTS, HISTORIES)):
+        row = np.asarray(greedy.tokens)[i, 0].tolist()
+        logits = np.asarray(forward(jnp.asarray([prompt + row])))[0, len(prompt) - 1:-1]
+        for step in range(len(row)):
+            thinking = end not in row[:step]
+            allowed = sorted(thought_rules(row[:step], history)) if thinking else list(range(VOCAB))
+            assert row[step] == allowed[int(np.argmax(logits[step, allowed]))], (i, step)
+
+    sampled = generate(model, jnp.asarray(tokens), jnp.asarray(mask),
+                       _params(suppress_tokens=suppressed, thought_end=end, temperature=1.5, num_samples=4,
+                               max_new_tokens=24), rng=jax.random.key(1), pad_id=PAD, cites=_cites())
+    freed = 0
+    for i, history in enumerate(HISTORIES):
+        for row in np.asarray(sampled.tokens)[i].tolist():
+            for step in range(len(row)):
+                allowed = row[step] in thought_rules(row[:step], history)
+                if end in row[:step]:
+                    freed += not allowed
+                else:
+                    assert allowed, (i, row, step)
+    assert freed > 0  # answers do write what the thought's rules forbid

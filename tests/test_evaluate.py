@@ -83,7 +83,7 @@ def test_reasoning_mode_continues_the_search_after_the_thought(setup):
 
     dataset, rec = setup
     think = SamplingParams(max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                           no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=1)
+                           no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=1)
     histories = [[1, 2], [3]]
     out = rec.search(histories, SearchSettings(beams=4, mode="reasoning", think=think))
     prompts = rec.prompt_ids(histories, "reasoning")
@@ -92,7 +92,7 @@ def test_reasoning_mode_continues_the_search_after_the_thought(setup):
     # A thought ends at `</think>` or the budget: ending the turn inside it is suppressed.
     thought = generate(rec.model, jnp.asarray(tokens), jnp.asarray(mask), SamplingParams(
         max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram=0,
-        stop_tokens=(rec.think_close_id,), suppress_tokens=tuple(rec.format.stop_ids), num_samples=1),
+        stop_tokens=(rec.think_close_id,), suppress_tokens=tuple(rec.format.stop_ids), thought_end=-1, num_samples=1),
         rng=jax.random.key(0), pad_id=rec.format.eos_id)
     continued = []
     for i, prompt in enumerate(prompts):
@@ -114,7 +114,7 @@ def test_reasoning_eval_measures_every_thought_in_records_and_metrics(setup, tmp
 
     dataset, rec = setup
     think = SamplingParams(max_new_tokens=6, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                           no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=1)
+                           no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=1)
     path = tmp_path / "test.jsonl"
     metrics, _ = evaluate_split(rec, dataset, "test", SearchSettings(beams=4, mode="reasoning", think=think),
                                 batch_size=4, ks=(1, 3), max_users=6, samples_path=path)
@@ -136,7 +136,7 @@ def test_reasoning_that_cites_history_writes_only_history_sids(setup, tmp_path):
 
     dataset, rec = setup
     think = SamplingParams(max_new_tokens=24, temperature=1.5, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                           no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=1)
+                           no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=1)
     cited = {}
     for citations in ("free", "history"):
         path = tmp_path / f"{citations}.jsonl"
@@ -242,7 +242,7 @@ def test_ensemble_of_saved_bundles_searches_the_members_mean(setup, tmp_path):
     ensemble = Recommender((rec.model, other), rec.format, rec.sids, np.asarray(rec.tables.level_offsets),
                            LEVEL_SIZES)
     think = SamplingParams(max_new_tokens=4, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                           no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=1)
+                           no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=1)
     with pytest.raises(ValueError, match="direct mode only"):
         ensemble.search([[1, 2]], SearchSettings(beams=2, mode="reasoning", think=think))
 

@@ -13,6 +13,7 @@ from sidjax.sid.codes import SidTrie
 from sidjax.train import grpo
 from sidjax.train import rewards as R
 from sidjax.train.losses import TokenScores, token_logprobs
+from sidjax.decode import citations
 from sidjax.decode.beam import TrieTables
 from sidjax.decode.sample import SamplingParams
 from sidjax.train.state import make_train_state
@@ -118,7 +119,7 @@ def test_grpo_step_with_prefix_shared_scores_equals_full_sequence_scoring(monkey
     sids = jnp.asarray(np.tile(SIDS + OFFSETS, (3, 1)), jnp.int32)
     completion = jnp.concatenate([sids, jnp.zeros((12, 1), jnp.int32)], axis=1)
 
-    def rollout_fn(model, prompts, prompt_mask, tables, rng):
+    def rollout_fn(model, inputs, tables):
         return jnp.where(fixed.completion_mask, completion, 0), fixed.completion_mask
 
     def run():
@@ -155,10 +156,10 @@ def toy_state(learning_rate):
     return make_train_state(model, section, total_steps=10)
 
 
-def catalogue_rollout(model, prompts, prompt_mask, tables, rng):
+def catalogue_rollout(model, inputs, tables):
     """A fixed group: every item's SID once, like G = 4 beams covering the whole catalogue."""
     group = jnp.asarray(SIDS + OFFSETS, jnp.int32)
-    completion = jnp.tile(group, (prompts.shape[0], 1))
+    completion = jnp.tile(group, (inputs.prompts.shape[0], 1))
     return completion, jnp.ones_like(completion, bool)
 
 
@@ -179,7 +180,7 @@ def test_rewarded_sid_gains_probability():
 
     def target_logprob(arrays):
         model = nnx.merge(state.graphdef, arrays)[0]
-        completion, mask = catalogue_rollout(model, inputs.prompts, inputs.prompt_mask, None, None)
+        completion, mask = catalogue_rollout(model, inputs, None)
         rollout = grpo.Rollout(inputs.prompts, inputs.prompt_mask, completion, mask)
         lp = grpo.score(model, rollout, 0).logprobs
         per_completion = (lp * rollout.completion_mask).sum(axis=1).reshape(2, 4)
@@ -218,14 +219,14 @@ def test_beam_rollout_step_ranks_the_target_up():
     step = grpo.make_grpo_step(state.graphdef, state.wrt, grpo.beam_rollout(4), settings)
     inputs = toy_inputs()
     rollout = grpo.beam_rollout(4)
-    first, _ = rollout(nnx.merge(state.graphdef, state.arrays)[0], inputs.prompts, inputs.prompt_mask, tables, None)
+    first, _ = rollout(nnx.merge(state.graphdef, state.arrays)[0], inputs, tables)
     # Four beams over a four-item catalogue: every item exactly once per prompt.
     got = sorted(map(tuple, (np.asarray(first[:4]) - OFFSETS).tolist()))
     assert got == sorted(map(tuple, SIDS.tolist()))
     arrays = state.arrays
     for _ in range(4):
         arrays, metrics = step(arrays, ref_params, inputs, tables)
-    completion, _ = rollout(nnx.merge(state.graphdef, arrays)[0], inputs.prompts, inputs.prompt_mask, tables, None)
+    completion, _ = rollout(nnx.merge(state.graphdef, arrays)[0], inputs, tables)
     top = np.asarray(completion).reshape(2, 4, 3)[:, 0] - OFFSETS
     np.testing.assert_array_equal(top, SIDS[[TARGET, TARGET]])
     np.testing.assert_allclose(metrics["hit_rate"], 0.25)
@@ -238,7 +239,7 @@ def test_sample_rollout_step_runs_with_reasoning_format():
     section.mode = "reasoning"
     settings = settings_from(grpo.GrpoSettings, section, think_end_id=11)
     params = SamplingParams(max_new_tokens=6, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                            no_repeat_ngram=0, stop_tokens=(10,), suppress_tokens=(), num_samples=3)
+                            no_repeat_ngram=0, stop_tokens=(10,), suppress_tokens=(), thought_end=-1, num_samples=3)
     state = toy_state(learning_rate=1e-3)
     ref_params = jax.tree.map(jnp.copy, state.model_arrays())
     tables = TrieTables.from_trie(SidTrie.build(SIDS, (4, 4, 4)), OFFSETS)
@@ -249,6 +250,36 @@ def test_sample_rollout_step_runs_with_reasoning_format():
     assert 1.0 <= metrics["response_length"] <= 6.0
     assert 0.0 <= metrics["well_formed"] <= 1.0
     assert metrics["well_formed"] <= metrics["think_closed"] <= 1.0  # a well-formed answer closed its thought
+
+
+def test_reasoning_rollout_keeps_the_thought_grammar_and_frees_the_answer():
+    """Sampled like the eval decodes: no end of turn inside the thought, and every SID the thought writes
+    is one of its prompt's cited SIDs; after `</think>` any SID may be written (the reward judges it)."""
+    stop, think_end, group = 10, 11, 8
+    params = SamplingParams(max_new_tokens=16, temperature=2.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                            no_repeat_ngram=0, stop_tokens=(stop,), suppress_tokens=(stop,), thought_end=think_end,
+                            num_samples=group)
+    level = citations.token_levels(24, OFFSETS, (4, 4, 4))
+    histories = [[0], [2, 3]]
+    cites = citations.history_citations(SIDS, histories, OFFSETS, level, bucket=2)
+    state = toy_state(learning_rate=1e-3)
+    rollout = grpo.sample_rollout(params, pad_id=0, token_level=jnp.asarray(level))
+    inputs = toy_inputs()._replace(cite_sids=jnp.asarray(cites.sids))
+    completion, mask = rollout(nnx.merge(state.graphdef, state.arrays)[0], inputs, None)
+    completion, mask = np.asarray(completion), np.asarray(mask)
+    closed = answered_freely = 0
+    for row in range(completion.shape[0]):
+        tokens = completion[row][mask[row]].tolist()
+        thought = tokens[:tokens.index(think_end)] if think_end in tokens else tokens
+        closed += think_end in tokens
+        assert stop not in thought, tokens
+        written = [t for t in thought if level[t] >= 0]
+        paths = {tuple(SIDS[i] + OFFSETS) for i in histories[row // group]}
+        whole = len(written) - len(written) % 3  # a thought cut by the budget may end inside a SID
+        assert all(tuple(written[k:k + 3]) in paths for k in range(0, whole, 3)), (row, tokens)
+        answer = tokens[len(thought) + 1:]
+        answered_freely += any(level[t] >= 0 and t not in {c for p in paths for c in p} for t in answer)
+    assert closed > 0 and answered_freely > 0
 
 
 def test_rollout_metrics_count_closed_thoughts_in_reasoning_mode_only():

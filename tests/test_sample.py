@@ -31,7 +31,7 @@ def model():
 def greedy_params(**changes) -> SamplingParams:
     """Greedy decoding of 6 tokens with nothing else on, then `changes` (sampling settings too)."""
     values = dict(max_new_tokens=6, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                  no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), num_samples=1)
+                  no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=1)
     values.update(changes)
     return SamplingParams(**values)
 

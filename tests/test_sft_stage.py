@@ -1,5 +1,6 @@
 """Stages `sft` -> `reason_sft` on the shipped data with a tiny scratch model: the bundles chain and reload."""
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -82,3 +83,19 @@ def test_sidjax_load_recommends_from_the_runs_last_model_stage(run):
         assert set(row) == {"sid", "score", "items", "titles"}
         assert row["titles"] == [titles[i] for i in row["items"]]
         assert all(sid_string(rec.sids[i]) == row["sid"] for i in row["items"])
+
+
+def test_reasoning_grpo_with_history_citations_continues_reason_sft(run, tmp_path):
+    """SIDReasoner's stage 3 on the reasoning model, its rollouts decoded as the eval decodes a thought."""
+    workdir, _ = run
+    shutil.copytree(workdir, tmp_path / "run")
+    config = _config()
+    config.stages = config.stages + ("grpo",)
+    config.grpo.update(dict(init_from="reason_sft", mode="reasoning", rollout="sample", citations="history",
+                            no_repeat_ngram=4, steps=2, batch_size=2, group_size=2, pass_k=2, max_new_tokens=24))
+    validate(config)
+    summary = run_pipeline(config, tmp_path / "run")["grpo"]
+    assert summary["source"] == "reason_sft" and summary["steps"] == 2
+    for name in ("think_closed", "response_length", "reward/total", "informative_groups"):
+        assert np.isfinite(summary["mean"][name]), name
+    assert bundles.load(tmp_path / "run" / "grpo").step == 2

@@ -10,7 +10,7 @@ from sidjax.configs.domains import add_domains_knob, validate_domains
 from sidjax.configs.lineage import add_lineage_knobs, validate_lineage
 from sidjax.configs.optimizer import add_optimizer_knobs, validate_optimizer
 from sidjax.configs.rules import require
-from sidjax.decode.options import MODES
+from sidjax.decode.options import CITATIONS, MODES
 
 ROLLOUTS = ("sample", "beam")  # free sampling (reasoning then SID) | top-G constrained beams (MiniOneRec)
 ADVANTAGES = ("grpo", "dr_grpo", "pass_at_k")
@@ -47,6 +47,9 @@ def grpo_section() -> ml_collections.ConfigDict:
     c.top_p = 1.0
     c.repetition_penalty = 1.0  # sampling rollouts; 1.0: off (see sidjax.decode.sample.SamplingParams)
     c.no_repeat_ngram = 0  # sampling rollouts; 0: off; else no n-gram of this many tokens repeats in a rollout
+    # reasoning-mode rollouts: "free" (the papers), or "history": every SID the thought writes is one of the
+    # user's items, as `eval.citations` decodes it (sidjax.decode.citations); the answer stays free.
+    c.citations = "free"
     c.max_new_tokens = 64  # sampling rollouts: reasoning + SID budget
     c.updates_per_batch = 1  # policy updates on each rollout batch (>1: old log-probs are cached)
     c.clip_eps_low = 0.2
@@ -107,6 +110,9 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(c.repetition_penalty > 0, f"{name}.repetition_penalty",
             f"must be > 0 (1.0 = off), got {c.repetition_penalty}")
     require(c.no_repeat_ngram >= 0, f"{name}.no_repeat_ngram", f"must be >= 0 (0 = off), got {c.no_repeat_ngram}")
+    require(c.citations in CITATIONS, f"{name}.citations", f"must be one of {CITATIONS}, got '{c.citations}'")
+    require(c.citations == "free" or c.mode == "reasoning", f"{name}.citations",
+            "citations constrain a thought: 'history' needs mode='reasoning'")
     require(c.max_new_tokens > 0, f"{name}.max_new_tokens", f"must be > 0, got {c.max_new_tokens}")
     require(c.updates_per_batch >= 1, f"{name}.updates_per_batch", f"must be >= 1, got {c.updates_per_batch}")
     for key in ("clip_eps_low", "clip_eps_high"):

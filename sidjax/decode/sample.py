@@ -4,7 +4,8 @@ The API the RL rollouts and reasoning-mode evaluation build on:
 
     tokens, mask = pad_prompts(prompt_ids, bucket=32, pad_id=tok.pad_id)
     params = SamplingParams(max_new_tokens=256, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                            no_repeat_ngram=0, stop_tokens=(eos_id,), suppress_tokens=(), num_samples=8)
+                            no_repeat_ngram=0, stop_tokens=(eos_id,), suppress_tokens=(), thought_end=-1,
+                            num_samples=8)
     out = generate(model, tokens, mask, params, rng=jax.random.key(0), pad_id=tok.pad_id)
     out.tokens [N, n, max_new_tokens], out.logprobs, out.lengths [N, n]
 
@@ -47,6 +48,9 @@ class SamplingParams:
     no_repeat_ngram: int
     stop_tokens: tuple[int, ...]  # a row ends after generating any of these (it is kept in the output)
     suppress_tokens: tuple[int, ...]  # never generated (transformers' suppress_tokens)
+    # -1: off; else a reasoning turn's `</think>`: `suppress_tokens` and the citations hold only in the thought
+    # before it, and the answer after it is free (a rollout that writes thought and answer in one pass).
+    thought_end: int
     num_samples: int  # rows per prompt (an RL group); 1 for plain generation
 
     def __post_init__(self) -> None:
@@ -191,7 +195,7 @@ def _generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng
         cites = cites.repeat(n)
     cited = citations.start(cites) if cites is not None else ()  # the SID each row is writing
 
-    def pick(logits, step, done, seen, cited, generated):
+    def pick(logits, step, done, seen, cited, thinking, generated):
         shaped = penalize_repeats(logits, seen, params.repetition_penalty) if penalize else logits
         if params.no_repeat_ngram:
             bans = repeated_ngram_bans(generated, step, params.no_repeat_ngram, logits.shape[-1])
@@ -199,21 +203,25 @@ def _generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng
                 bans &= (cited[0] == 0)[:, None]
             shaped = jnp.where(bans, -jnp.inf, shaped)
         if cites is not None:
-            shaped = jnp.where(citations.allowed(cites, *cited), shaped, -jnp.inf)
+            shaped = jnp.where(citations.allowed(cites, *cited) | ~thinking[:, None], shaped, -jnp.inf)
         if params.suppress_tokens:
-            shaped = shaped.at[:, jnp.asarray(params.suppress_tokens)].set(-jnp.inf)
+            suppressed = jnp.asarray(params.suppress_tokens)
+            shaped = shaped.at[:, suppressed].set(jnp.where(thinking[:, None], -jnp.inf, shaped[:, suppressed]))
         token = sample_logits(shaped, jax.random.fold_in(rng, step), params)
         logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=-1)[:, 0]
         if penalize:
             seen = seen.at[jnp.arange(rows), token].set(True)
         if cites is not None:
             cited = citations.advance(cites, *cited, token)
+        thinking &= token != params.thought_end
         token = jnp.where(done, pad_id, token)
         logp = jnp.where(done, 0.0, logp)
-        return token, logp, done | jnp.isin(token, stop), seen, cited
+        return token, logp, done | jnp.isin(token, stop), seen, cited, thinking
 
     out_tokens = jnp.full((rows, steps), pad_id, jnp.int32)
-    token, logp, done, seen, cited = pick(first_logits, 0, jnp.zeros((rows,), bool), seen, cited, out_tokens)
+    thinking = jnp.ones((rows,), bool)  # before `thought_end` (always, when it is off)
+    token, logp, done, seen, cited, thinking = pick(first_logits, 0, jnp.zeros((rows,), bool), seen, cited, thinking,
+                                                    out_tokens)
     out_tokens = out_tokens.at[:, 0].set(token)
     out_logp = jnp.zeros((rows, steps), jnp.float32).at[:, 0].set(logp)
     lengths = jnp.ones((rows,), jnp.int32)
@@ -224,17 +232,17 @@ def _generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng
         return (step < steps) & ~jnp.all(done)
 
     def body(carry):
-        step, token, cache, out_tokens, out_logp, done, lengths, seen, cited = carry
+        step, token, cache, out_tokens, out_logp, done, lengths, seen, cited, thinking = carry
         hidden, cache = model.hidden_states(token[:, None], (start + step - 1)[:, None], cache=cache, prefix=prefix)
-        new_token, logp, new_done, seen, cited = pick(model.logits(hidden[:, 0]), step, done, seen, cited,
-                                                      out_tokens)
+        new_token, logp, new_done, seen, cited, thinking = pick(model.logits(hidden[:, 0]), step, done, seen, cited,
+                                                                thinking, out_tokens)
         out_tokens = out_tokens.at[:, step].set(new_token)
         out_logp = out_logp.at[:, step].set(logp)
         lengths = lengths + (~done).astype(jnp.int32)
-        return step + 1, new_token, cache, out_tokens, out_logp, new_done, lengths, seen, cited
+        return step + 1, new_token, cache, out_tokens, out_logp, new_done, lengths, seen, cited, thinking
 
-    carry = (jnp.ones((), jnp.int32), token, cache, out_tokens, out_logp, done, lengths, seen, cited)
-    _, _, _, out_tokens, out_logp, done, lengths, _, _ = jax.lax.while_loop(cond, body, carry)
+    carry = (jnp.ones((), jnp.int32), token, cache, out_tokens, out_logp, done, lengths, seen, cited, thinking)
+    _, _, _, out_tokens, out_logp, done, lengths, _, _, _ = jax.lax.while_loop(cond, body, carry)
     shape = (n_prompts, n)
     return Generation(tokens=out_tokens.reshape(*shape, steps), logprobs=out_logp.reshape(*shape, steps),
                       lengths=lengths.reshape(shape), stopped=done.reshape(shape))

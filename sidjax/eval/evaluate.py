@@ -179,7 +179,7 @@ class Recommender:
         if mode == "reasoning":
             think = SamplingParams(max_new_tokens=max_think_tokens, temperature=0.0, top_k=0, top_p=1.0,
                                    repetition_penalty=repetition_penalty, no_repeat_ngram=no_repeat_ngram,
-                                   stop_tokens=(), suppress_tokens=(), num_samples=1)
+                                   stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=1)
         out = self.search([list(history)], SearchSettings(beams=beams, normalize=normalize, mode=mode, think=think,
                                                           citations=citations))
         require_found(out, ["the history"])

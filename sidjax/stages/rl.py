@@ -22,6 +22,7 @@ from flax import nnx
 from sidjax import bundle as bundles
 from sidjax.data.tasks import THINK_CLOSE
 from sidjax.decode.beam import TrieTables, beam_search
+from sidjax.decode.citations import history_citations
 from sidjax.decode.sample import SamplingParams
 from sidjax.eval.evaluate import Recommender
 from sidjax.parallel.mesh import make_mesh
@@ -42,16 +43,20 @@ class Prompts:
     tokens: np.ndarray  # int32 [n, P]
     mask: np.ndarray  # bool [n, P]
     targets: np.ndarray  # int32 [n] item ids
+    cite_sids: np.ndarray | None = None  # int32 [n, H, L]: the SID tokens each thought may cite (history citations)
 
 
-def build_prompts(ctx: StageContext, rec: Recommender, c: ml_collections.ConfigDict, mode: str) -> Prompts:
-    """Next-item prompts (the eval's direct or reasoning wording) of `c.split`, tokenized and left-padded.
+def build_prompts(ctx: StageContext, rec: Recommender, c: ml_collections.ConfigDict, mode: str,
+                  citations: str = "free") -> Prompts:
+    """Next-item prompts (the eval's direct or reasoning wording) of `c.split`, tokenized and left-padded,
+    with each prompt's history as the SIDs its thought may cite under `citations="history"`.
 
     Splits hold their samples in target-time order, so `c.recent_samples` keeps the split's last rows.
     """
     split = ctx.dataset.splits[c.split]
     rows = prompt_rows(len(split), c.recent_samples, c.max_samples, ctx.config.seed)
-    ids = rec.prompt_ids([split.history[i, : split.history_len[i]].tolist() for i in rows], mode)
+    histories = [split.history[i, : split.history_len[i]].tolist() for i in rows]
+    ids = rec.prompt_ids(histories, mode)
     longest = max(len(p) for p in ids)
     if longest > c.prompt_length:
         raise ValueError(
@@ -62,7 +67,10 @@ def build_prompts(ctx: StageContext, rec: Recommender, c: ml_collections.ConfigD
     for i, p in enumerate(ids):
         tokens[i, c.prompt_length - len(p):] = p
         mask[i, c.prompt_length - len(p):] = True
-    return Prompts(tokens, mask, split.target[rows].astype(np.int32))
+    cite_sids = None
+    if citations == "history":
+        cite_sids = history_citations(rec.sids, histories, rec.level_offsets, rec.token_level).sids
+    return Prompts(tokens, mask, split.target[rows].astype(np.int32), cite_sids)
 
 
 def prompt_rows(num_samples: int, recent: int, max_samples: int, seed: int) -> np.ndarray:
@@ -146,13 +154,22 @@ def mean_metrics(history: list[dict[str, float]]) -> dict[str, float] | None:
 
 
 def grpo_rollout(run: _Run, c: ml_collections.ConfigDict) -> grpo.RolloutFn:
-    """The configured decoder as a rollout: constrained top-G beams, or G sampled completions."""
+    """The configured decoder as a rollout: constrained top-G beams, or G sampled completions.
+
+    A reasoning-mode sample is `<think> ... </think> SID` as the eval decodes it: the end of the turn
+    is suppressed inside the thought, and with `c.citations = "history"` the thought cites only the
+    user's own items. The answer after `</think>` is sampled freely, as SIDReasoner's rollouts are.
+    """
     if c.rollout == "beam":
         return grpo.beam_rollout(c.group_size)
+    stops = run.rec.format.stop_ids
+    reasoning = c.mode == "reasoning"
     params = SamplingParams(max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_k=0, top_p=c.top_p,
                             repetition_penalty=c.repetition_penalty, no_repeat_ngram=c.no_repeat_ngram,
-                            stop_tokens=run.rec.format.stop_ids, suppress_tokens=(), num_samples=c.group_size)
-    return grpo.sample_rollout(params, pad_id=run.rec.format.eos_id)
+                            stop_tokens=stops, suppress_tokens=stops if reasoning else (),
+                            thought_end=run.rec.think_close_id if reasoning else -1, num_samples=c.group_size)
+    token_level = jnp.asarray(run.rec.token_level) if c.citations == "history" else None
+    return grpo.sample_rollout(params, pad_id=run.rec.format.eos_id, token_level=token_level)
 
 
 def run_grpo(ctx: StageContext) -> dict[str, Any]:
@@ -164,7 +181,7 @@ def run_grpo(ctx: StageContext) -> dict[str, Any]:
         if think_end is None:
             raise ValueError(f"config key 'grpo.mode': 'reasoning' needs a '{THINK_CLOSE}' token, which the "
                              f"tokenizer of {run.bundle.directory} lacks")
-    prompts = build_prompts(ctx, run.rec, c, c.mode)
+    prompts = build_prompts(ctx, run.rec, c, c.mode, c.citations)
     settings = settings_from(grpo.GrpoSettings, c, think_end_id=think_end)
     step = grpo.make_grpo_step(run.state.graphdef, run.state.wrt, grpo_rollout(run, c), settings)
     step_fn = grpo_step_fn(step, prompts, run.bundle.sids[prompts.targets], run.ref_params, run.rec.tables,
@@ -188,7 +205,9 @@ def grpo_step_fn(step: Callable, prompts: Prompts, target_codes: np.ndarray, ref
     def step_fn(arrays: nnx.State, i: int) -> tuple[nnx.State, dict]:
         rows = batch_rows(i, batch_size, len(prompts.targets), seed)
         tokens, mask, codes = _put((prompts.tokens[rows], prompts.mask[rows], target_codes[rows]), mesh)
-        return step(arrays, ref_params, grpo.StepInputs(tokens, mask, codes, jax.random.fold_in(key, i)), tables)
+        cites = None if prompts.cite_sids is None else _put((prompts.cite_sids[rows],), mesh)[0]
+        inputs = grpo.StepInputs(tokens, mask, codes, jax.random.fold_in(key, i), cites)
+        return step(arrays, ref_params, inputs, tables)
 
     return step_fn
 

@@ -19,7 +19,7 @@ def search_settings(c: ml_collections.ConfigDict) -> SearchSettings:
         think = SamplingParams(max_new_tokens=c.max_think_tokens, temperature=c.think_temperature,
                                top_k=c.think_top_k, top_p=c.think_top_p,
                                repetition_penalty=c.think_repetition_penalty, no_repeat_ngram=c.think_no_repeat_ngram,
-                               stop_tokens=(), suppress_tokens=(), num_samples=1)
+                               stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=1)
     return settings_from(SearchSettings, c, think=think)
 
 

@@ -20,6 +20,7 @@ from sidjax.model.transformer import positions_from_mask
 from sidjax.train.advantages import compute_advantages
 from sidjax.train.losses import TokenScores, hidden_token_logprobs
 from sidjax.decode.beam import TrieTables, beam_search
+from sidjax.decode.citations import Citations
 from sidjax.decode.sample import SamplingParams, generate
 from sidjax.train.rewards import REWARD_COMPONENTS, compute_rewards
 
@@ -133,36 +134,6 @@ def policy_loss(
     return aggregate(per_token, mask, aggregation), metrics
 
 
-# (model, prompts [B, P], prompt_mask [B, P], trie tables, rng) -> (completion int32[B*G, T], completion_mask)
-RolloutFn = Callable[[nnx.Module, jax.Array, jax.Array, TrieTables, jax.Array], tuple[jax.Array, jax.Array]]
-
-
-def beam_rollout(group_size: int) -> RolloutFn:
-    """MiniOneRec's rollout: the top-G constrained beams, best first, as SID token rows."""
-
-    def rollout(model, prompts, prompt_mask, tables, rng):
-        del rng  # beam search is deterministic
-        result = beam_search(model, prompts, prompt_mask, tables, num_beams=group_size)
-        tokens = tables.level_offsets + jnp.maximum(result.codes, 0)  # [B, G, L]
-        mask = jnp.broadcast_to(result.valid[..., None], tokens.shape)
-        return tokens.reshape(-1, tokens.shape[-1]).astype(jnp.int32), mask.reshape(-1, tokens.shape[-1])
-
-    return rollout
-
-
-def sample_rollout(params: SamplingParams, pad_id: int) -> RolloutFn:
-    """G = params.num_samples sampled completions per prompt (reasoning text, then the SID)."""
-
-    def rollout(model, prompts, prompt_mask, tables, rng):
-        del tables  # free sampling; the reward checks the SID against the trie
-        out = generate(model, prompts, prompt_mask, params, rng=rng, pad_id=pad_id)
-        tokens = out.tokens.reshape(-1, params.max_new_tokens)
-        mask = jnp.arange(params.max_new_tokens)[None, :] < out.lengths.reshape(-1, 1)
-        return tokens, mask
-
-    return rollout
-
-
 class StepInputs(NamedTuple):
     """One batch of prompts and what their rewards are checked against."""
 
@@ -170,6 +141,45 @@ class StepInputs(NamedTuple):
     prompt_mask: jax.Array  # bool[B, P]
     target_codes: jax.Array  # int32[B, L], the target item's SID
     rng: jax.Array  # key for the rollout
+    cite_sids: jax.Array | None = None  # int32[B, H, L]: the SID tokens each prompt's thought may cite (-1 pads)
+
+
+# (model, inputs, trie tables) -> (completion int32[B*G, T], completion_mask)
+RolloutFn = Callable[[nnx.Module, StepInputs, TrieTables], tuple[jax.Array, jax.Array]]
+
+
+def beam_rollout(group_size: int) -> RolloutFn:
+    """MiniOneRec's rollout: the top-G constrained beams, best first, as SID token rows."""
+
+    def rollout(model, inputs, tables):
+        result = beam_search(model, inputs.prompts, inputs.prompt_mask, tables, num_beams=group_size)
+        tokens = tables.level_offsets + jnp.maximum(result.codes, 0)  # [B, G, L]
+        mask = jnp.broadcast_to(result.valid[..., None], tokens.shape)
+        return tokens.reshape(-1, tokens.shape[-1]).astype(jnp.int32), mask.reshape(-1, tokens.shape[-1])
+
+    return rollout
+
+
+def sample_rollout(params: SamplingParams, pad_id: int, token_level: jax.Array | None = None) -> RolloutFn:
+    """G = params.num_samples sampled completions per prompt (reasoning text, then the SID).
+
+    With `token_level` (`sidjax.decode.citations`: each token's SID level) the thought cites only the
+    SIDs of `inputs.cite_sids`; `params.thought_end` frees the answer after `</think>`. The log-probs the
+    update reads are the model's own, unmasked: the constraints shape what is tried, as the beam
+    rollout's trie does.
+    """
+
+    def rollout(model, inputs, tables):
+        del tables  # the reward checks the answer's SID against the trie
+        cites = None
+        if token_level is not None:
+            cites = Citations(inputs.cite_sids, token_level)
+        out = generate(model, inputs.prompts, inputs.prompt_mask, params, rng=inputs.rng, pad_id=pad_id, cites=cites)
+        tokens = out.tokens.reshape(-1, params.max_new_tokens)
+        mask = jnp.arange(params.max_new_tokens)[None, :] < out.lengths.reshape(-1, 1)
+        return tokens, mask
+
+    return rollout
 
 
 def _update(graphdef, wrt, arrays, rollout, old_lp, ref_lp, advantages, settings: GrpoSettings):
@@ -252,7 +262,7 @@ def make_grpo_step(
     """
     def step(arrays: nnx.State, ref_params: nnx.State, inputs: StepInputs, tables: TrieTables):
         model = nnx.merge(graphdef, arrays)[0]
-        completion, completion_mask = rollout_fn(model, inputs.prompts, inputs.prompt_mask, tables, inputs.rng)
+        completion, completion_mask = rollout_fn(model, inputs, tables)
         rollout = Rollout(inputs.prompts, inputs.prompt_mask, completion, completion_mask)
         targets = jnp.repeat(inputs.target_codes, settings.group_size, axis=0)
         rewards = compute_rewards(
