@@ -282,6 +282,19 @@ def test_reasoning_rollout_keeps_the_thought_grammar_and_frees_the_answer():
     assert closed > 0 and answered_freely > 0
 
 
+def test_sample_rollout_refuses_citations_without_their_table():
+    params = SamplingParams(max_new_tokens=4, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                            no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=2)
+    state = toy_state(learning_rate=1e-3)
+    model = nnx.merge(state.graphdef, state.arrays)[0]
+    level = jnp.asarray(citations.token_levels(24, OFFSETS, (4, 4, 4)))
+    with pytest.raises(ValueError, match="cite_sids"):
+        grpo.sample_rollout(params, pad_id=0, token_level=level)(model, toy_inputs(), None)
+    with pytest.raises(ValueError, match="token_level"):
+        grpo.sample_rollout(params, pad_id=0)(model, toy_inputs()._replace(cite_sids=jnp.zeros((2, 2, 3), jnp.int32)),
+                                              None)
+
+
 def test_rollout_metrics_count_closed_thoughts_in_reasoning_mode_only():
     completion = jnp.asarray([[1, 11, 5], [1, 2, 3], [11, 0, 0], [2, 2, 11]])
     mask = jnp.asarray([[1, 1, 1], [1, 1, 1], [1, 0, 0], [1, 1, 0]], bool)  # the last row's 11 is padding

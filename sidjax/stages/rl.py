@@ -204,9 +204,9 @@ def grpo_step_fn(step: Callable, prompts: Prompts, target_codes: np.ndarray, ref
 
     def step_fn(arrays: nnx.State, i: int) -> tuple[nnx.State, dict]:
         rows = batch_rows(i, batch_size, len(prompts.targets), seed)
-        tokens, mask, codes = _put((prompts.tokens[rows], prompts.mask[rows], target_codes[rows]), mesh)
-        cites = None if prompts.cite_sids is None else _put((prompts.cite_sids[rows],), mesh)[0]
-        inputs = grpo.StepInputs(tokens, mask, codes, jax.random.fold_in(key, i), cites)
+        cites = () if prompts.cite_sids is None else (prompts.cite_sids[rows],)
+        tokens, mask, codes, *cites = _put((prompts.tokens[rows], prompts.mask[rows], target_codes[rows], *cites), mesh)
+        inputs = grpo.StepInputs(tokens, mask, codes, jax.random.fold_in(key, i), *cites)
         return step(arrays, ref_params, inputs, tables)
 
     return step_fn

@@ -171,9 +171,10 @@ def sample_rollout(params: SamplingParams, pad_id: int, token_level: jax.Array |
 
     def rollout(model, inputs, tables):
         del tables  # the reward checks the answer's SID against the trie
-        cites = None
-        if token_level is not None:
-            cites = Citations(inputs.cite_sids, token_level)
+        if (token_level is None) != (inputs.cite_sids is None):
+            raise ValueError("sample_rollout: citations need both the rollout's token_level and the batch's "
+                             "cite_sids (StepInputs); one of them is missing")
+        cites = None if token_level is None else Citations(inputs.cite_sids, token_level)
         out = generate(model, inputs.prompts, inputs.prompt_mask, params, rng=inputs.rng, pad_id=pad_id, cites=cites)
         tokens = out.tokens.reshape(-1, params.max_new_tokens)
         mask = jnp.arange(params.max_new_tokens)[None, :] < out.lengths.reshape(-1, 1)
