@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from sidjax.model.config import ModelConfig, rope_inv_freq
+from sidjax.model.linear import project, project_transposed
 from sidjax.parallel.rules import constrain
 
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: a fully masked (padding) row stays NaN-free
@@ -117,9 +118,9 @@ class Attention(nnx.Module):
     def project(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """q [B,T,H,D], k, v [B,T,K,D] with RoPE applied to q and k."""
         dt = x.dtype
-        q = jnp.einsum("bte,ehd->bthd", x, self.q_proj[...].astype(dt))
-        k = jnp.einsum("bte,ekd->btkd", x, self.k_proj[...].astype(dt))
-        v = jnp.einsum("bte,ekd->btkd", x, self.v_proj[...].astype(dt))
+        q = project(x, self.q_proj[...])
+        k = project(x, self.k_proj[...])
+        v = project(x, self.v_proj[...])
         if self.config.attention_bias:
             q = q + self.q_bias[...].astype(dt)
             k = k + self.k_bias[...].astype(dt)
@@ -129,7 +130,7 @@ class Attention(nnx.Module):
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def output(self, attended: jax.Array) -> jax.Array:
-        return jnp.einsum("bthd,hde->bte", attended, self.o_proj[...].astype(attended.dtype))
+        return project(attended, self.o_proj[...], contract=2)
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, impl: str,
@@ -175,11 +176,10 @@ class MLP(nnx.Module):
         self.down_proj = _param(_normal(rngs, (f, e), config), ("mlp", "embed"))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        dt = x.dtype
-        gate = jnp.einsum("bte,ef->btf", x, self.gate_proj[...].astype(dt))
-        up = jnp.einsum("bte,ef->btf", x, self.up_proj[...].astype(dt))
+        gate = project(x, self.gate_proj[...])
+        up = project(x, self.up_proj[...])
         hidden = constrain(jax.nn.silu(gate) * up, ("activation_batch", "activation_length", "activation_mlp"))
-        return jnp.einsum("btf,fe->bte", hidden, self.down_proj[...].astype(dt))
+        return project(hidden, self.down_proj[...])
 
 
 class Block(nnx.Module):
@@ -292,8 +292,9 @@ class CausalLM(nnx.Module):
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """float32 logits [..., vocab] of hidden states from `hidden_states`."""
-        w = self.output_weight().astype(hidden.dtype)
-        return jnp.einsum("...e,ev->...v", hidden, w, preferred_element_type=jnp.float32)
+        if self.config.tie_word_embeddings:
+            return project_transposed(hidden, self.embed[...], jnp.float32)
+        return project(hidden, self.lm_head[...], out_dtype=jnp.float32)
 
     def __call__(self, tokens: jax.Array, positions: jax.Array, *, attention_mask: jax.Array | None = None,
                  cache: KVCache | None = None, prefix: KVCache | None = None, dropout_key: jax.Array | None = None
