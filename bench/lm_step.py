@@ -8,8 +8,11 @@ tokens/s, as achieved FLOP/s, and as a fraction of the matmul FLOP/s each framew
 machine in the same run and in the step's dtype (a jitted square matmul; bfloat16 accumulates in
 float32). Last line: `speedup=<PyTorch median step time / sidjax median step time>`.
 
-    python -m bench.lm_step [--batch 8 --length 256 --chunk 0 --attention einsum --steps 6 --dtype float32
+    python -m bench.lm_step [--batch 8 --length 256 --chunk 0 --attention einsum --steps 6 --dtype auto
                              --threads 0]
+
+`--dtype auto` (the default) runs the dtype `model.dtype = "auto"` picks on this machine: bfloat16 where
+the CPU has native bf16 dot products (AVX512_BF16, AMX), float32 elsewhere.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from sidjax.model import hf  # noqa: E402
+from sidjax.model import hf, precision  # noqa: E402
+from sidjax.model.precision import AUTO  # noqa: E402
 from sidjax.model.config import ModelConfig  # noqa: E402
 from sidjax.model.transformer import CausalLM  # noqa: E402
 from sidjax.train.losses import hidden_token_logprobs  # noqa: E402
@@ -45,7 +49,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--chunk", type=int, default=0, help="cross-entropy chunk (0: full-vocab logits at once)")
     p.add_argument("--attention", default="einsum", choices=("einsum", "xla"))
-    p.add_argument("--dtype", default="float32", choices=DTYPES, help="the step's compute dtype (params stay f32)")
+    p.add_argument("--dtype", default=AUTO, choices=DTYPES + (AUTO,),
+                   help="the step's compute dtype (params stay f32); auto: what model.dtype='auto' picks here")
     p.add_argument("--steps", type=harness.repeat_count, default=6, help="timed steps per side")
     harness.add_threads_arg(p)
     return p.parse_args()
@@ -114,6 +119,9 @@ def torch_loss(reference: torch.nn.Module, tokens: torch.Tensor, dtype: str) -> 
 def main() -> None:
     args = parse_args()
     print(harness.describe_machine(harness.machine()), flush=True)
+    if args.dtype == AUTO:
+        args.dtype, reason = precision.auto_dtype()
+        print(f"dtype auto -> {args.dtype}: {reason}", flush=True)
     config = model_config(args)
     tokens = np.random.default_rng(0).integers(0, config.vocab_size, (args.batch, args.length + 1))
     jax_tokens = jnp.asarray(tokens, jnp.int32)

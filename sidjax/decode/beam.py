@@ -73,9 +73,7 @@ def _level_logprobs(model: CausalLM, hidden: jax.Array, tables: TrieTables, leve
     if normalize == "vocab":
         logp = jax.nn.log_softmax(model.logits(hidden), axis=-1)
         return jax.lax.dynamic_slice_in_dim(logp, start, size, axis=-1)
-    weight = jax.lax.dynamic_slice_in_dim(model.output_weight(), start, size, axis=1)
-    block = jnp.einsum("ne,ek->nk", hidden, weight.astype(hidden.dtype), preferred_element_type=jnp.float32)
-    return jax.nn.log_softmax(block, axis=-1)
+    return jax.nn.log_softmax(model.vocab_block_logits(hidden, start, size), axis=-1)
 
 
 def _take_rows(cache: KVCache, rows: jax.Array) -> KVCache:

@@ -286,9 +286,13 @@ class CausalLM(nnx.Module):
             new_cache = KVCache(k=cache_k, v=cache_v, mask=key_valid, index=offset + t)
         return self.final_norm(x), new_cache
 
-    def output_weight(self) -> jax.Array:
-        """The [hidden, vocab] output matrix (the transposed embedding when tied)."""
-        return self.embed[...].T if self.config.tie_word_embeddings else self.lm_head[...]
+    def vocab_block_logits(self, hidden: jax.Array, start: jax.Array | int, size: int) -> jax.Array:
+        """float32 logits [..., size] of vocabulary rows [start, start + size) only (a SID level's codes)."""
+        if self.config.tie_word_embeddings:
+            return project_transposed(hidden, jax.lax.dynamic_slice_in_dim(self.embed[...], start, size, axis=0),
+                                      jnp.float32)
+        return project(hidden, jax.lax.dynamic_slice_in_dim(self.lm_head[...], start, size, axis=1),
+                       out_dtype=jnp.float32)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """float32 logits [..., vocab] of hidden states from `hidden_states`."""
