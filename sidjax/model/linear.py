@@ -40,9 +40,15 @@ def writes_transposes() -> bool:
     return jax.default_backend() == "cpu"
 
 
-def matmul(a: jax.Array, b: jax.Array, *, transpose_a: bool = False, transpose_b: bool = False) -> jax.Array:
-    """op(a) @ op(b) for 2-D a, b of one dtype, accumulated and returned in float32."""
-    if not writes_transposes():
+def matmul(a: jax.Array, b: jax.Array, *, transpose_a: bool = False, transpose_b: bool = False,
+           write_transposes: bool | None = None) -> jax.Array:
+    """op(a) @ op(b) for 2-D a, b of one dtype, accumulated and returned in float32.
+
+    `write_transposes` (default: `writes_transposes()`) copies a transposed operand out first.
+    """
+    if write_transposes is None:
+        write_transposes = writes_transposes()
+    if not write_transposes:
         dims = (((0 if transpose_a else 1,), (1 if transpose_b else 0,)), ((), ()))
         return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
     rows = a.shape[1] if transpose_a else a.shape[0]
@@ -57,8 +63,12 @@ def matmul(a: jax.Array, b: jax.Array, *, transpose_a: bool = False, transpose_b
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _linear(x: jax.Array, w: jax.Array, transposed: bool, out_dtype: jnp.dtype) -> jax.Array:
-    """x [n, k] times w [k, m] (w [m, k] when `transposed`), w cast to x's dtype."""
-    return matmul(x, w.astype(x.dtype), transpose_b=transposed).astype(out_dtype)
+    """x [n, k] times w [k, m] (w [m, k] when `transposed`), w cast to x's dtype.
+
+    A transposed w (a tied output layer) is not written out here: its forward also runs at decode sizes,
+    a few rows per call, where copying the whole [vocab, hidden] table costs more than the slow dot.
+    """
+    return matmul(x, w.astype(x.dtype), transpose_b=transposed, write_transposes=False).astype(out_dtype)
 
 
 def _linear_fwd(x, w, transposed, out_dtype):
