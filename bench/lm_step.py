@@ -32,8 +32,8 @@ import transformers  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from sidjax.model import hf, precision  # noqa: E402
-from sidjax.model.precision import AUTO  # noqa: E402
 from sidjax.model.config import ModelConfig  # noqa: E402
+from sidjax.model.precision import AUTO  # noqa: E402
 from sidjax.model.transformer import CausalLM  # noqa: E402
 from sidjax.train.losses import hidden_token_logprobs  # noqa: E402
 
