@@ -13,7 +13,9 @@ stage starts, this module adds up what each device will hold at the peak of a tr
   batch row (batch split over the rules' batch axes) and per local head / mlp shard;
 - the loss's float32 logits for `logits_chunk` positions (the whole sequence when 0);
 - a reference model (GRPO's KL) and the rollout KV cache
-  (sequences x length x layers x kv_heads x head_dim x 2).
+  (sequences x length x layers x kv_heads x head_dim x 2);
+- on XLA's CPU backend, the transposed operands `sidjax.model.linear` writes out in the backward
+  pass: one weight matrix and one activation at a time (the largest of each).
 
 The activation terms are per-token element counts of this transformer's backward
 residuals; tests/test_memory.py compares the total with XLA's own accounting
@@ -36,6 +38,7 @@ from flax import nnx
 
 from sidjax.model.config import REMAT as REMAT_POLICIES
 from sidjax.model.config import ModelConfig
+from sidjax.model.linear import writes_transposes
 from sidjax.parallel.rules import RULES, fit_spec, logical_spec, variable_axes
 
 GIB = 1 << 30
@@ -81,6 +84,7 @@ class MemoryPlan:
     logits: int
     reference: int
     kv_cache: int
+    transposes: int
     mesh: tuple[tuple[str, int], ...]
     workload: Workload
 
@@ -88,11 +92,12 @@ class MemoryPlan:
     def total(self) -> int:
         state = self.params + self.optimizer + self.reference
         # Rollouts and the update are separate jitted calls: their buffers are never live together.
-        step = self.gathered + self.grads + self.activations + self.logits
+        step = self.gathered + self.grads + self.activations + self.logits + self.transposes
         return state + max(step, self.kv_cache)
 
     def describe(self) -> str:
-        parts = ("params", "gathered", "optimizer", "grads", "activations", "logits", "reference", "kv_cache")
+        parts = ("params", "gathered", "optimizer", "grads", "activations", "logits", "reference", "kv_cache",
+                 "transposes")
         rows = ", ".join(f"{p} {getattr(self, p) / GIB:.2f}" for p in parts if getattr(self, p))
         return f"{self.total / GIB:.2f} GiB per device on mesh {dict(self.mesh)} ({rows} GiB)"
 
@@ -155,6 +160,17 @@ def _layer_elements(c: ModelConfig, sizes: Mapping[str, int], seq_len: int, rema
     return e, 2 * everything
 
 
+def _transposed_elements(c: ModelConfig, sizes: Mapping[str, int], tokens: int) -> int:
+    """The largest weight matrix and the largest activation the CPU backward writes out transposed, local."""
+    e, d = c.hidden_size, c.head_dim
+    h = _local(c.num_heads, "heads", sizes)
+    f = _local(c.intermediate_size, "activation_mlp", sizes)
+    weights = [e * h * d, e * f]
+    if not c.tie_word_embeddings:  # an untied output layer's input gradient reads lm_head transposed
+        weights.append(e * _local(c.vocab_size, "vocab", sizes))
+    return max(weights) + tokens * max(e, f, h * d)
+
+
 def estimate(model_config: ModelConfig, mesh_sizes: Mapping[str, int], workload: Workload) -> MemoryPlan:
     """Per-device bytes of a train step of `model_config` on a mesh with these axis sizes."""
     c, w = model_config, workload
@@ -181,6 +197,7 @@ def estimate(model_config: ModelConfig, mesh_sizes: Mapping[str, int], workload:
         logits=logits,
         reference=param_bytes if w.reference_model else 0,
         kv_cache=kv_cache,
+        transposes=_transposed_elements(c, sizes, rows * w.seq_len) * act_bytes if writes_transposes() else 0,
         mesh=tuple(sizes.items()),
         workload=w,
     )
