@@ -25,6 +25,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from sidjax.model import precision
+
 _CPU_PAD = 1  # rows / columns added to a transposed operand on CPU (any nonzero count keeps it row-major)
 
 
@@ -37,18 +39,16 @@ def _physical_transpose(a: jax.Array, pad_axis: int) -> jax.Array:
 
 def writes_transposes() -> bool:
     """Whether transposed operands are written out (XLA's CPU backend; elsewhere the compiler lays them out)."""
-    return jax.default_backend() == "cpu"
+    return precision.backend() == "cpu"
 
 
 def matmul(a: jax.Array, b: jax.Array, *, transpose_a: bool = False, transpose_b: bool = False,
-           write_transposes: bool | None = None) -> jax.Array:
+           write_transposes: bool = True) -> jax.Array:
     """op(a) @ op(b) for 2-D a, b of one dtype, accumulated and returned in float32.
 
-    `write_transposes` (default: `writes_transposes()`) copies a transposed operand out first.
+    A transposed operand is copied out first where `writes_transposes()`, unless `write_transposes` is False.
     """
-    if write_transposes is None:
-        write_transposes = writes_transposes()
-    if not write_transposes:
+    if not (write_transposes and writes_transposes()):
         dims = (((0 if transpose_a else 1,), (1 if transpose_b else 0,)), ((), ()))
         return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
     rows = a.shape[1] if transpose_a else a.shape[0]
