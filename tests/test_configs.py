@@ -72,6 +72,21 @@ def test_model_dropout_is_a_probability_for_scratch_models_only():
         validate(config)
 
 
+def test_distillation_needs_the_sidseq_task_and_a_weight_below_one():
+    config = base_config()
+    config.sft.distill_weight = 0.5
+    with pytest.raises(ConfigError, match=r"'sft\.distill_weight': distils into 'sidseq' targets only"):
+        validate(config)
+    config.model.prompt_style = "sid_sequence"
+    for task in config.sft.tasks:
+        config.sft.tasks[task] = 0
+    config.sft.tasks.sidseq = -1
+    validate(config)
+    config.sft.distill_weight = 1.0
+    with pytest.raises(ConfigError, match=r"'sft\.distill_weight': must be in \[0, 1\)"):
+        validate(config)
+
+
 @pytest.mark.parametrize("name", ["demo", "industrial_scratch", "industrial_smollm2", "industrial_qwen3_1p7b", "tpu_qwen25_7b_v5p64"])
 def test_shipped_experiment_configs_validate(name):
     validate(importlib.import_module(f"experiments.configs.{name}").get_config())

@@ -169,6 +169,7 @@ def test_sids_of_any_level_count_run_every_stage(tmp_path, levels):
     config.stages = ("data", "sids", "sft", "grpo", "eval", "baselines")
     config.sids.update(dict(source="paper", levels=levels, codebook_size=16, collision="none"))
     tiny_sid_sequence_model(config)
+    config.sft.distill_weight = 0.5  # the Markov chain's soft targets on every train sequence
     config.grpo.update(dict(steps=1, batch_size=2, group_size=4, prompt_length=96, log_every=1))
     config.eval.update(dict(splits=("test",), beams=4, topk=(1, 4), batch_size=4))
     config.baselines.update(dict(methods=("popularity",), topk=(1, 10)))
@@ -180,6 +181,7 @@ def test_sids_of_any_level_count_run_every_stage(tmp_path, levels):
     test = summaries["eval"]["test"]
     assert 0.0 <= test["HR@1"] <= test["HR@4"] <= 1.0 and test["users"] == 12
     assert summaries["baselines"]["popularity"]["hit"] == "sid"
+    assert summaries["sft"]["distilled_examples"] == summaries["sft"]["train_examples"] > 0
 
 
 def test_a_catalogue_of_20k_items_goes_through_every_stage(tmp_path):

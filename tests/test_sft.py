@@ -96,6 +96,34 @@ def test_loss_sums_equal_a_full_logits_reference(window):
     assert float(total) == pytest.approx(want_total, rel=1e-5)
 
 
+@pytest.mark.parametrize("window", [0, 6])
+def test_distilled_loss_sums_mix_the_hard_and_the_soft_targets(window):
+    """(1 - w) x NLL + w x cross-entropy against the soft targets, token by token, from full logits."""
+    model, weight, k = _model(3), 0.4, 3
+    batch = _batch(_records(), np.arange(4))
+    rng = np.random.default_rng(5)
+    batch[sft.SOFT_IDS] = rng.integers(0, V, (4, T, k)).astype(np.int32)
+    soft = rng.random((4, T, k)).astype(np.float32)
+    batch[sft.SOFT_WEIGHTS] = soft / soft.sum(-1, keepdims=True)
+    total, count = nnx.jit(sft.loss_sums, static_argnums=(2, 3, 5))(model, jax.tree.map(jnp.asarray, batch), 5,
+                                                                     window, None, weight)
+    tokens, attention = batch["tokens"], batch["attention_mask"]
+    positions = np.maximum(np.cumsum(attention, 1) - 1, 0)
+    logits = nnx.jit(lambda m, t, p, a: m(t, p, attention_mask=a)[0])(
+        model, jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(attention))
+    logp = np.asarray(jax.nn.log_softmax(logits, -1))
+    want, want_count = 0.0, 0
+    for b in range(4):
+        for t in range(1, T):
+            if batch["loss_mask"][b, t] and attention[b, t]:
+                hard = -logp[b, t - 1, tokens[b, t]]
+                cross = -np.sum(batch[sft.SOFT_WEIGHTS][b, t] * logp[b, t - 1, batch[sft.SOFT_IDS][b, t]])
+                want += (1 - weight) * hard + weight * cross
+                want_count += 1
+    assert float(count) == want_count
+    assert float(total) == pytest.approx(want, rel=1e-5)
+
+
 def test_gradient_accumulation_equals_one_big_batch():
     batch = jax.tree.map(jnp.asarray, _batch(_records(), np.arange(8)))
     results = []
@@ -142,8 +170,8 @@ def test_dropout_keys_depend_on_the_seed_and_the_step_only():
 def test_only_a_step_with_dropout_draws_random_numbers(dropout):
     state = _state(_section(), dropout=dropout)
     batch = jax.tree.map(jnp.asarray, _batch(_records(), np.arange(8)))
-    jaxpr = jax.make_jaxpr(sft._train_step, static_argnums=(0, 1, 2, 3, 4, 5))(
-        state.graphdef, state.wrt, 1, 0, 0, 0, state.arrays, batch)
+    jaxpr = jax.make_jaxpr(sft._train_step, static_argnums=(0, 1, 2, 3, 4, 5, 6))(
+        state.graphdef, state.wrt, 1, 0, 0, 0, 0.0, state.arrays, batch)
     assert ("random_bits" in str(jaxpr)) == (dropout > 0)
 
 

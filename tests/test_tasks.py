@@ -216,7 +216,7 @@ def test_sidseq_covers_every_next_item_sample_exactly_once():
         samples = [(tuple(sids[i] for i in s.history[r, : s.history_len[r]]), sids[int(s.target[r])]) for r in range(len(s))]
         assert sorted(unfolded) == sorted(samples)
     train = tasks.task_examples(tasks.SIDSEQ, dataset, sids, "train", style="sid_sequence")
-    assert tasks.Example(tasks.SIDSEQ, sids[0], sids[1] + sids[1]) in train  # user 0's two samples, one sequence
+    assert tasks.Example(tasks.SIDSEQ, sids[0], sids[1] + sids[1], items=(0, 1, 1)) in train  # user 0's two samples
 
 
 def test_prompt_styles_keep_their_own_tasks():

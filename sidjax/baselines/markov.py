@@ -53,8 +53,13 @@ class MarkovChain:
     def num_items(self) -> int:
         return self.config.num_items
 
-    def probs(self, history: np.ndarray, history_len: np.ndarray) -> np.ndarray:
-        """P(next item) f64 [n, items] for histories int [n, H] (time-ordered, `history_len` real items each)."""
+    def probs(self, history: np.ndarray, history_len: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
+        """P(next item) f64 [n, items] for histories int [n, H] (time-ordered, `history_len` real items each).
+
+        `leave_out` int [n]: each row's own train transition (latest history item -> this item) is taken
+        out of the counts first, so a train sample is predicted from the other users' transitions, as a
+        valid or test sample is (what a teacher for its own training data needs).
+        """
         history = np.asarray(history)
         history_len = np.asarray(history_len)
         n = history.shape[0]
@@ -70,8 +75,13 @@ class MarkovChain:
             position = history_len - 1 - k
             present = position >= 0
             items = history[np.arange(n), np.maximum(position, 0)]
-            rows = (self.counts[items].toarray() + c.smoothing * self._prior) / (
-                self._row_totals[items] + c.smoothing)[:, None]
+            counts = self.counts[items].toarray()
+            totals = self._row_totals[items]
+            if k == 0 and leave_out is not None:
+                own = np.minimum(counts[np.arange(n), leave_out], 1.0) * present
+                counts[np.arange(n), leave_out] -= own
+                totals = totals - own
+            rows = (counts + c.smoothing * self._prior) / (totals + c.smoothing)[:, None]
             weight = np.where(present, c.decay ** k, 0.0)
             mixed += weight[:, None] * rows
             weights += weight

@@ -46,6 +46,11 @@ def section() -> ml_collections.ConfigDict:
     c.eval_every_epoch = True
     c.patience = 0
     c.max_eval_batches = 0  # 0 = the whole valid split
+    # Distils the item Markov chain (`config.baselines.markov`) into the SID tokens of `sidseq` targets:
+    # each token's loss is (1 - w) x its NLL + w x its cross-entropy against the chain's distribution
+    # over that level's codes (the `distill_top_k` likeliest, renormalised); 0 = plain SFT.
+    c.distill_weight = 0.0
+    c.distill_top_k = 16
     c.log_every = 10
     return c
 
@@ -122,3 +127,7 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(c.patience >= 0, f"{name}.patience", "must be >= 0 (0 = no early stopping)")
     require(c.max_eval_batches >= 0, f"{name}.max_eval_batches", "must be >= 0 (0 = all)")
     require(c.log_every >= 1, f"{name}.log_every", "must be >= 1")
+    require(0.0 <= c.distill_weight < 1.0, f"{name}.distill_weight", f"must be in [0, 1), got {c.distill_weight}")
+    require(c.distill_top_k >= 1, f"{name}.distill_top_k", f"must be >= 1, got {c.distill_top_k}")
+    require(c.distill_weight == 0.0 or c.tasks.sidseq != 0, f"{name}.distill_weight",
+            "distils into 'sidseq' targets only: turn that task on (tasks.sidseq) or set the weight to 0")

@@ -225,8 +225,8 @@ class ChatFormat:
         return Encoded(ids, mask, len(prompt))
 
 
-def encode_all(fmt: ChatFormat, examples: Iterable[Example]) -> tuple[list[Encoded], int]:
-    """Encode every example; returns (the kept ones, how many truncation='drop' skipped)."""
-    encoded = fmt.encode(list(examples))
-    kept = [e for e in encoded if e is not None]
-    return kept, len(encoded) - len(kept)
+def encode_all(fmt: ChatFormat, examples: Iterable[Example]) -> tuple[list[tuple[Example, Encoded]], int]:
+    """Encode every example; returns (the kept ones with their encodings, how many truncation='drop' skipped)."""
+    examples = list(examples)
+    kept = [(example, e) for example, e in zip(examples, fmt.encode(examples)) if e is not None]
+    return kept, len(examples) - len(kept)

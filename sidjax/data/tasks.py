@@ -68,6 +68,7 @@ class Example:
     target: str
     context: tuple[tuple[str, str], ...] = ()  # (role, content) turns before `prompt` (a system turn, replay)
     plain: bool = False  # plain language-model text: no prompt, no chat turns, the loss on all of `target`
+    items: tuple[int, ...] = ()  # sidseq: the item ids its SIDs spell, prompt then target (soft targets align on them)
 
 
 # ---------------------------------------------------------------- SID strings
@@ -300,11 +301,12 @@ def _sequence_examples(split: Split, item_sids: Sequence[str]) -> list[Example]:
         if all(c is not None and not covered[c] for c in chain):  # a shared prefix is covered once
             for c in chain:
                 covered[c] = True
-            out.append(Example(SIDSEQ, item_sids[sequence[0]], "".join(item_sids[i] for i in sequence[1:])))
+            out.append(Example(SIDSEQ, item_sids[sequence[0]], "".join(item_sids[i] for i in sequence[1:]),
+                               items=sequence))
     for r in rows:
         if not covered[r]:
             prompt = sid_history_prompt([item_sids[i] for i in histories[r]], "sid_sequence")
-            out.append(Example(SIDSEQ, prompt, item_sids[targets[r]]))
+            out.append(Example(SIDSEQ, prompt, item_sids[targets[r]], items=histories[r] + (targets[r],)))
     return out
 
 

@@ -22,14 +22,16 @@ from absl import logging
 from flax import nnx
 
 from sidjax import bundle as bundles
+from sidjax.baselines import markov
 from sidjax.data import loader
 from sidjax.data.formatting import ChatFormat, Encoded, encode_all
-from sidjax.data.tasks import TaskMixture, build_mixture, sid_strings, task_counts
+from sidjax.data.soft_targets import soft_targets
+from sidjax.data.tasks import Example, TaskMixture, build_mixture, sid_strings, task_counts
 from sidjax.parallel.mesh import make_mesh
 from sidjax.stages import memory_check
 from sidjax.stages.sids import load_output as load_sids
 from sidjax.train import checkpoint as ckpt
-from sidjax.train.sft import fit
+from sidjax.train.sft import SOFT_IDS, SOFT_WEIGHTS, fit
 from sidjax.train.state import frozen_lm, make_train_state
 from sidjax.utils.settings import settings_from
 
@@ -56,25 +58,39 @@ def _starting_bundle(ctx, sids: np.ndarray, level_sizes: tuple[int, ...], mesh) 
     return dataclasses.replace(start, config=ctx.config), previous
 
 
-def _rows(encoded: list[Encoded]) -> list[dict[str, np.ndarray]]:
+def _rows(pairs: list[tuple[Example, Encoded]]) -> list[dict[str, np.ndarray]]:
     return [
         {"tokens": e.input_ids, "attention_mask": np.ones(len(e.input_ids), bool), "loss_mask": e.loss_mask}
-        for e in encoded
+        for _, e in pairs
     ]
 
 
+def _add_soft_targets(ctx, c: ml_collections.ConfigDict, rows: list[dict[str, np.ndarray]],
+                      pairs: list[tuple[Example, Encoded]], start: bundles.Bundle) -> int:
+    """The item Markov chain's soft targets (`sidjax.data.soft_targets`) on every row, for distillation;
+    returns how many examples have them."""
+    if not any(example.items for example, _ in pairs):
+        raise ValueError(f"config key '{ctx.name}.distill_weight': no training example has item ids to distil "
+                         "the Markov chain into (only the 'sidseq' task has them)")
+    chain = markov.fit(ctx.dataset.splits["train"], ctx.dataset.num_items, ctx.config.baselines.markov)
+    soft = soft_targets(pairs, start.sids, start.level_offsets, start.level_sizes, chain, c.distill_top_k)
+    for row, (ids, weights) in zip(rows, soft):
+        row[SOFT_IDS], row[SOFT_WEIGHTS] = ids, weights
+    return sum(bool(example.items) for example, _ in pairs)
+
+
 def _buckets(rows: list[dict[str, np.ndarray]], c: ml_collections.ConfigDict, pad_id: int) -> loader.Buckets:
-    return loader.Buckets(
-        lengths=[len(r["tokens"]) for r in rows],
-        bounds=tuple(c.length_buckets),
-        pad_values={"tokens": pad_id, "attention_mask": False, "loss_mask": False},
-    )
+    pad_values = {"tokens": pad_id, "attention_mask": False, "loss_mask": False}
+    if SOFT_IDS in rows[0]:
+        pad_values.update({SOFT_IDS: pad_id, SOFT_WEIGHTS: 0.0})
+    return loader.Buckets(lengths=[len(r["tokens"]) for r in rows], bounds=tuple(c.length_buckets),
+                          pad_values=pad_values)
 
 
-def _response_window(encoded: list[Encoded], name: str) -> int:
+def _response_window(pairs: list[tuple[Example, Encoded]], name: str) -> int:
     """Positions that cover the longest response (rounded up to 8): logits are computed there only."""
     longest = 0
-    for e in encoded:
+    for _, e in pairs:
         learned = np.flatnonzero(e.loss_mask)
         if learned.size and learned[-1] - learned[0] + 1 != learned.size:
             raise ValueError(f"a {len(e.input_ids)}-token example's loss mask is not one contiguous response; "
@@ -111,7 +127,7 @@ class _Data:
     summary: dict[str, Any]
 
 
-def _data(ctx, c: ml_collections.ConfigDict, fmt: ChatFormat, sids: np.ndarray) -> _Data:
+def _data(ctx, c: ml_collections.ConfigDict, fmt: ChatFormat, start: bundles.Bundle) -> _Data:
     """The task mixture of both splits, encoded and batched in length buckets."""
     mixture = settings_from(TaskMixture, c)
     corpus = None
@@ -119,27 +135,29 @@ def _data(ctx, c: ml_collections.ConfigDict, fmt: ChatFormat, sids: np.ndarray) 
         from sidjax.data.corpus import load_corpus
 
         corpus = load_corpus(ctx.output_of("teacher"))
-    item_sids = sid_strings(sids)
+    item_sids = sid_strings(start.sids)
     train_examples = build_mixture(mixture, ctx.dataset, item_sids, "train", corpus, fmt.prompt_style)
     valid_examples = build_mixture(mixture, ctx.dataset, item_sids, "valid", corpus, fmt.prompt_style)
-    train_encoded, train_dropped = encode_all(fmt, train_examples)
-    valid_encoded, valid_dropped = encode_all(fmt, valid_examples)
-    if len(train_encoded) < c.batch_size:
+    train_pairs, train_dropped = encode_all(fmt, train_examples)
+    valid_pairs, valid_dropped = encode_all(fmt, valid_examples)
+    if len(train_pairs) < c.batch_size:
         raise ValueError(f"config key '{ctx.name}.batch_size': {c.batch_size} is more than the "
-                         f"{len(train_encoded)} training examples of the task mixture")
-    train_rows, valid_rows = _rows(train_encoded), _rows(valid_encoded)
+                         f"{len(train_pairs)} training examples of the task mixture")
+    train_rows, valid_rows = _rows(train_pairs), _rows(valid_pairs)
+    distilled = _add_soft_targets(ctx, c, train_rows, train_pairs, start) if c.distill_weight > 0 else 0
     train_args = dict(batch_size=c.batch_size, seed=ctx.config.seed, buckets=_buckets(train_rows, c, fmt.eos_id))
     valid = None
     if valid_rows:
         valid = loader.batches(valid_rows, batch_size=c.eval_batch_size, shuffle=False, drop_remainder=False,
                                buckets=_buckets(valid_rows, c, fmt.eos_id))
-    window = _response_window(train_encoded + valid_encoded, ctx.name) if c.response_logits_only else 0
+    window = _response_window(train_pairs + valid_pairs, ctx.name) if c.response_logits_only else 0
     summary = {
         "train_examples": len(train_rows),
         "valid_examples": len(valid_rows),
         "dropped_too_long": {"train": train_dropped, "valid": valid_dropped},
         "tasks": task_counts(train_examples),
         "response_window": window,
+        "distilled_examples": distilled,
     }
     return _Data(
         train=loader.batches(train_rows, num_epochs=None, **train_args),
@@ -161,7 +179,7 @@ def _run(ctx, c: ml_collections.ConfigDict) -> dict[str, Any]:
     bundles.save(start, ctx.dir)
     # Read back from the bundle: training formats prompts exactly as eval and `sidjax.load` will.
     fmt = ChatFormat.from_hf_dir(ctx.dir, max_length=max(c.length_buckets), truncation=c.truncation)
-    data = _data(ctx, c, fmt, sids)
+    data = _data(ctx, c, fmt, start)
     total_steps = data.steps_per_epoch * c.epochs
     if c.max_steps:
         total_steps = min(total_steps, c.max_steps)

@@ -38,30 +38,41 @@ from sidjax.utils.progress import progress
 
 Batch = Mapping[str, Any]
 BATCH_KEYS = ("tokens", "attention_mask", "loss_mask", EXAMPLE_MASK)
+SOFT_IDS, SOFT_WEIGHTS = "soft_ids", "soft_weights"  # distillation's soft targets (`sidjax.data.soft_targets`)
 
 
 def loss_sums(
     model: nnx.Module, batch: Batch, logits_chunk: int = 0, response_window: int = 0,
-    dropout_key: Optional[jax.Array] = None,
+    dropout_key: Optional[jax.Array] = None, distill_weight: float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
     """(summed next-token NLL over the response tokens, their number) of one batch.
 
     `response_window` > 0 computes logits only on that many positions around each
     row's (contiguous) response instead of on every position. `dropout_key` (train
-    step only) applies the model's dropout.
+    step only) applies the model's dropout. With `distill_weight` > 0 the batch's soft
+    targets (`soft_ids`, `soft_weights` [B, T, K]) weigh in: each token's loss is
+    (1 - w) x its NLL + w x its cross-entropy against them.
     """
     attention = batch["attention_mask"]
     tokens = batch["tokens"]
     learn = batch["loss_mask"] & attention & batch[EXAMPLE_MASK][:, None]
+    soft = (batch[SOFT_IDS], batch[SOFT_WEIGHTS]) if distill_weight > 0 else ()
     if response_window <= 0:
         scores = losses.token_logprobs(model, tokens, positions_from_mask(attention), attention,
-                                       chunk_size=logits_chunk, dropout_key=dropout_key)
-        return losses.masked_nll(scores.logprobs, losses.next_token_mask(learn))
-    hidden, _ = model.hidden_states(tokens, positions_from_mask(attention), attention_mask=attention,
-                                    dropout_key=dropout_key)
-    hidden, targets, mask = losses.response_window(hidden, tokens, learn, response_window)
-    scores = losses.hidden_token_logprobs(hidden, targets, model.logits, chunk_size=logits_chunk)
-    return losses.masked_nll(scores.logprobs, mask)
+                                       chunk_size=logits_chunk, dropout_key=dropout_key,
+                                       extra_ids=soft[0] if soft else None)
+        mask, weights = losses.next_token_mask(learn), soft[1][:, 1:] if soft else None
+    else:
+        hidden, _ = model.hidden_states(tokens, positions_from_mask(attention), attention_mask=attention,
+                                        dropout_key=dropout_key)
+        hidden, targets, mask, *soft = losses.response_window(hidden, tokens, learn, response_window, *soft)
+        scores = losses.hidden_token_logprobs(hidden, targets, model.logits, chunk_size=logits_chunk,
+                                              extra_ids=soft[0] if soft else None)
+        weights = soft[1] if soft else None
+    total, count = losses.masked_nll(scores.logprobs, mask)
+    if weights is None:
+        return total, count
+    return (1.0 - distill_weight) * total + distill_weight * losses.masked_soft_nll(scores.extra, weights, mask), count
 
 
 def _micro_batches(batch: Batch, accum: int) -> Batch:
@@ -86,7 +97,7 @@ def dropout_key(seed: int, step: jax.Array) -> jax.Array:
 
 
 def _train_step(graphdef: nnx.GraphDef, wrt: Any, accum: int, logits_chunk: int, window: int, seed: int,
-                arrays: nnx.State, batch: Batch):
+                distill_weight: float, arrays: nnx.State, batch: Batch):
     model, optimizer = nnx.merge(graphdef, arrays)
     model_def, params, rest = nnx.split(model, wrt, ...)
     key = None
@@ -94,7 +105,7 @@ def _train_step(graphdef: nnx.GraphDef, wrt: Any, accum: int, logits_chunk: int,
         key = dropout_key(seed, optimizer.step[...])
 
     def loss(p, micro, micro_key):
-        return loss_sums(nnx.merge(model_def, p, rest), micro, logits_chunk, window, micro_key)
+        return loss_sums(nnx.merge(model_def, p, rest), micro, logits_chunk, window, micro_key, distill_weight)
 
     grad_fn = jax.value_and_grad(loss, has_aux=True)
     if accum == 1:
@@ -127,19 +138,20 @@ def _eval_step(graphdef: nnx.GraphDef, logits_chunk: int, window: int, model_arr
 
 # Module-level jits with the graph definition static: a second fit of the same model (a resumed run,
 # reason_sft after sft) reuses the compiled step.
-_jit_train_step = jax.jit(_train_step, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=6)
+_jit_train_step = jax.jit(_train_step, static_argnums=(0, 1, 2, 3, 4, 5, 6), donate_argnums=7)
 _jit_eval_step = jax.jit(_eval_step, static_argnums=(0, 1, 2))
 
 
 def make_train_step(
     state: TrainState, *, grad_accum_steps: int = 1, logits_chunk: int = 0, response_window: int = 0,
-    seed: int = 0,
+    seed: int = 0, distill_weight: float = 0.0,
 ) -> Callable[[nnx.State, Batch], tuple[nnx.State, dict]]:
     """`step(arrays, batch) -> (arrays, metrics)`, jitted, donating `arrays` and keeping their shardings.
 
-    With `model.config.dropout` > 0 each step draws its masks from `dropout_key(seed, optimizer step)`.
+    With `model.config.dropout` > 0 each step draws its masks from `dropout_key(seed, optimizer step)`;
+    `distill_weight`: see `loss_sums` (the batches then carry soft targets).
     """
-    static = (state.graphdef, state.wrt, grad_accum_steps, logits_chunk, response_window, seed)
+    static = (state.graphdef, state.wrt, grad_accum_steps, logits_chunk, response_window, seed, distill_weight)
     shardings = jax.tree.map(lambda x: x.sharding, state.arrays)
     mesh = next((s.mesh for s in jax.tree.leaves(shardings) if isinstance(s, NamedSharding)), None)
     if mesh is None:
@@ -222,7 +234,7 @@ def fit(
     checkpoints = TrainCheckpoints(stage_dir, c.keep_checkpoints)
     best = BestModel(stage_dir)
     train_step = make_train_step(state, grad_accum_steps=c.grad_accum_steps, logits_chunk=c.logits_chunk,
-                                 response_window=response_window, seed=seed)
+                                 response_window=response_window, seed=seed, distill_weight=c.distill_weight)
     eval_step = make_eval_step(state, logits_chunk=c.logits_chunk, response_window=response_window)
     evaluating = valid is not None and c.eval_every_epoch
     epochs = _EpochEnd(eval_step, valid if evaluating else None, steps_per_epoch, c, mesh, best, checkpoints, writer)
@@ -254,7 +266,7 @@ def fit(
 
 def _batch_arrays(batch: Batch) -> dict[str, Any]:
     """The arrays of a loader batch that the steps read (the loader's batches carry more)."""
-    return {k: batch[k] for k in BATCH_KEYS}
+    return {k: batch[k] for k in BATCH_KEYS + (SOFT_IDS, SOFT_WEIGHTS) if k in batch}
 
 
 class _Report:
