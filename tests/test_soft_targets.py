@@ -6,7 +6,7 @@ from sidjax.baselines import markov
 from sidjax.configs import base_config
 from sidjax.data.dataset import Split
 from sidjax.data.formatting import Encoded
-from sidjax.data.soft_targets import soft_targets
+from sidjax.baselines.soft_targets import soft_targets
 from sidjax.data.tasks import SIDSEQ, Example
 
 SIDS = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 2], [1, 2, 3], [1, 2, 0], [1, 0, 1]])

@@ -23,9 +23,9 @@ from flax import nnx
 
 from sidjax import bundle as bundles
 from sidjax.baselines import markov
+from sidjax.baselines.soft_targets import soft_targets
 from sidjax.data import loader
 from sidjax.data.formatting import ChatFormat, Encoded, encode_all
-from sidjax.data.soft_targets import soft_targets
 from sidjax.data.tasks import Example, TaskMixture, build_mixture, sid_strings, task_counts
 from sidjax.parallel.mesh import make_mesh
 from sidjax.stages import memory_check
@@ -67,7 +67,7 @@ def _rows(pairs: list[tuple[Example, Encoded]]) -> list[dict[str, np.ndarray]]:
 
 def _add_soft_targets(ctx, c: ml_collections.ConfigDict, rows: list[dict[str, np.ndarray]],
                       pairs: list[tuple[Example, Encoded]], start: bundles.Bundle) -> int:
-    """The item Markov chain's soft targets (`sidjax.data.soft_targets`) on every row, for distillation;
+    """The item Markov chain's soft targets (`sidjax.baselines.soft_targets`) on every row, for distillation;
     returns how many examples have them."""
     if not any(example.items for example, _ in pairs):
         raise ValueError(f"config key '{ctx.name}.distill_weight': no training example has item ids to distil "

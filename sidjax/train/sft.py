@@ -38,7 +38,7 @@ from sidjax.utils.progress import progress
 
 Batch = Mapping[str, Any]
 BATCH_KEYS = ("tokens", "attention_mask", "loss_mask", EXAMPLE_MASK)
-SOFT_IDS, SOFT_WEIGHTS = "soft_ids", "soft_weights"  # distillation's soft targets (`sidjax.data.soft_targets`)
+SOFT_IDS, SOFT_WEIGHTS = "soft_ids", "soft_weights"  # distillation's soft targets (`sidjax.baselines.soft_targets`)
 
 
 def loss_sums(
