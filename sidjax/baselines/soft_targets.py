@@ -21,6 +21,8 @@ from sidjax.baselines.markov import MarkovChain
 from sidjax.data.formatting import Encoded
 from sidjax.data.tasks import Example
 
+_CHUNK_ENTRIES = 1 << 22
+
 
 class _Positions:
     """The response items of every example with items: their history, target and token rows."""
@@ -67,8 +69,7 @@ def _level_distributions(probs: np.ndarray, targets: np.ndarray, sids: np.ndarra
 
 
 def soft_targets(pairs: Sequence[tuple[Example, Encoded]], sids: np.ndarray, level_offsets: np.ndarray,
-                 level_sizes: Sequence[int], chain: MarkovChain, top_k: int,
-                 chunk: int = 1024) -> list[tuple[np.ndarray, np.ndarray]]:
+                 level_sizes: Sequence[int], chain: MarkovChain, top_k: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per example: (token ids int32 [T, top_k], weights f32 [T, top_k]), row t the target of token t.
 
     Rows with no teacher (prompt tokens, examples without items) hold the token itself at weight 1, so
@@ -85,6 +86,7 @@ def soft_targets(pairs: Sequence[tuple[Example, Encoded]], sids: np.ndarray, lev
     positions = _Positions(pairs, sids, level_offsets, chain.config.context)
     history, history_len = np.asarray(positions.history), np.asarray(positions.history_len)
     targets = np.asarray(positions.target)
+    chunk = max(1, _CHUNK_ENTRIES // len(sids))  # positions a chunk: its dense [chunk, items] arrays stay small
     for start in range(0, targets.size, chunk):
         span = slice(start, start + chunk)
         probs = chain.probs(history[span], history_len[span], leave_out=targets[span])
