@@ -48,7 +48,8 @@ def section() -> ml_collections.ConfigDict:
     c.max_eval_batches = 0  # 0 = the whole valid split
     # Distils the item Markov chain (`config.baselines.markov`) into the SID tokens of `sidseq` targets:
     # each token's loss is (1 - w) x its NLL + w x its cross-entropy against the chain's distribution
-    # over that level's codes (the `distill_top_k` likeliest, renormalised); 0 = plain SFT.
+    # over that level's codes (the `distill_top_k` likeliest, renormalised); 0 = plain SFT. The train loss
+    # logged is that mixture; the valid loss (early stopping) stays the plain NLL.
     c.distill_weight = 0.0
     c.distill_top_k = 16
     c.log_every = 10
