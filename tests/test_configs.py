@@ -249,18 +249,19 @@ def test_the_same_entries_in_another_valid_order_run_the_same_models(tmp_path, m
     config = importlib.import_module("experiments.configs.industrial_scratch").get_config()
     config.stages = tuple(s for s in config.stages if s != "baselines")
     reordered = config.copy_and_resolve_references()
-    reordered.stages = ("data", "sids", "sasrec", "markov", "sft:b", "grpo:b", "sft", "eval:sft", "grpo", "eval:grpo",
-                        "eval", "eval:ensemble")
+    reordered.stages = ("data", "sids", "sasrec", "markov", "sft:c", "sft:b", "grpo:b", "grpo:c", "sft", "eval:sft",
+                        "grpo", "eval:grpo", "eval", "eval:ensemble")
     for c in (config, reordered):
         validate(c)
         entries.check(c)
     first = runner.run_pipeline(config, tmp_path / "listed")
     second = runner.run_pipeline(reordered, tmp_path / "reordered")
     assert first == second
-    assert first["eval"]["uses"] == (["grpo", "grpo_b"], ["sasrec", "markov"], "direct")
+    assert first["eval"]["uses"] == (["grpo", "grpo_b", "grpo_c"], ["sasrec", "markov"], "direct")
     assert first["eval:grpo"]["uses"] == (["grpo"], [], "direct")
-    assert first["eval:ensemble"]["uses"] == (["grpo", "grpo_b"], [], "direct")
+    assert first["eval:ensemble"]["uses"] == (["grpo", "grpo_b", "grpo_c"], [], "direct")
     assert (first["sft:b"]["uses"], first["grpo:b"]["uses"]) == ((None, 1), ("sft:b", 1))
+    assert (first["sft:c"]["uses"], first["grpo:c"]["uses"]) == ((None, 2), ("sft:c", 2))
     assert (tmp_path / "reordered" / "eval" / DONE).is_file()
 
 
