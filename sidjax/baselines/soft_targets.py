@@ -54,14 +54,19 @@ class _Positions:
                 self.target.append(items[j])
 
 
+def _code_matrices(sids: np.ndarray, level_sizes: Sequence[int]) -> list[scipy.sparse.csr_matrix]:
+    """Per level, the one-hot [items, size_l] map of each item to its code there."""
+    rows = np.arange(len(sids))
+    return [scipy.sparse.csr_matrix((np.ones(len(sids)), (rows, sids[:, level])), shape=(len(sids), size))
+            for level, size in enumerate(level_sizes)]
+
+
 def _level_distributions(probs: np.ndarray, targets: np.ndarray, sids: np.ndarray,
-                         level_sizes: Sequence[int]) -> list[np.ndarray]:
+                         code_matrices: Sequence[scipy.sparse.csr_matrix]) -> list[np.ndarray]:
     """Per level l, P(code at l | the target's codes before l) under `probs` [n, items]: [n, size_l] each."""
     out = []
     match = np.ones(probs.shape, dtype=bool)
-    for level, size in enumerate(level_sizes):
-        code_of_item = scipy.sparse.csr_matrix((np.ones(len(sids)), (np.arange(len(sids)), sids[:, level])),
-                                               shape=(len(sids), size))
+    for level, code_of_item in enumerate(code_matrices):
         by_code = np.asarray((code_of_item.T @ (probs * match).T).T)
         out.append(by_code / np.maximum(by_code.sum(axis=1, keepdims=True), 1e-30))
         match &= sids[None, :, level] == sids[targets, level][:, None]
@@ -87,10 +92,11 @@ def soft_targets(pairs: Sequence[tuple[Example, Encoded]], sids: np.ndarray, lev
     history, history_len = np.asarray(positions.history), np.asarray(positions.history_len)
     targets = np.asarray(positions.target)
     chunk = max(1, _CHUNK_ENTRIES // len(sids))  # positions a chunk: its dense [chunk, items] arrays stay small
+    code_matrices = _code_matrices(sids, level_sizes)
     for start in range(0, targets.size, chunk):
         span = slice(start, start + chunk)
         probs = chain.probs(history[span], history_len[span], leave_out=targets[span])
-        for level, dist in enumerate(_level_distributions(probs, targets[span], sids, level_sizes)):
+        for level, dist in enumerate(_level_distributions(probs, targets[span], sids, code_matrices)):
             top = np.argsort(-dist, axis=1, kind="stable")[:, :top_k]
             mass = np.take_along_axis(dist, top, axis=1)
             mass /= np.maximum(mass.sum(axis=1, keepdims=True), 1e-30)
