@@ -87,6 +87,21 @@ def test_distillation_needs_the_sidseq_task_and_a_weight_below_one():
         validate(config)
 
 
+def test_several_thought_paths_need_sampled_reasoning():
+    config = base_config()
+    config.eval.think_paths = 4
+    with pytest.raises(ConfigError, match=r"'eval\.think_paths': 4 paths need mode 'reasoning' and think_temperature"):
+        validate(config)
+    config.eval.mode = "reasoning"
+    with pytest.raises(ConfigError, match=r"'eval\.think_paths'"):
+        validate(config)
+    config.eval.think_temperature = 1.0
+    validate(config)
+    config.eval.think_paths = 0
+    with pytest.raises(ConfigError, match=r"'eval\.think_paths': must be >= 1"):
+        validate(config)
+
+
 @pytest.mark.parametrize("name", ["demo", "industrial_scratch", "industrial_smollm2", "industrial_qwen3_1p7b", "tpu_qwen25_7b_v5p64"])
 def test_shipped_experiment_configs_validate(name):
     validate(importlib.import_module(f"experiments.configs.{name}").get_config())

@@ -35,6 +35,9 @@ def section() -> ml_collections.ConfigDict:
     c.think_repetition_penalty = 1.0  # 1.0: off; > 1 discourages tokens already in the prompt or the reasoning
     c.think_no_repeat_ngram = 0  # 0: off; else no n-gram of this many tokens repeats within the reasoning
     c.citations = "free"  # reasoning mode: "free", or "history": every SID the reasoning writes is a history item's
+    # Reasoning mode: 1 = one thought per history; K > 1 (needs think_temperature > 0) = K sampled thoughts, each
+    # searched, a SID scored by its mean probability over them (the thought summed out; K x the eval's time).
+    c.think_paths = 1
     # The model stage entries scored: one model, or two or more searched as one ensemble (direct mode only).
     c.models = ("grpo",)
     c.checkpoint = ""  # "": score `models`; else a model stage dir or a run dir scored instead
@@ -71,6 +74,9 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(c.think_repetition_penalty > 0, f"{name}.think_repetition_penalty", "must be > 0 (1.0 = off)")
     require(c.citations in CITATIONS, f"{name}.citations", f"must be one of {CITATIONS}, got '{c.citations}'")
     require(c.think_no_repeat_ngram >= 0, f"{name}.think_no_repeat_ngram", "must be >= 0 (0 = off)")
+    require(c.think_paths >= 1, f"{name}.think_paths", "must be >= 1")
+    require(c.think_paths == 1 or (c.mode == "reasoning" and c.think_temperature > 0), f"{name}.think_paths",
+            f"{c.think_paths} paths need mode 'reasoning' and think_temperature > 0 (greedy paths are all one)")
 
 
 def _validate_models(c: ml_collections.ConfigDict, name: str) -> None:

@@ -68,6 +68,9 @@ class SearchSettings:
     prompt_bucket: int = 32
     think: SamplingParams | None = None  # reasoning mode's generation settings
     citations: str = "free"  # reasoning mode: the SIDs a thought may write (sidjax.decode.options.CITATIONS)
+    # Reasoning mode: thoughts sampled per history; each is searched and a SID scores the mean of its
+    # probabilities over them (`_merge_paths`), an estimate of P(SID | history) with the thought summed out.
+    think_paths: int = 1
     seed: int = 0
 
 
@@ -147,19 +150,28 @@ class Recommender:
                 raise ValueError("reasoning mode thinks with one model; an ensemble searches in direct mode only")
             if self.think_close_id is None:
                 raise ValueError(f"reasoning mode: '{THINK_CLOSE}' is not a token of the model's tokenizer")
-            prompts, reasoning = _think(self, histories, prompts, settings, pad_id, batch_index)
+            paths = settings.think_paths
+            if paths < 1 or (paths > 1 and settings.think.temperature == 0):
+                raise ValueError(f"think_paths must be 1, or more with sampled thinking (temperature > 0), got "
+                                 f"{paths} at temperature {settings.think.temperature}: greedy paths are all one")
+            prompts, reasoning = _think(self, [h for h in histories for _ in range(paths)],
+                                        [p for p in prompts for _ in range(paths)], settings, pad_id, batch_index)
         tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
         result = beam_search(self.model, *put_batch((tokens, mask), self.mesh, rows="global"), self.tables,
                              num_beams=settings.beams, normalize=settings.normalize)
         result = self._gather(result)
         recs = Recommendations(leaves=result.leaves, codes=result.codes, scores=result.scores, valid=result.valid,
                                reasoning=reasoning)
+        if settings.mode == "reasoning" and settings.think_paths > 1:
+            recs = _merge_paths(recs, settings.think_paths)
         return recs if self.rescorer is None else self.rescorer.rescore(histories, recs, self.trie.leaf_items)
 
     def recommend(self, history: Sequence[int], *, beams: int = 10, mode: str = "direct", normalize: str = "vocab",
                   max_think_tokens: int = 256, repetition_penalty: float = 1.0, no_repeat_ngram: int = 0,
-                  citations: str = "free", domain: str = "") -> list[dict[str, Any]]:
-        """Top-`beams` next items for one history of item ids, best first (greedy thinking in reasoning mode).
+                  citations: str = "free", think_paths: int = 1, think_temperature: float = 0.0,
+                  domain: str = "") -> list[dict[str, Any]]:
+        """Top-`beams` next items for one history of item ids, best first (in reasoning mode, greedy thinking,
+        or `think_paths` thoughts sampled at `think_temperature` and merged as `SearchSettings.think_paths`).
 
         Each row: the SID, its score, the items that carry it and their titles (and the thinking, in
         reasoning mode). Titles come from the bundle's dataset. `domain`: a model of a mix
@@ -174,14 +186,15 @@ class Recommender:
                 raise ValueError(f"domain '{domain}' is not one of this model's domains {list(dataset.domains)}")
             return self.within(dataset.domain_items((domain,))).recommend(
                 history, beams=beams, mode=mode, normalize=normalize, max_think_tokens=max_think_tokens,
-                repetition_penalty=repetition_penalty, no_repeat_ngram=no_repeat_ngram, citations=citations)
+                repetition_penalty=repetition_penalty, no_repeat_ngram=no_repeat_ngram, citations=citations,
+                think_paths=think_paths, think_temperature=think_temperature)
         think = None
         if mode == "reasoning":
-            think = SamplingParams(max_new_tokens=max_think_tokens, temperature=0.0, top_k=0, top_p=1.0,
+            think = SamplingParams(max_new_tokens=max_think_tokens, temperature=think_temperature, top_k=0, top_p=1.0,
                                    repetition_penalty=repetition_penalty, no_repeat_ngram=no_repeat_ngram,
                                    stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=1)
         out = self.search([list(history)], SearchSettings(beams=beams, normalize=normalize, mode=mode, think=think,
-                                                          citations=citations))
+                                                          citations=citations, think_paths=think_paths))
         require_found(out, ["the history"])
         titles = self.bundle.dataset.titles()
         rows = []
@@ -210,6 +223,37 @@ def require_found(out: Recommendations, names: Sequence[str]) -> None:
     if bad.any():
         raise ValueError(f"{names[int(np.flatnonzero(bad)[0])]}: the constrained search found no valid SID beam "
                          f"(the model's scores are NaN or Inf): its weights are damaged or diverged")
+
+
+def _merge_paths(recs: Recommendations, paths: int) -> Recommendations:
+    """Rows of `paths` consecutive thoughts per history -> one row per history.
+
+    A SID's score becomes log(mean over the paths of P(SID | history, thought)), 0 where a path's beams
+    missed it: with thoughts sampled from the model, a Monte Carlo estimate of log P(SID | history).
+    Each history keeps the thought of the path that gave its first SID the highest probability.
+    """
+    n, beams = recs.leaves.shape[0] // paths, recs.leaves.shape[1]
+    leaves = np.full((n, beams), -1, np.int32)
+    codes = np.zeros((n, beams, recs.codes.shape[2]), recs.codes.dtype)
+    scores = np.full((n, beams), -np.inf, np.float32)
+    valid = np.zeros((n, beams), bool)
+    reasoning = []
+    for i in range(n):
+        rows = slice(i * paths, (i + 1) * paths)
+        ok = recs.valid[rows]
+        found, first, inverse = np.unique(recs.leaves[rows][ok], return_index=True, return_inverse=True)
+        merged = np.full(found.size, -np.inf)
+        np.logaddexp.at(merged, inverse, recs.scores[rows][ok].astype(np.float64))
+        order = np.argsort(-merged, kind="stable")[:beams]
+        k = order.size
+        leaves[i, :k], scores[i, :k], valid[i, :k] = found[order], merged[order] - np.log(paths), True
+        codes[i, :k] = recs.codes[rows][ok][first[order]]
+        if k:
+            backing = np.where(ok & (recs.leaves[rows] == found[order[0]]), recs.scores[rows], -np.inf).max(axis=1)
+            reasoning.append(recs.reasoning[i * paths + int(np.argmax(backing))])
+        else:
+            reasoning.append(recs.reasoning[i * paths])
+    return Recommendations(leaves=leaves, codes=codes, scores=scores, valid=valid, reasoning=reasoning)
 
 
 def _think(rec: Recommender, histories: Sequence[Sequence[int]], prompts: list[list[int]],
