@@ -347,6 +347,19 @@ def test_rescored_evaluation_reranks_the_same_beams_by_the_saved_dense_models(se
         np.testing.assert_allclose([b["score"] for b in record["recommendations"]], fused[order], rtol=1e-5)
         reordered += int(not np.array_equal(order, np.arange(6)))
     assert reordered > 0, "weight 3 should reorder some user's beams"
+
+    # experiments.tune_rescore re-ranks an unre-scored eval's saved beams to the re-scored eval's ranks.
+    from experiments.tune_rescore import fused_ranks, read_beams
+
+    config.eval.rescore, config.eval.rescore_weights = (), ()
+    evaluate_bundle(tmp_path / "sft", config, dataset, tmp_path / "plain")
+    saved, scores, items, sids, targets = read_beams(tmp_path / "plain" / "test.jsonl")
+    assert saved == histories
+    logs = [SasRecScorer(dense).sid_log_probs(saved, items), MarkovScorer(chain).sid_log_probs(saved, items)]
+    np.testing.assert_array_equal(fused_ranks(scores, logs, (3.0, 0.5), sids, targets),
+                                  read_ranks(tmp_path / "eval" / RANKS_FILE)["test"])
+    np.testing.assert_array_equal(fused_ranks(scores, logs, (0.0, 0.0), sids, targets),
+                                  read_ranks(tmp_path / "plain" / RANKS_FILE)["test"])
     other = sasrec.SasRec(sasrec.SasRecConfig(num_items=NUM_ITEMS + 1, max_len=10, dim=8, layers=1, heads=1),
                           rngs=nnx.Rngs(params=1))
     with pytest.raises(ValueError, match="trained on 25 items, the SID table has 24"):
