@@ -23,13 +23,16 @@ def get_config():
     # sidjax.decode.citations): free, the tiny model names made-up items of the right kind instead. No 12-token
     # run repeats within a thought (the teacher's own text repeats one in 0.4 % of records): it halves the
     # repeated evidence clauses. Measured on the first 500 valid users (docs/results/log.md).
+    # `eval:reasoning_paths` scores the final model with the thought summed out: 8 thoughts sampled per user,
+    # each searched, a SID scored by its mean probability over them (eval.think_paths; README, Results).
     config.stages = ("data", "sids", "teacher", "sft", "eval:sft", "reason_sft", "eval:reason_sft",
-                     "eval:reason_sft_reasoning", "grpo", "eval", "eval:reasoning")
+                     "eval:reason_sft_reasoning", "grpo", "eval", "eval:reasoning", "eval:reasoning_paths")
     config.entries = {
         "eval:sft": {"models": ("sft",)},
         "eval:reason_sft": {"models": ("reason_sft",)},
         "eval:reason_sft_reasoning": {"models": ("reason_sft",), **THINKING},
         "eval:reasoning": {"models": ("grpo",), **THINKING},
+        "eval:reasoning_paths": {"models": ("grpo",), **THINKING, "think_paths": 8, "think_temperature": 1.0},
     }
 
     config.sids.source = "paper"
