@@ -348,8 +348,8 @@ def test_rescored_evaluation_reranks_the_same_beams_by_the_saved_dense_models(se
         reordered += int(not np.array_equal(order, np.arange(6)))
     assert reordered > 0, "weight 3 should reorder some user's beams"
 
-    # experiments.tune_rescore re-ranks an unre-scored eval's saved beams to the re-scored eval's ranks.
-    from experiments.tune_rescore import fused_ranks, read_beams
+    # experiments.tune_rescore re-sorts the saved beams of an eval without re-scoring: the re-scored eval's ranks.
+    from sidjax.eval.rescore_tuning import fused_ranks, read_beams
 
     config.eval.rescore, config.eval.rescore_weights = (), ()
     evaluate_bundle(tmp_path / "sft", config, dataset, tmp_path / "plain")

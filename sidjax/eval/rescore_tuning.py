@@ -1,0 +1,70 @@
+"""Choosing the dense re-scorers' weights from an eval's saved beams, without searching again.
+
+An eval written without re-scoring keeps every beam of every user (`<split>.jsonl`: SID, score,
+items). Re-scoring only adds weight x log P_dense(SID) per dense model and sorts again
+(`sidjax.eval.rescore.DenseRescorer.rescore`), so each point of a weight grid is a re-sort of
+those beams (`experiments.tune_rescore` is the command).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from sidjax.utils.ranking import ranking_metrics
+
+
+def read_beams(path: Path) -> tuple[list[list[int]], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Histories, beam scores f64 [n, B] (-inf pads), beam items int32 [n, B, S] (-1 pads), beam SID strings
+    (object [n, B]) and target SID strings [n] from an eval's `<split>.jsonl`."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{line_no}: not a JSON line ({e.msg})") from e
+    if not records:
+        raise ValueError(f"{path}: no samples")
+    if any("reasoning" in r for r in records[:1]):
+        raise ValueError(f"{path}: beams of a reasoning-mode eval; re-scoring tunes direct-mode beams")
+    beams = max(len(r["recommendations"]) for r in records)
+    share = max(len(b["items"]) for r in records for b in r["recommendations"])
+    scores = np.full((len(records), beams), -np.inf)
+    items = np.full((len(records), beams, share), -1, np.int32)
+    sids = np.full((len(records), beams), "", object)
+    for i, r in enumerate(records):
+        for b, beam in enumerate(r["recommendations"]):
+            scores[i, b] = beam["score"]
+            items[i, b, :len(beam["items"])] = beam["items"]
+            sids[i, b] = beam["sid"]
+    histories = [[h["item"] for h in r["history"]] for r in records]
+    targets = np.asarray([r["target"]["sid"] for r in records], object)
+    return histories, scores, items, sids, targets
+
+
+def fused_ranks(scores: np.ndarray, dense: list[np.ndarray], weights: tuple[float, ...], sids: np.ndarray,
+                targets: np.ndarray) -> np.ndarray:
+    """The target's rank after re-scoring (as `DenseRescorer.rescore`: stable sort, pads last): int32 [n]."""
+    fused = scores.copy()
+    for log_probs, weight in zip(dense, weights):
+        if weight:
+            fused = fused + weight * log_probs
+    fused = np.where(np.isfinite(scores), fused, -np.inf)
+    order = np.argsort(-fused, axis=1, kind="stable")
+    match = np.take_along_axis(sids, order, axis=1) == targets[:, None]
+    return np.where(match.any(axis=1), match.argmax(axis=1), -1).astype(np.int32)
+
+
+def grid_search(scores: np.ndarray, dense: Sequence[np.ndarray], grid: Sequence[float], sids: np.ndarray,
+                targets: np.ndarray, ks: Sequence[int]) -> list[dict]:
+    """Every point of `grid` ^ len(dense) with its metrics, best NDCG@10 (then HR@10) first."""
+    rows = []
+    for weights in itertools.product(grid, repeat=len(dense)):
+        metrics = ranking_metrics(fused_ranks(scores, dense, weights, sids, targets), ks)
+        rows.append({"weights": list(weights), **metrics})
+    rows.sort(key=lambda r: (-r["NDCG@10"], -r["HR@10"]))
+    return rows
