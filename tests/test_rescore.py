@@ -121,3 +121,26 @@ def test_rescore_rejects_bad_weights_mixed_item_counts_and_items_beyond_the_mode
         DenseRescorer([(SasRecScorer(_model()), 1.0), (MarkovScorer(wider), 1.0)])
     with pytest.raises(ValueError, match="beyond the dense models' 6 items"):
         DenseRescorer([(SasRecScorer(_model()), 1.0)]).sid_log_probs([[1]], np.array([[[NUM_ITEMS, -1]]], np.int32))
+
+
+def test_saved_beams_that_are_not_eval_records_are_refused_naming_the_line(tmp_path):
+    import json
+
+    from sidjax.eval.rescore_tuning import read_beams
+
+    good = {"history": [{"item": 1}], "target": {"sid": "<a_1><b_2>"},
+            "recommendations": [{"sid": "<a_1><b_2>", "score": -1.0, "items": [3, 4]}]}
+    path = tmp_path / "valid.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "target": {}}) + "\n")
+    with pytest.raises(ValueError, match=r"valid.jsonl:2: not an eval sample record \(field 'sid'"):
+        read_beams(path)
+    path.write_text(json.dumps(good) + "\n{oops\n")
+    with pytest.raises(ValueError, match=r"valid.jsonl:2: not a JSON line"):
+        read_beams(path)
+    path.write_text(json.dumps({**good, "reasoning": "<think>x</think>"}) + "\n")
+    with pytest.raises(ValueError, match=r"valid.jsonl:1: a reasoning-mode sample"):
+        read_beams(path)
+    path.write_text(json.dumps(good) + "\n")
+    histories, scores, items, sids, targets = read_beams(path)
+    assert histories == [[1]] and scores.tolist() == [[-1.0]] and items.tolist() == [[[3, 4]]]
+    assert sids.tolist() == [["<a_1><b_2>"]] and targets.tolist() == ["<a_1><b_2>"]

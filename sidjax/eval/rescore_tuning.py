@@ -24,25 +24,29 @@ def read_beams(path: Path) -> tuple[list[list[int]], np.ndarray, np.ndarray, np.
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
+                records.append(([h["item"] for h in record["history"]], record["target"]["sid"],
+                                [(b["score"], b["items"], b["sid"]) for b in record["recommendations"]]))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{line_no}: not a JSON line ({e.msg})") from e
+            except (KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{line_no}: not an eval sample record (field {e} missing or malformed)") from e
+            if "reasoning" in record:
+                raise ValueError(f"{path}:{line_no}: a reasoning-mode sample; re-scoring tunes direct-mode beams")
     if not records:
         raise ValueError(f"{path}: no samples")
-    if any("reasoning" in r for r in records[:1]):
-        raise ValueError(f"{path}: beams of a reasoning-mode eval; re-scoring tunes direct-mode beams")
-    beams = max(len(r["recommendations"]) for r in records)
-    share = max(len(b["items"]) for r in records for b in r["recommendations"])
+    beams = max(len(row) for _, _, row in records)
+    share = max(len(beam[1]) for _, _, row in records for beam in row)
     scores = np.full((len(records), beams), -np.inf)
     items = np.full((len(records), beams, share), -1, np.int32)
     sids = np.full((len(records), beams), "", object)
-    for i, r in enumerate(records):
-        for b, beam in enumerate(r["recommendations"]):
-            scores[i, b] = beam["score"]
-            items[i, b, :len(beam["items"])] = beam["items"]
-            sids[i, b] = beam["sid"]
-    histories = [[h["item"] for h in r["history"]] for r in records]
-    targets = np.asarray([r["target"]["sid"] for r in records], object)
+    for i, (_, _, row) in enumerate(records):
+        for b, (score, beam_items, sid) in enumerate(row):
+            scores[i, b] = score
+            items[i, b, :len(beam_items)] = beam_items
+            sids[i, b] = sid
+    histories = [history for history, _, _ in records]
+    targets = np.asarray([target for _, target, _ in records], object)
     return histories, scores, items, sids, targets
 
 
