@@ -156,30 +156,29 @@ def test_reasoning_that_cites_history_writes_only_history_sids(setup, tmp_path):
 
 
 def test_sampled_thought_paths_merge_by_their_mean_probability(setup):
-    """think_paths=3 searches three sampled thoughts per history (the same ones a search of each history
-    repeated three times samples) and scores each SID log(mean of its probability over them)."""
+    """think_paths=3 is the one-thought searches of seeds 0, 1, 2 merged: each SID scores log(mean of its
+    probability over them), and each history keeps the thought that gave its first SID the most."""
     _, rec = setup
     think = SamplingParams(max_new_tokens=8, temperature=1.5, top_k=0, top_p=1.0, repetition_penalty=1.0,
                            no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=1)
     histories, paths, beams = [[1, 2], [3]], 3, 4
-    single = rec.search([h for h in histories for _ in range(paths)],
-                        SearchSettings(beams=beams, mode="reasoning", think=think))
+    single = [rec.search(histories, SearchSettings(beams=beams, mode="reasoning", think=think, seed=k))
+              for k in range(paths)]
     merged = rec.search(histories, SearchSettings(beams=beams, mode="reasoning", think=think, think_paths=paths))
-    assert len(set(single.reasoning[:paths])) > 1  # the paths sampled different thoughts
+    assert len({s.reasoning[0] for s in single}) > 1  # the paths sampled different thoughts
     for i in range(len(histories)):
         probs = {}
-        for row in range(i * paths, (i + 1) * paths):
-            for leaf, score in zip(single.leaves[row][single.valid[row]], single.scores[row][single.valid[row]]):
+        for s in single:
+            for leaf, score in zip(s.leaves[i][s.valid[i]], s.scores[i][s.valid[i]]):
                 probs[int(leaf)] = probs.get(int(leaf), 0.0) + np.exp(float(score)) / paths
         expected = sorted(probs, key=lambda leaf: -probs[leaf])[:beams]
         assert merged.valid[i].all()
         assert merged.leaves[i].tolist() == expected
         np.testing.assert_allclose(merged.scores[i], np.log([probs[leaf] for leaf in expected]), rtol=1e-5)
         np.testing.assert_array_equal(merged.codes[i], rec.trie.leaf_sids[merged.leaves[i]])
-        top = merged.leaves[i, 0]
-        backing = [max((s for l, s in zip(single.leaves[r], single.scores[r]) if l == top), default=-np.inf)
-                   for r in range(i * paths, (i + 1) * paths)]
-        assert merged.reasoning[i] == single.reasoning[i * paths + int(np.argmax(backing))]
+        backing = [max((score for leaf, score in zip(s.leaves[i], s.scores[i]) if leaf == expected[0]),
+                       default=-np.inf) for s in single]
+        assert merged.reasoning[i] == single[int(np.argmax(backing))].reasoning[i]
     greedy = dataclasses.replace(think, temperature=0.0)
     with pytest.raises(ValueError, match="greedy paths are all one"):
         rec.search(histories, SearchSettings(beams=beams, mode="reasoning", think=greedy, think_paths=2))

@@ -35,8 +35,9 @@ def section() -> ml_collections.ConfigDict:
     c.think_repetition_penalty = 1.0  # 1.0: off; > 1 discourages tokens already in the prompt or the reasoning
     c.think_no_repeat_ngram = 0  # 0: off; else no n-gram of this many tokens repeats within the reasoning
     c.citations = "free"  # reasoning mode: "free", or "history": every SID the reasoning writes is a history item's
-    # Reasoning mode: 1 = one thought per history; K > 1 (needs think_temperature > 0) = K sampled thoughts, each
-    # searched, a SID scored by its mean probability over them (the thought summed out; K x the eval's time).
+    # Reasoning mode: 1 = one thought per history; K > 1 (needs think_temperature > 0) = K sampled thoughts (path k
+    # with seed + k), each searched, a SID scored by its mean probability over them (the thought summed out; K x
+    # the eval's time, one path's memory).
     c.think_paths = 1
     # The model stage entries scored: one model, or two or more searched as one ensemble (direct mode only).
     c.models = ("grpo",)

@@ -68,8 +68,8 @@ class SearchSettings:
     prompt_bucket: int = 32
     think: SamplingParams | None = None  # reasoning mode's generation settings
     citations: str = "free"  # reasoning mode: the SIDs a thought may write (sidjax.decode.options.CITATIONS)
-    # Reasoning mode: thoughts sampled per history; each is searched and a SID scores the mean of its
-    # probabilities over them (`_merge_paths`), an estimate of P(SID | history) with the thought summed out.
+    # Reasoning mode: thoughts sampled per history (path k with seed + k); each is searched and a SID scores the
+    # mean of its probabilities over them (`_merge_paths`), an estimate of P(SID | history), the thought summed out.
     think_paths: int = 1
     seed: int = 0
 
@@ -140,6 +140,8 @@ class Recommender:
 
         `batch_index` picks the sampling stream of sampled reasoning (evaluate_split numbers its batches).
         """
+        if settings.mode == "reasoning" and settings.think_paths != 1:
+            return self._search_paths(histories, settings, batch_index)
         prompts = self.prompt_ids(histories, settings.mode)
         pad_id = self.format.eos_id
         reasoning = None
@@ -150,20 +152,32 @@ class Recommender:
                 raise ValueError("reasoning mode thinks with one model; an ensemble searches in direct mode only")
             if self.think_close_id is None:
                 raise ValueError(f"reasoning mode: '{THINK_CLOSE}' is not a token of the model's tokenizer")
-            paths = settings.think_paths
-            if paths < 1 or (paths > 1 and settings.think.temperature == 0):
-                raise ValueError(f"think_paths must be 1, or more with sampled thinking (temperature > 0), got "
-                                 f"{paths} at temperature {settings.think.temperature}: greedy paths are all one")
-            prompts, reasoning = _think(self, [h for h in histories for _ in range(paths)],
-                                        [p for p in prompts for _ in range(paths)], settings, pad_id, batch_index)
+            prompts, reasoning = _think(self, histories, prompts, settings, pad_id, batch_index)
         tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
         result = beam_search(self.model, *put_batch((tokens, mask), self.mesh, rows="global"), self.tables,
                              num_beams=settings.beams, normalize=settings.normalize)
         result = self._gather(result)
         recs = Recommendations(leaves=result.leaves, codes=result.codes, scores=result.scores, valid=result.valid,
                                reasoning=reasoning)
-        if settings.mode == "reasoning" and settings.think_paths > 1:
-            recs = _merge_paths(recs, settings.think_paths)
+        return recs if self.rescorer is None else self.rescorer.rescore(histories, recs, self.trie.leaf_items)
+
+    def _search_paths(self, histories: Sequence[Sequence[int]], settings: SearchSettings, batch_index: int
+                      ) -> Recommendations:
+        """`settings.think_paths` searches with one sampled thought each, merged (`_merge_paths`).
+
+        Path k samples with seed `settings.seed + k`, so it is the one-path search of that seed, and the
+        paths run one after another, so memory stays that of one path.
+        """
+        paths = settings.think_paths
+        if paths < 1 or (settings.think is not None and settings.think.temperature == 0):
+            raise ValueError(f"think_paths must be 1, or more with sampled thinking (temperature > 0), got {paths} "
+                             f"at temperature {getattr(settings.think, 'temperature', None)}: greedy paths are all one")
+        one = dataclasses.replace(settings, think_paths=1)
+        plain = copy.copy(self)
+        plain.rescorer = None
+        found = [plain.search(histories, dataclasses.replace(one, seed=settings.seed + k), batch_index)
+                 for k in range(paths)]
+        recs = _merge_paths(found)
         return recs if self.rescorer is None else self.rescorer.rescore(histories, recs, self.trie.leaf_items)
 
     def recommend(self, history: Sequence[int], *, beams: int = 10, mode: str = "direct", normalize: str = "vocab",
@@ -225,34 +239,34 @@ def require_found(out: Recommendations, names: Sequence[str]) -> None:
                          f"(the model's scores are NaN or Inf): its weights are damaged or diverged")
 
 
-def _merge_paths(recs: Recommendations, paths: int) -> Recommendations:
-    """Rows of `paths` consecutive thoughts per history -> one row per history.
-
-    A SID's score becomes log(mean over the paths of P(SID | history, thought)), 0 where a path's beams
-    missed it: with thoughts sampled from the model, a Monte Carlo estimate of log P(SID | history).
-    Each history keeps the thought of the path that gave its first SID the highest probability.
+def _merge_paths(found: Sequence[Recommendations]) -> Recommendations:
+    """One search per sampled thought -> one: a SID scores log(mean over the searches of P(SID | history,
+    thought)), 0 where a search missed it; with thoughts sampled from the model, a Monte Carlo estimate of
+    log P(SID | history). Each history keeps the thought of the search that gave its first SID the highest
+    probability.
     """
-    n, beams = recs.leaves.shape[0] // paths, recs.leaves.shape[1]
+    paths = len(found)
+    n, beams = found[0].leaves.shape
+    all_leaves = np.stack([f.leaves for f in found], axis=1)  # [n, paths, beams]
+    all_scores = np.stack([f.scores for f in found], axis=1)
+    all_valid = np.stack([f.valid for f in found], axis=1)
+    all_codes = np.stack([f.codes for f in found], axis=1)
     leaves = np.full((n, beams), -1, np.int32)
-    codes = np.zeros((n, beams, recs.codes.shape[2]), recs.codes.dtype)
+    codes = np.zeros((n, beams, all_codes.shape[-1]), all_codes.dtype)
     scores = np.full((n, beams), -np.inf, np.float32)
     valid = np.zeros((n, beams), bool)
     reasoning = []
     for i in range(n):
-        rows = slice(i * paths, (i + 1) * paths)
-        ok = recs.valid[rows]
-        found, first, inverse = np.unique(recs.leaves[rows][ok], return_index=True, return_inverse=True)
-        merged = np.full(found.size, -np.inf)
-        np.logaddexp.at(merged, inverse, recs.scores[rows][ok].astype(np.float64))
+        ok = all_valid[i]
+        unique, first, inverse = np.unique(all_leaves[i][ok], return_index=True, return_inverse=True)
+        merged = np.full(unique.size, -np.inf)
+        np.logaddexp.at(merged, inverse, all_scores[i][ok].astype(np.float64))
         order = np.argsort(-merged, kind="stable")[:beams]
         k = order.size
-        leaves[i, :k], scores[i, :k], valid[i, :k] = found[order], merged[order] - np.log(paths), True
-        codes[i, :k] = recs.codes[rows][ok][first[order]]
-        if k:
-            backing = np.where(ok & (recs.leaves[rows] == found[order[0]]), recs.scores[rows], -np.inf).max(axis=1)
-            reasoning.append(recs.reasoning[i * paths + int(np.argmax(backing))])
-        else:
-            reasoning.append(recs.reasoning[i * paths])
+        leaves[i, :k], scores[i, :k], valid[i, :k] = unique[order], merged[order] - np.log(paths), True
+        codes[i, :k] = all_codes[i][ok][first[order]]
+        backing = np.where(ok & (all_leaves[i] == (unique[order[0]] if k else -2)), all_scores[i], -np.inf).max(axis=1)
+        reasoning.append(found[int(np.argmax(backing))].reasoning[i])
     return Recommendations(leaves=leaves, codes=codes, scores=scores, valid=valid, reasoning=reasoning)
 
 
