@@ -16,6 +16,7 @@ import numpy as np
 from absl import flags, logging
 
 from experiments.launch import WORKDIR, run, start
+from sidjax.configs import stage_of
 from sidjax.eval.rescore import SCORERS
 from sidjax.eval.rescore_tuning import grid_search, read_beams
 from sidjax.stages import stage_dirname
@@ -47,7 +48,7 @@ def main(argv) -> None:
     logging.info("%s: %d samples, %d beams", path, len(histories), scores.shape[1])
     dense = []
     for entry in config.eval.rescore:
-        scorer = SCORERS[entry.split(":")[0]](workdir / stage_dirname(entry))
+        scorer = SCORERS[stage_of(entry)](workdir / stage_dirname(entry))
         dense.append(scorer.sid_log_probs(histories, items).astype(np.float64))
     ks = tuple(k for k in DEFAULT_KS if k <= scores.shape[1])
     rows = grid_search(scores, dense, grid, sids, targets, ks)

@@ -141,7 +141,14 @@ class Recommender:
         `batch_index` picks the sampling stream of sampled reasoning (evaluate_split numbers its batches).
         """
         if settings.mode == "reasoning" and settings.think_paths != 1:
-            return self._search_paths(histories, settings, batch_index)
+            recs = self._search_paths(histories, settings, batch_index)
+        else:
+            recs = self._search_once(histories, settings, batch_index)
+        return recs if self.rescorer is None else self.rescorer.rescore(histories, recs, self.trie.leaf_items)
+
+    def _search_once(self, histories: Sequence[Sequence[int]], settings: SearchSettings, batch_index: int
+                     ) -> Recommendations:
+        """The search's beams before re-scoring (one thought per history in reasoning mode)."""
         prompts = self.prompt_ids(histories, settings.mode)
         pad_id = self.format.eos_id
         reasoning = None
@@ -157,9 +164,8 @@ class Recommender:
         result = beam_search(self.model, *put_batch((tokens, mask), self.mesh, rows="global"), self.tables,
                              num_beams=settings.beams, normalize=settings.normalize)
         result = self._gather(result)
-        recs = Recommendations(leaves=result.leaves, codes=result.codes, scores=result.scores, valid=result.valid,
+        return Recommendations(leaves=result.leaves, codes=result.codes, scores=result.scores, valid=result.valid,
                                reasoning=reasoning)
-        return recs if self.rescorer is None else self.rescorer.rescore(histories, recs, self.trie.leaf_items)
 
     def _search_paths(self, histories: Sequence[Sequence[int]], settings: SearchSettings, batch_index: int
                       ) -> Recommendations:
@@ -172,13 +178,8 @@ class Recommender:
         if paths < 1 or (settings.think is not None and settings.think.temperature == 0):
             raise ValueError(f"think_paths must be 1, or more with sampled thinking (temperature > 0), got {paths} "
                              f"at temperature {getattr(settings.think, 'temperature', None)}: greedy paths are all one")
-        one = dataclasses.replace(settings, think_paths=1)
-        plain = copy.copy(self)
-        plain.rescorer = None
-        found = [plain.search(histories, dataclasses.replace(one, seed=settings.seed + k), batch_index)
-                 for k in range(paths)]
-        recs = _merge_paths(found)
-        return recs if self.rescorer is None else self.rescorer.rescore(histories, recs, self.trie.leaf_items)
+        return _merge_paths([self._search_once(histories, dataclasses.replace(settings, seed=settings.seed + k),
+                                               batch_index) for k in range(paths)])
 
     def recommend(self, history: Sequence[int], *, beams: int = 10, mode: str = "direct", normalize: str = "vocab",
                   max_think_tokens: int = 256, repetition_penalty: float = 1.0, no_repeat_ngram: int = 0,

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sidjax.utils.ranking import ranking_metrics
+from sidjax.utils.ranking import hit_ranks, ranking_metrics
 
 
 def read_beams(path: Path) -> tuple[list[list[int]], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -59,8 +59,7 @@ def fused_ranks(scores: np.ndarray, dense: list[np.ndarray], weights: tuple[floa
             fused = fused + weight * log_probs
     fused = np.where(np.isfinite(scores), fused, -np.inf)
     order = np.argsort(-fused, axis=1, kind="stable")
-    match = np.take_along_axis(sids, order, axis=1) == targets[:, None]
-    return np.where(match.any(axis=1), match.argmax(axis=1), -1).astype(np.int32)
+    return hit_ranks(np.take_along_axis(sids, order, axis=1)[:, :, None], targets[:, None])
 
 
 def grid_search(scores: np.ndarray, dense: Sequence[np.ndarray], grid: Sequence[float], sids: np.ndarray,
