@@ -6,7 +6,11 @@ same item embeddings (TF-IDF/LSA of the shipped Industrial_and_Scientific
 items) with the same batches. Epochs of the two alternate (bench.harness) for `--epochs`
 rounds after a warm-up; min / median / max per side are reported, our compile time apart.
 
-    python -m bench.rqvae [--epochs 10] [--batch_size 1024] [--hidden 512,256,128] [--threads 1]
+The encoder / decoder run in `--dtype` on both sides (bfloat16: sidjax's `rqvae.dtype` with float32
+weights; PyTorch under `torch.autocast("cpu", dtype=torch.bfloat16)`, its fastest CPU mode); codebook
+distances and losses stay float32 on both. `auto` (the default) is what `rqvae.dtype = "auto"` picks here.
+
+    python -m bench.rqvae [--epochs 10] [--batch_size 1024] [--hidden 512,256,128] [--dtype auto] [--threads 1]
 
 Last line: speedup=<PyTorch median seconds per epoch / ours>.
 """
@@ -26,6 +30,8 @@ from flax import nnx  # noqa: E402
 
 from sidjax.configs import base_config  # noqa: E402
 from sidjax.data.sources import load_dataset  # noqa: E402
+from sidjax.model import precision  # noqa: E402
+from sidjax.model.precision import AUTO  # noqa: E402
 from sidjax.sid import embed, rqvae  # noqa: E402
 
 
@@ -34,6 +40,7 @@ class TorchRQVAE(torch.nn.Module):
 
     def __init__(self, config: rqvae.RQVAEConfig):
         super().__init__()
+        self.low_precision = config.dtype == "bfloat16"
         sizes = (config.input_dim, *config.hidden, config.code_dim)
 
         def mlp(dims):
@@ -49,7 +56,8 @@ class TorchRQVAE(torch.nn.Module):
         self.config = config
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.encoder(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.low_precision):
+            residual = self.encoder(x).float()
         quantized = torch.zeros_like(residual)
         quant_loss = 0.0
         for book in self.codebooks:
@@ -62,7 +70,8 @@ class TorchRQVAE(torch.nn.Module):
             straight = residual + (chosen - residual).detach()
             quantized = quantized + straight
             residual = residual - straight
-        recon = self.decoder(quantized)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.low_precision):
+            recon = self.decoder(quantized).float()
         return torch.mean((recon - x) ** 2) + self.config.quant_weight * quant_loss / len(self.codebooks)
 
 
@@ -72,18 +81,25 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=1024)
     parser.add_argument("--hidden", default="512,256,128")
     parser.add_argument("--dim", type=int, default=256, help="LSA embedding size")
+    parser.add_argument("--dtype", default=AUTO, choices=("float32", "bfloat16", AUTO),
+                        help="encoder / decoder compute dtype of both sides; auto: what rqvae.dtype='auto' picks here")
     harness.add_threads_arg(parser)
     args = parser.parse_args()
     print(harness.describe_machine(harness.machine()), flush=True)
+    if args.dtype == AUTO:
+        args.dtype, reason = precision.auto_dtype()
+        print(f"dtype auto -> {args.dtype}: {reason}", flush=True)
 
     dataset = load_dataset(base_config().data)
     x = embed.tfidf_lsa(dataset.items, dim=args.dim, min_df=2, max_df=0.5, title_weight=2.0, seed=0)
-    config = rqvae.RQVAEConfig(input_dim=x.shape[1], hidden=tuple(int(h) for h in args.hidden.split(",")))
+    config = rqvae.RQVAEConfig(input_dim=x.shape[1], hidden=tuple(int(h) for h in args.hidden.split(",")),
+                               dtype=args.dtype)
     batches = [
         np.array(rqvae.epoch_batches(len(x), args.batch_size, jax.random.key(e))) for e in range(args.epochs + 1)
     ]
     print(f"items={len(x)} dim={x.shape[1]} hidden={config.hidden} code_dim={config.code_dim} "
-          f"levels={config.levels} K={config.codebook_size} batch={args.batch_size} steps/epoch={len(batches[0])}")
+          f"levels={config.levels} K={config.codebook_size} batch={args.batch_size} steps/epoch={len(batches[0])} "
+          f"dtype={config.dtype}")
 
     # ours
     model = rqvae.RQVAE(config, rngs=nnx.Rngs(0))

@@ -1,4 +1,7 @@
-"""RQ-VAE invariants: quantized = sum of chosen codes, straight-through gradients, determinism, save/load."""
+"""RQ-VAE invariants: quantized = sum of chosen codes, straight-through gradients, determinism, save/load,
+the encoder in float32 and bfloat16."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,3 +98,35 @@ def test_chunked_encoding_equals_one_pass(trained, monkeypatch):
     np.testing.assert_array_equal(encoded.codes, np.asarray(q.codes))
     np.testing.assert_allclose(encoded.residuals, np.asarray(q.residuals), atol=1e-6)
     np.testing.assert_allclose(encoded.recon_mse, float(jnp.mean((recon - x) ** 2)), rtol=1e-5)
+
+
+def _mlp_reference(mlp: R.MLP, x: np.ndarray) -> np.ndarray:
+    """x W + b per layer, ReLU between, in float64."""
+    for i, layer in enumerate(mlp.layers):
+        x = x @ np.asarray(layer.kernel[...], np.float64) + np.asarray(layer.bias[...], np.float64)
+        if i + 1 < len(mlp.layers):
+            x = np.maximum(x, 0.0)
+    return x
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("bfloat16", 3e-2)])
+def test_mlp_and_its_gradients_in_each_compute_dtype(dtype, tolerance):
+    """The encoder (float32 weights, matmuls in `dtype`) against float64 numpy, and its weight gradients against
+    the float32 encoder's: bfloat16 to bf16 precision relative to each array's scale."""
+    x = _data()
+    model = R.RQVAE(dataclasses.replace(CONFIG, dtype=dtype), rngs=nnx.Rngs(0))
+    reference = R.RQVAE(CONFIG, rngs=nnx.Rngs(0))  # float32, the same weights
+    out = np.asarray(model.encoder(jnp.asarray(x)))
+    assert out.dtype == np.float32
+    want = _mlp_reference(model.encoder, x.astype(np.float64))
+    assert np.abs(out - want).max() <= tolerance * np.abs(want).max()
+
+    cotangent = jax.random.normal(jax.random.key(1), out.shape)
+
+    def grads(encoder):
+        return nnx.grad(lambda e: jnp.sum(e(jnp.asarray(x)) * cotangent))(encoder)
+
+    for got, exp in zip(jax.tree.leaves(grads(model.encoder)), jax.tree.leaves(grads(reference.encoder))):
+        got, exp = np.asarray(got), np.asarray(exp)
+        assert got.shape == exp.shape and got.dtype == np.float32
+        assert np.abs(got - exp).max() <= tolerance * np.abs(exp).max()

@@ -25,7 +25,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from sidjax.model import precision
 
 _CPU_PAD = 1  # rows / columns added to a transposed operand on CPU (any nonzero count keeps it row-major)
 
@@ -39,7 +38,7 @@ def _physical_transpose(a: jax.Array, pad_axis: int) -> jax.Array:
 
 def writes_transposes() -> bool:
     """Whether transposed operands are written out (XLA's CPU backend; elsewhere the compiler lays them out)."""
-    return precision.backend() == "cpu"
+    return jax.default_backend() == "cpu"
 
 
 def matmul(a: jax.Array, b: jax.Array, *, transpose_a: bool = False, transpose_b: bool = False,
