@@ -1,1 +1,1 @@
-"""Small shared utilities: run output (metrics, progress)."""
+"""Small shared utilities: run output (metrics, progress), files, CPU facts, the huge-page restart."""
