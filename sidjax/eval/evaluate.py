@@ -140,18 +140,6 @@ class Recommender:
 
         `batch_index` picks the sampling stream of sampled reasoning (evaluate_split numbers its batches).
         """
-        if settings.mode == "reasoning" and settings.think_paths != 1:
-            recs = self._search_paths(histories, settings, batch_index)
-        else:
-            recs = self._search_once(histories, settings, batch_index)
-        return recs if self.rescorer is None else self.rescorer.rescore(histories, recs, self.trie.leaf_items)
-
-    def _search_once(self, histories: Sequence[Sequence[int]], settings: SearchSettings, batch_index: int
-                     ) -> Recommendations:
-        """The search's beams before re-scoring (one thought per history in reasoning mode)."""
-        prompts = self.prompt_ids(histories, settings.mode)
-        pad_id = self.format.eos_id
-        reasoning = None
         if settings.mode == "reasoning":
             if settings.think is None:
                 raise ValueError("reasoning mode needs SearchSettings.think (the generation settings)")
@@ -159,6 +147,19 @@ class Recommender:
                 raise ValueError("reasoning mode thinks with one model; an ensemble searches in direct mode only")
             if self.think_close_id is None:
                 raise ValueError(f"reasoning mode: '{THINK_CLOSE}' is not a token of the model's tokenizer")
+        prompts = self.prompt_ids(histories, settings.mode)
+        if settings.mode == "reasoning" and settings.think_paths != 1:
+            recs = self._search_paths(histories, prompts, settings, batch_index)
+        else:
+            recs = self._search_once(histories, prompts, settings, batch_index)
+        return recs if self.rescorer is None else self.rescorer.rescore(histories, recs, self.trie.leaf_items)
+
+    def _search_once(self, histories: Sequence[Sequence[int]], prompts: list[list[int]], settings: SearchSettings,
+                     batch_index: int) -> Recommendations:
+        """The search's beams before re-scoring (one thought per history in reasoning mode)."""
+        pad_id = self.format.eos_id
+        reasoning = None
+        if settings.mode == "reasoning":
             prompts, reasoning = _think(self, histories, prompts, settings, pad_id, batch_index)
         tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
         result = beam_search(self.model, *put_batch((tokens, mask), self.mesh, rows="global"), self.tables,
@@ -167,18 +168,18 @@ class Recommender:
         return Recommendations(leaves=result.leaves, codes=result.codes, scores=result.scores, valid=result.valid,
                                reasoning=reasoning)
 
-    def _search_paths(self, histories: Sequence[Sequence[int]], settings: SearchSettings, batch_index: int
-                      ) -> Recommendations:
+    def _search_paths(self, histories: Sequence[Sequence[int]], prompts: list[list[int]], settings: SearchSettings,
+                      batch_index: int) -> Recommendations:
         """`settings.think_paths` searches with one sampled thought each, merged (`_merge_paths`).
 
         Path k samples with seed `settings.seed + k`, so it is the one-path search of that seed, and the
         paths run one after another, so memory stays that of one path.
         """
         paths = settings.think_paths
-        if paths < 1 or (settings.think is not None and settings.think.temperature == 0):
+        if paths < 1 or settings.think.temperature == 0:
             raise ValueError(f"think_paths must be 1, or more with sampled thinking (temperature > 0), got {paths} "
-                             f"at temperature {getattr(settings.think, 'temperature', None)}: greedy paths are all one")
-        return _merge_paths([self._search_once(histories, dataclasses.replace(settings, seed=settings.seed + k),
+                             f"at temperature {settings.think.temperature}: greedy paths are all one")
+        return _merge_paths([self._search_once(histories, prompts, dataclasses.replace(settings, seed=settings.seed + k),
                                                batch_index) for k in range(paths)])
 
     def recommend(self, history: Sequence[int], *, beams: int = 10, mode: str = "direct", normalize: str = "vocab",
