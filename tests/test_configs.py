@@ -226,6 +226,37 @@ def test_eval_rescore_names_dense_model_stages_each_with_a_positive_weight():
         validate(config)
 
 
+def test_eval_beams_from_names_an_earlier_plain_eval_of_the_same_search():
+    from sidjax.stages import entries, fingerprint
+
+    config = base_config()
+    config.stages = ("data", "sids", "sft", "sft:b", "sasrec", "markov", "eval:plain", "eval")
+    config.eval.models, config.eval.splits = ("sft",), ("valid", "test")
+    config.eval.rescore, config.eval.rescore_weights = ("sasrec", "markov"), (0.3, 0.4)
+    config.entries = {"eval:plain": {"rescore": (), "rescore_weights": ()}, "eval": {"beams_from": "eval:plain"}}
+    validate(config)
+    entries.check(config)
+    assert fingerprint.uses(config, "eval") == ("sft", "sasrec", "markov", "eval:plain")
+    key = r"'entries\[\"eval\"\]\.beams_from'"
+    for plain, message in [({"beams": 10}, r"whose search differs: beams 20 vs 10"),
+                           ({"models": ("sft:b",)}, r"whose search differs: models \('sft',\) vs \('sft:b',\)"),
+                           ({"batch_size": 8}, r"whose search differs: batch_size 32 vs 8"),
+                           ({"splits": ("test",)}, r"'eval:plain' did not evaluate the split\(s\) \('valid',\)"),
+                           ({"rescore": ("markov",), "rescore_weights": (1.0,)}, r"must be a direct-mode eval without "
+                            r"re-scoring that writes its samples \(mode direct, rescore \('markov',\)"),
+                           ({"write_samples": False}, r"write_samples False")]:
+        config.entries["eval:plain"] = {"rescore": (), "rescore_weights": (), **plain}
+        with pytest.raises(ConfigError, match=rf"{key}: .*{message}"):
+            entries.check(config)
+    config.entries["eval:plain"] = {"rescore": (), "rescore_weights": ()}
+    config.entries["eval"] = {"beams_from": "sasrec"}
+    with pytest.raises(ConfigError, match=rf"{key}: 'sasrec' is not a eval entry listed before 'eval'"):
+        entries.check(config)
+    config.entries["eval"] = {"beams_from": "eval:plain", "rescore": (), "rescore_weights": ()}
+    with pytest.raises(ConfigError, match=rf"{key}: re-scores saved beams, so it needs eval.rescore and direct mode"):
+        validate(config)
+
+
 def test_model_lineages_continue_and_seed_as_configured(tmp_path):
     from sidjax.stages import StageContext, entries
 
@@ -254,7 +285,7 @@ def test_the_same_entries_in_another_valid_order_run_the_same_models(tmp_path, m
         c = ctx.config.eval
         if ctx.name == "eval":
             return {"uses": ([ctx.output_of(m).name for m in c.models], [ctx.output_of(r).name for r in c.rescore],
-                             c.mode)}
+                             c.mode, c.beams_from and ctx.output_of(c.beams_from).name)}
         return {"uses": (ctx.init_from(), ctx.config.seed)} if ctx.name in registry.MODEL_STAGES else {}
 
     monkeypatch.setattr(registry, "STAGES", {name: record for name in registry.STAGES})
@@ -265,16 +296,16 @@ def test_the_same_entries_in_another_valid_order_run_the_same_models(tmp_path, m
     config.stages = tuple(s for s in config.stages if s != "baselines")
     reordered = config.copy_and_resolve_references()
     reordered.stages = ("data", "sids", "sasrec", "markov", "sft:c", "sft:b", "grpo:b", "grpo:c", "sft", "eval:sft",
-                        "grpo", "eval:grpo", "eval", "eval:ensemble")
+                        "grpo", "eval:grpo", "eval:ensemble", "eval")
     for c in (config, reordered):
         validate(c)
         entries.check(c)
     first = runner.run_pipeline(config, tmp_path / "listed")
     second = runner.run_pipeline(reordered, tmp_path / "reordered")
     assert first == second
-    assert first["eval"]["uses"] == (["grpo", "grpo_b", "grpo_c"], ["sasrec", "markov"], "direct")
-    assert first["eval:grpo"]["uses"] == (["grpo"], [], "direct")
-    assert first["eval:ensemble"]["uses"] == (["grpo", "grpo_b", "grpo_c"], [], "direct")
+    assert first["eval"]["uses"] == (["grpo", "grpo_b", "grpo_c"], ["sasrec", "markov"], "direct", "eval_ensemble")
+    assert first["eval:grpo"]["uses"] == (["grpo"], [], "direct", "")
+    assert first["eval:ensemble"]["uses"] == (["grpo", "grpo_b", "grpo_c"], [], "direct", "")
     assert (first["sft:b"]["uses"], first["grpo:b"]["uses"]) == ((None, 1), ("sft:b", 1))
     assert (first["sft:c"]["uses"], first["grpo:c"]["uses"]) == ((None, 2), ("sft:c", 2))
     assert (tmp_path / "reordered" / "eval" / DONE).is_file()

@@ -311,6 +311,18 @@ def test_saved_bundle_loads_and_evaluates(setup, tmp_path):
     assert ranking_metrics(kept["test"], (1, 5)) == {k: v for k, v in saved["test"].items() if k != "users"}
 
 
+def _dense_models(dataset, config, tmp_path):
+    """A SASRec and the item Markov chain, saved where the `sasrec` / `markov` stages save them."""
+    from sidjax.baselines import markov, sasrec
+
+    dense = sasrec.SasRec(sasrec.SasRecConfig(num_items=NUM_ITEMS, max_len=10, dim=8, layers=1, heads=1),
+                          rngs=nnx.Rngs(params=1))
+    sasrec.save(dense, tmp_path / "sasrec", step=1)
+    chain = markov.fit(dataset.splits["train"], NUM_ITEMS, config.baselines.markov)
+    markov.save(chain, tmp_path / "markov")
+    return dense, chain
+
+
 def test_rescored_evaluation_reranks_the_same_beams_by_the_saved_dense_models(setup, tmp_path):
     from sidjax.baselines import markov, sasrec
     from sidjax.configs import base_config
@@ -322,11 +334,7 @@ def test_rescored_evaluation_reranks_the_same_beams_by_the_saved_dense_models(se
     config.eval.beams, config.eval.topk, config.eval.batch_size, config.eval.max_users = 6, (1, 6), 2, 4
     config.eval.rescore, config.eval.rescore_weights = ("sasrec", "markov"), (3.0, 0.5)
     _save_bundle(tmp_path / "sft", rec, rec.model, rec.sids, config, step=3)
-    dense = sasrec.SasRec(sasrec.SasRecConfig(num_items=NUM_ITEMS, max_len=10, dim=8, layers=1, heads=1),
-                          rngs=nnx.Rngs(params=1))
-    sasrec.save(dense, tmp_path / "sasrec", step=1)
-    chain = markov.fit(dataset.splits["train"], NUM_ITEMS, config.baselines.markov)
-    markov.save(chain, tmp_path / "markov")
+    dense, chain = _dense_models(dataset, config, tmp_path)
     results = evaluate_bundle(tmp_path / "sft", config, dataset, tmp_path / "eval",
                               rescore_dirs=[tmp_path / "sasrec", tmp_path / "markov"])
     assert results["rescore"] == [{"model": str(tmp_path / "sasrec"), "weight": 3.0},
@@ -364,3 +372,30 @@ def test_rescored_evaluation_reranks_the_same_beams_by_the_saved_dense_models(se
     with pytest.raises(ValueError, match="trained on 25 items, the SID table has 24"):
         Recommender(rec.model, rec.format, rec.sids, np.asarray(rec.tables.level_offsets), LEVEL_SIZES,
                     rescorer=DenseRescorer([(SasRecScorer(other), 1.0)]))
+
+
+def test_rescoring_saved_beams_writes_what_a_rescored_search_writes(setup, tmp_path):
+    from sidjax.configs import base_config
+    from sidjax.stages.eval import evaluate_bundle, rescore_saved
+
+    dataset, rec = setup
+    config = base_config()
+    # 13 samples in batches of 4: the last batch is padded, as the search pads it.
+    config.eval.beams, config.eval.topk, config.eval.batch_size, config.eval.splits = 6, (1, 6), 4, ("valid", "test")
+    _save_bundle(tmp_path / "sft", rec, rec.model, rec.sids, config, step=3)
+    _dense_models(dataset, config, tmp_path)
+    evaluate_bundle(tmp_path / "sft", config, dataset, tmp_path / "plain")
+    config.eval.rescore, config.eval.rescore_weights = ("sasrec", "markov"), (3.0, 0.5)
+    dense_dirs = [tmp_path / "sasrec", tmp_path / "markov"]
+    searched = evaluate_bundle(tmp_path / "sft", config, dataset, tmp_path / "searched", rescore_dirs=dense_dirs)
+    saved = rescore_saved(tmp_path / "plain", config, dataset, tmp_path / "saved", None, dense_dirs)
+
+    assert saved == {**searched, "beams_from": str(tmp_path / "plain")}
+    assert json.loads((tmp_path / "saved" / "metrics.json").read_text()) == saved
+    searched_ranks = read_ranks(tmp_path / "searched" / RANKS_FILE)
+    saved_ranks = read_ranks(tmp_path / "saved" / RANKS_FILE)
+    for split in config.eval.splits:
+        text = (tmp_path / "saved" / f"{split}.jsonl").read_bytes()
+        assert text == (tmp_path / "searched" / f"{split}.jsonl").read_bytes()
+        assert text != (tmp_path / "plain" / f"{split}.jsonl").read_bytes(), "weight 3 should reorder some beams"
+        np.testing.assert_array_equal(saved_ranks[split], searched_ranks[split])

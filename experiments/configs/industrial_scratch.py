@@ -40,6 +40,8 @@ def get_config():
         "eval:sft": {"models": ("sft",), "rescore": (), "rescore_weights": ()},
         "eval:grpo": {"models": ("grpo",), "rescore": (), "rescore_weights": ()},
         "eval:ensemble": {"models": MODELS, "rescore": (), "rescore_weights": ()},
+        # The hybrid re-scores the ensemble's saved beams: the results of searching again, without the search.
+        "eval": {"beams_from": "eval:ensemble"},
     }
 
     config.sids.source = "paper"

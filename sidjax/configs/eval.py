@@ -47,6 +47,10 @@ def section() -> ml_collections.ConfigDict:
     # the SID's items (sidjax.eval.rescore); () = off.
     c.rescore = ()
     c.rescore_weights = ()
+    # "": search. Else an earlier eval entry of the same models and search settings, direct mode, without
+    # re-scoring, whose saved beams (<split>.jsonl) this entry re-scores with `rescore` instead of searching
+    # again: the same results as the search, in seconds (sidjax.eval.saved_beams).
+    c.beams_from = ""
     c.step = -1  # -1: the stage's output model (best/); N: its train checkpoint of step N
     c.write_samples = True  # per-user JSONL with history, top items, reasoning and hit rank
     c.seed = 0  # sampling seed for reasoning mode
@@ -96,3 +100,5 @@ def _validate_rescore(c: ml_collections.ConfigDict, name: str) -> None:
             f"needs one weight per eval.rescore entry {entries}, got {weights}")
     require(all(w > 0 for w in weights), f"{name}.rescore_weights", f"every weight must be > 0, got {weights}")
     require(len(set(entries)) == len(entries), f"{name}.rescore", f"names an entry twice: {entries}")
+    require(not c.beams_from or (entries and c.mode == "direct"), f"{name}.beams_from",
+            f"re-scores saved beams, so it needs eval.rescore and direct mode (got rescore {entries}, mode {c.mode})")

@@ -8,46 +8,19 @@ those beams (`experiments.tune_rescore` is the command).
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from sidjax.eval.saved_beams import beam_arrays, read_records
 from sidjax.utils.ranking import hit_ranks, ranking_metrics
 
 
 def read_beams(path: Path) -> tuple[list[list[int]], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Histories, beam scores f64 [n, B] (-inf pads), beam items int32 [n, B, S] (-1 pads), beam SID strings
     (object [n, B]) and target SID strings [n] from an eval's `<split>.jsonl`."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            try:
-                record = json.loads(line)
-                records.append(([h["item"] for h in record["history"]], record["target"]["sid"],
-                                [(b["score"], b["items"], b["sid"]) for b in record["recommendations"]]))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not a JSON line ({e.msg})") from e
-            except (KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{line_no}: not an eval sample record (field {e} missing or malformed)") from e
-            if "reasoning" in record:
-                raise ValueError(f"{path}:{line_no}: a reasoning-mode sample; re-scoring tunes direct-mode beams")
-    if not records:
-        raise ValueError(f"{path}: no samples")
-    beams = max(len(row) for _, _, row in records)
-    share = max(len(beam[1]) for _, _, row in records for beam in row)
-    scores = np.full((len(records), beams), -np.inf)
-    items = np.full((len(records), beams, share), -1, np.int32)
-    sids = np.full((len(records), beams), "", object)
-    for i, (_, _, row) in enumerate(records):
-        for b, (score, beam_items, sid) in enumerate(row):
-            scores[i, b] = score
-            items[i, b, :len(beam_items)] = beam_items
-            sids[i, b] = sid
-    histories = [history for history, _, _ in records]
-    targets = np.asarray([target for _, target, _ in records], object)
-    return histories, scores, items, sids, targets
+    return beam_arrays(read_records(path))
 
 
 def fused_ranks(scores: np.ndarray, dense: list[np.ndarray], weights: tuple[float, ...], sids: np.ndarray,

@@ -1,8 +1,9 @@
 """The launch check of `config.stages`: known stages, and every entry uses only entries listed before it.
 
 What an entry uses is its own setting (`sidjax.configs`): a model stage continues `init_from`, an
-`eval` entry scores `models` and re-scores with `rescore`, and `baselines` scores the run's first
-`sasrec` / `markov` entry when there is one, at the level of the SIDs of its first `sids` entry.
+`eval` entry scores `models` and re-scores with `rescore` (the saved beams of the eval entry
+`beams_from`, when set), and `baselines` scores the run's first `sasrec` / `markov` entry when there
+is one, at the level of the SIDs of its first `sids` entry.
 Order matters only in that an entry may use the outputs of entries listed before it. Messages name
 the key that set the value: `entries["<entry>"].<knob>` when the entry overrides it, else
 `<stage>.<knob>`.
@@ -41,6 +42,9 @@ def _check_entry(config: ml_collections.ConfigDict, spec: str, before: tuple[str
                 _require_before(config, spec, "models", model, before, MODEL_STAGES)
         for scorer in c.rescore:
             _require_before(config, spec, "rescore", scorer, before, tuple(SCORERS))
+        if c.beams_from:
+            _require_before(config, spec, "beams_from", c.beams_from, before, ("eval",))
+            _check_beams_source(config, spec, c, c.beams_from)
     elif name == "baselines":
         for method in sorted(set(config.baselines.methods) & set(SCORERS)):
             entry = first_entry(config, method)
@@ -49,6 +53,25 @@ def _check_entry(config: ml_collections.ConfigDict, spec: str, before: tuple[str
         sids = first_entry(config, "sids")
         require(sids is None or sids in before, "stages",
                 f"'{spec}' scores at SID level with the SIDs of '{sids}', which must be listed before it")
+
+
+# What a search's beams depend on: an eval entry re-scoring another's saved beams must share these (the batch
+# size too: the dense models then score the batches the search would have given them).
+_SEARCH_KNOBS = ("checkpoint", "models", "beams", "normalize", "prompt_bucket", "batch_size", "step", "max_users",
+                 "domains")
+
+
+def _check_beams_source(config: ml_collections.ConfigDict, spec: str, c: ml_collections.ConfigDict,
+                        source_spec: str) -> None:
+    source = entry_section(config, source_spec)
+    key = _key(config, spec, "beams_from")
+    require(source.mode == "direct" and not source.rescore and source.write_samples, key,
+            f"'{source_spec}' must be a direct-mode eval without re-scoring that writes its samples (mode "
+            f"{source.mode}, rescore {tuple(source.rescore)}, write_samples {source.write_samples})")
+    differ = [f"{knob} {c[knob]!r} vs {source[knob]!r}" for knob in _SEARCH_KNOBS if c[knob] != source[knob]]
+    require(not differ, key, f"re-scores the beams of '{source_spec}', whose search differs: {'; '.join(differ)}")
+    missing = [split for split in c.splits if split not in source.splits]
+    require(not missing, key, f"'{source_spec}' did not evaluate the split(s) {tuple(missing)}")
 
 
 def check(config: ml_collections.ConfigDict) -> None:

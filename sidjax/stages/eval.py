@@ -4,8 +4,10 @@ Each entry reads its own settings (`config.eval` overridden by `config.entries[<
 model is `eval.checkpoint` when set (a model stage dir or a run dir), else the outputs of the model
 stage entries in `eval.models`, two or more searched as one ensemble (each SID scores the mean of
 the members' log-probabilities). The `sasrec` / `markov` entries in `eval.rescore` re-score the
-beams with their dense item models (`sidjax.eval.rescore`), and `eval.mode` picks direct or
-reasoning search, so one run can evaluate the same model both ways (`eval:direct`, `eval:reasoning`).
+beams with their dense item models (`sidjax.eval.rescore`): the beams of a search, or with
+`eval.beams_from` those an earlier eval entry of the same search saved (no second search). `eval.mode`
+picks direct or reasoning search, so one run can evaluate the same model both ways (`eval:direct`,
+`eval:reasoning`).
 """
 from __future__ import annotations
 
@@ -17,18 +19,21 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from sidjax import bundle as bundles
+from sidjax.configs import ConfigError
 from sidjax.data.dataset import RecDataset
 from sidjax.data.mix import restrict
 from sidjax.eval.evaluate import Recommender, SearchSettings, evaluate_split
 from sidjax.eval.rescore import DenseRescorer
+from sidjax.eval.saved_beams import read_records, rescore_records
 from sidjax.parallel.mesh import make_mesh
 from sidjax.stages.context import DONE, MODEL_STAGES, parse_stage, stage_dirname
 from sidjax.stages.preemption import sigterm_stops
 from sidjax.stages.settings import search_settings
 from sidjax.utils.metrics import MetricsWriter
-from sidjax.utils.ranking import RANKS_FILE, format_table, write_ranks
+from sidjax.utils.ranking import RANKS_FILE, format_table, ranking_metrics, write_ranks
 
 METRICS_FILE = "metrics.json"
 # <split>.progress.json: the batches a killed evaluation finished, so its relaunch resumes after them.
@@ -87,19 +92,14 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
     mesh = make_mesh(config.mesh)
     dirs = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(d) for d in model_dir]
     members = [bundles.load(d, step=None if c.step < 0 else c.step, mesh=mesh) for d in dirs]
-    rescorer = None
-    if rescore_dirs:
-        if len(rescore_dirs) != len(c.rescore):
-            raise ValueError(f"evaluate_bundle: {len(rescore_dirs)} re-scorer dirs for eval.rescore {tuple(c.rescore)}")
-        rescorer = DenseRescorer.load([(parse_stage(entry)[0], Path(d), w)
-                                       for entry, d, w in zip(c.rescore, rescore_dirs, c.rescore_weights)])
+    rescorer = _rescorer(c, rescore_dirs) if rescore_dirs else None
     rec = _recommender(members, mesh, rescorer)
     settings = search_settings(c)
     step = members[0].step if len(members) == 1 else [b.step for b in members]
     results: dict[str, Any] = {"model": str(dirs[0]) if len(dirs) == 1 else [str(d) for d in dirs], "step": step,
                                "mode": c.mode, "beams": c.beams, "normalize": c.normalize}
     if rescorer is not None:
-        results["rescore"] = [{"model": str(d), "weight": w} for d, w in zip(rescore_dirs, c.rescore_weights)]
+        results["rescore"] = _described_rescore(c, rescore_dirs)
     if writer is not None:
         writer.forget_after(members[0].step - 1)  # the rows a killed run of this eval wrote
     # The model, its files' write times and the search: a marker another evaluation left (or one of a model
@@ -126,6 +126,64 @@ def evaluate_bundle(model_dir: Path | Sequence[Path], config: ml_collections.Con
     return results
 
 
+def _rescorer(c: ml_collections.ConfigDict, rescore_dirs: Sequence[Path]) -> DenseRescorer:
+    """The dense models of `eval.rescore`, loaded from their entries' directories (in its order)."""
+    if len(rescore_dirs) != len(c.rescore):
+        raise ValueError(f"{len(rescore_dirs)} re-scorer dirs for eval.rescore {tuple(c.rescore)}")
+    return DenseRescorer.load([(parse_stage(entry)[0], Path(d), w)
+                               for entry, d, w in zip(c.rescore, rescore_dirs, c.rescore_weights)])
+
+
+def _described_rescore(c: ml_collections.ConfigDict, rescore_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+    return [{"model": str(d), "weight": w} for d, w in zip(rescore_dirs, c.rescore_weights)]
+
+
+def rescore_saved(source: Path, config: ml_collections.ConfigDict, dataset: RecDataset, out_dir: Path,
+                  writer: MetricsWriter | None, rescore_dirs: Sequence[Path]) -> dict[str, Any]:
+    """`config.eval.rescore` applied to the beams the eval in `source` saved (`eval.beams_from`), written as
+    `evaluate_bundle` writes a search with the same re-scoring, plus `beams_from` in metrics.json."""
+    c = config.eval
+    if dataset.item_domain is not None:
+        raise ConfigError("config key 'eval.beams_from': re-scoring saved beams of a mix of domains is not "
+                          "supported; leave it empty to search")
+    described = json.loads((source / METRICS_FILE).read_text(encoding="utf-8"))
+    rescorer = _rescorer(c, rescore_dirs)
+    results: dict[str, Any] = {key: described[key] for key in ("model", "step", "mode", "beams", "normalize")}
+    results["rescore"] = _described_rescore(c, rescore_dirs)
+    results["beams_from"] = str(source)
+    step = described["step"] if isinstance(described["step"], int) else described["step"][0]
+    if writer is not None:
+        writer.forget_after(step - 1)
+    if jax.process_index() == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    tables, ranks = [], {}
+    for split in c.splits:
+        records = read_records(source / f"{split}.jsonl")
+        rescored, ranks[split] = rescore_records(records, rescorer, c.batch_size)
+        metrics = {**ranking_metrics(ranks[split], c.topk), "users": float(len(records))}
+        results[split] = metrics
+        tables.append(_split_table(split, metrics, c))
+        logging.info("eval %s (%d samples, %d beams, %s, re-scored beams of %s): %s", split, len(records), c.beams,
+                     c.mode, source, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "users"))
+        if writer is not None:
+            writer.write(step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
+        if jax.process_index() == 0 and c.write_samples:
+            _write_whole(out_dir / f"{split}.jsonl",
+                         "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in rescored))
+    if jax.process_index() == 0:
+        print("\n".join(tables), flush=True)
+        write_ranks(out_dir / RANKS_FILE, ranks)
+        _write_metrics(out_dir, results, c.splits)
+    return results
+
+
+def _split_table(where: str, metrics: dict[str, float], c: ml_collections.ConfigDict) -> str:
+    reasoning = ", ".join(f"{k.removeprefix('reasoning/')} {v:.3f}" for k, v in metrics.items()
+                          if k.startswith("reasoning/"))
+    return (f"{where} ({int(metrics['users'])} samples, {c.beams} beams, {c.mode}):\n"
+            f"{format_table(metrics, c.topk)}" + (f"\nreasoning: {reasoning}" if reasoning else ""))
+
+
 def _evaluate_splits(rec: Recommender, dataset: RecDataset, c: ml_collections.ConfigDict, settings: SearchSettings,
                      out_dir: Path, writer: MetricsWriter | None, header: dict[str, Any], step: int,
                      domain: str = "") -> dict[str, Any]:
@@ -140,11 +198,7 @@ def _evaluate_splits(rec: Recommender, dataset: RecDataset, c: ml_collections.Co
                                                progress_path=out_dir / f"{split}{PROGRESS_SUFFIX}",
                                                progress_tag=header)
         results[split] = metrics
-        reasoning = ", ".join(f"{k.removeprefix('reasoning/')} {v:.3f}" for k, v in metrics.items()
-                              if k.startswith("reasoning/"))
-        where = f"{domain} {split}" if domain else split
-        tables.append(f"{where} ({int(metrics['users'])} samples, {c.beams} beams, {c.mode}):\n"
-                      f"{format_table(metrics, c.topk)}" + (f"\nreasoning: {reasoning}" if reasoning else ""))
+        tables.append(_split_table(f"{domain} {split}" if domain else split, metrics, c))
         if writer is not None:
             prefix = f"eval/{domain}/{split}/" if domain else f"eval/{split}/"
             writer.write(step, {k: v for k, v in metrics.items() if k != "users"}, prefix=prefix)
@@ -158,11 +212,16 @@ def _evaluate_splits(rec: Recommender, dataset: RecDataset, c: ml_collections.Co
 
 def _write_metrics(out_dir: Path, results: dict[str, Any], splits: Sequence[str]) -> None:
     """metrics.json, written whole or not at all; then the progress markers it replaces go."""
-    path = out_dir / METRICS_FILE
-    path.with_name(METRICS_FILE + ".tmp").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    os.replace(path.with_name(METRICS_FILE + ".tmp"), path)
+    _write_whole(out_dir / METRICS_FILE, json.dumps(results, indent=2))
     for split in splits:
         (out_dir / f"{split}{PROGRESS_SUFFIX}").unlink(missing_ok=True)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """`text` into `path` whole or not at all (a temporary file, then a rename)."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
 
 
 def reasoning_examples(samples: Path, count: int = 2, shown: int = 3) -> str:
@@ -187,5 +246,7 @@ def run(ctx) -> dict[str, Any]:
     c = ctx.config.eval
     model_dir = find_bundle(c.checkpoint) if c.checkpoint else [ctx.output_of(entry) for entry in c.models]
     rescore_dirs = [ctx.output_of(entry) for entry in c.rescore]
+    if c.beams_from:
+        return rescore_saved(ctx.output_of(c.beams_from), ctx.config, ctx.dataset, ctx.dir, ctx.writer, rescore_dirs)
     with sigterm_stops(ctx.spec, "the finished batches are kept in <split>" + PROGRESS_SUFFIX):
         return evaluate_bundle(model_dir, ctx.config, ctx.dataset, ctx.dir, ctx.writer, rescore_dirs)

@@ -73,7 +73,7 @@ def uses(config: ml_collections.ConfigDict, spec: str) -> tuple[str, ...]:
     elif stage == "teacher":
         used = ["sids"]
     elif stage == "eval":
-        used = ([] if c.checkpoint else list(c.models)) + list(c.rescore)
+        used = ([] if c.checkpoint else list(c.models)) + list(c.rescore) + ([c.beams_from] if c.beams_from else [])
     elif stage == "baselines":
         used = [first_entry(config, method) for method in ("sids", "sasrec", "markov")]
     else:
