@@ -81,10 +81,9 @@ def rescore_records(records: list[dict[str, Any]], rescorer: DenseRescorer, batc
         rescored = rescorer.rescore([histories[i] for i in padded], found, items[padded].reshape(-1, share))
         for j, i in enumerate(rows):
             saved = records[i]["recommendations"]
-            kept = [int(leaf) - j * beams for leaf, ok in zip(rescored.leaves[j], rescored.valid[j]) if ok]
-            resorted = [{**saved[k], "rank": rank, "score": float(rescored.scores[j, rank])}
-                        for rank, k in enumerate(kept)]
+            resorted = [{**saved[int(leaf) - j * beams], "rank": b, "score": float(rescored.scores[j, b])}
+                        for b, (leaf, ok) in enumerate(zip(rescored.leaves[j], rescored.valid[j])) if ok]
             target = records[i]["target"]["sid"]
-            ranks[i] = next((rank for rank, beam in enumerate(resorted) if beam["sid"] == target), -1)
+            ranks[i] = next((beam["rank"] for beam in resorted if beam["sid"] == target), -1)
             out.append({**records[i], "hit_rank": int(ranks[i]), "recommendations": resorted})
     return out, ranks

@@ -65,6 +65,8 @@ def _check_beams_source(config: ml_collections.ConfigDict, spec: str, c: ml_coll
                         source_spec: str) -> None:
     source = entry_section(config, source_spec)
     key = _key(config, spec, "beams_from")
+    require(config.data.source != "mix", key, "re-scoring saved beams of a mix of domains is not supported; "
+            "leave it empty to search")
     require(source.mode == "direct" and not source.rescore and source.write_samples, key,
             f"'{source_spec}' must be a direct-mode eval without re-scoring that writes its samples (mode "
             f"{source.mode}, rescore {tuple(source.rescore)}, write_samples {source.write_samples})")

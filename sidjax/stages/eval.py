@@ -22,7 +22,6 @@ import numpy as np
 from absl import logging
 
 from sidjax import bundle as bundles
-from sidjax.configs import ConfigError
 from sidjax.data.dataset import RecDataset
 from sidjax.data.mix import restrict
 from sidjax.eval.evaluate import Recommender, SearchSettings, evaluate_split
@@ -144,8 +143,7 @@ def rescore_saved(source: Path, config: ml_collections.ConfigDict, dataset: RecD
     `evaluate_bundle` writes a search with the same re-scoring, plus `beams_from` in metrics.json."""
     c = config.eval
     if dataset.item_domain is not None:
-        raise ConfigError("config key 'eval.beams_from': re-scoring saved beams of a mix of domains is not "
-                          "supported; leave it empty to search")
+        raise ValueError("re-scoring saved beams of a mix of domains is not supported (eval.beams_from)")
     described = json.loads((source / METRICS_FILE).read_text(encoding="utf-8"))
     rescorer = _rescorer(c, rescore_dirs)
     results: dict[str, Any] = {key: described[key] for key in ("model", "step", "mode", "beams", "normalize")}
