@@ -253,9 +253,10 @@ def test_eval_beams_from_names_an_earlier_plain_eval_of_the_same_search():
     with pytest.raises(ConfigError, match=rf"{key}: 'sasrec' is not a eval entry listed before 'eval'"):
         entries.check(config)
     config.entries["eval"] = {"beams_from": "eval:plain"}
-    config.data.source = "mix"
+    source, config.data.source = config.data.source, "mix"
     with pytest.raises(ConfigError, match=rf"{key}: re-scoring saved beams of a mix of domains is not supported"):
         entries.check(config)
+    config.data.source = source
     config.entries["eval"] = {"beams_from": "eval:plain", "rescore": (), "rescore_weights": ()}
     with pytest.raises(ConfigError, match=rf"{key}: re-scores saved beams, so it needs eval.rescore and direct mode"):
         validate(config)
