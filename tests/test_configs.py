@@ -248,7 +248,8 @@ def test_eval_beams_from_names_an_earlier_plain_eval_of_the_same_search():
         config.entries["eval:plain"] = {"rescore": (), "rescore_weights": (), **plain}
         with pytest.raises(ConfigError, match=rf"{key}: .*{message}"):
             entries.check(config)
-    config.entries["eval:plain"] = {"rescore": (), "rescore_weights": ()}
+    config.entries["eval:plain"] = {"rescore": (), "rescore_weights": (), "models": ["sft"]}  # as a saved config
+    entries.check(config)
     config.entries["eval"] = {"beams_from": "sasrec"}
     with pytest.raises(ConfigError, match=rf"{key}: 'sasrec' is not a eval entry listed before 'eval'"):
         entries.check(config)

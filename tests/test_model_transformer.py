@@ -173,3 +173,25 @@ def test_dropout_acts_only_on_passes_given_a_key(impl):
     assert not np.allclose(train, want, atol=1e-3)
     np.testing.assert_array_equal(_run(dropping, tokens, positions, dropout_key=key)[0], train)
     assert not np.allclose(_run(dropping, tokens, positions, dropout_key=jax.random.key(1))[0], train, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_rope_equals_the_sliced_rotate_half_with_the_same_gradient(dtype):
+    from sidjax.model.transformer import apply_rope
+
+    def sliced(x, cos, sin):
+        half = x.shape[-1] // 2
+        rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+        return x * cos[:, :, None].astype(x.dtype) + rotated * sin[:, :, None].astype(x.dtype)
+
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], (2, 5, 3, 8)).astype(dtype)
+    cos, sin = jax.random.normal(keys[1], (2, 5, 8)), jax.random.normal(keys[2], (2, 5, 8))
+    np.testing.assert_array_equal(np.asarray(apply_rope(x, cos, sin), np.float32),
+                                  np.asarray(sliced(x, cos, sin), np.float32))
+    weights = jax.random.normal(keys[0], x.shape).astype(dtype)
+
+    def grad(rope):
+        return jax.grad(lambda v: jnp.sum((rope(v, cos, sin) * weights).astype(jnp.float32)))(x)
+
+    np.testing.assert_array_equal(np.asarray(grad(apply_rope), np.float32), np.asarray(grad(sliced), np.float32))

@@ -13,9 +13,10 @@ ensemble (`eval.models`: each SID scores the mean of their log-probabilities), a
 models over item ids, a SASRec (stage `sasrec`) and an item Markov chain (stage `markov`), re-score
 the SIDs found (`eval.rescore`); `eval:sft` and `eval:grpo` measure the first model alone.
 
-Wall time: the stages sum to 43 min 11 s on a 2-core EPYC with AVX512_BF16, where `model.dtype = "auto"`
-computes in bfloat16 (two models, before distillation: 29 min 24 s end to end; in float32 45 min 32 s on a
-2-core AVX2 EPYC, before `sidjax.model.linear`); README, Results.
+Wall time: 34 min 28 s end to end on a 2-core EPYC with AVX512_BF16, where `model.dtype = "auto"`
+computes in bfloat16 (43 min 11 s before huge pages, the hybrid re-scoring saved beams and RoPE as a
+matmul; two models, before distillation: 29 min 24 s; in float32 45 min 32 s on a 2-core AVX2 EPYC,
+before `sidjax.model.linear`); README, Results.
 
     python -m experiments.train --config=experiments/configs/industrial_scratch.py --workdir=runs/industrial_scratch
 """

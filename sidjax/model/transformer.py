@@ -102,13 +102,19 @@ def _rotate_half_matrix(head_dim: int) -> np.ndarray:
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     """x [B, T, heads, D]; rotate-half convention (first half paired with second half).
 
-    The half rotation is a product with a signed permutation matrix rather than slices and a
-    concatenation: exact in any dtype (one +-1 term per output, full precision), and its gradient is a
-    matmul, where the sliced form's is a chain of transposes, pads and converts (the bf16 SFT step of
-    `industrial_scratch` about 6 % faster on CPU, with bit-identical weights after training).
+    In bfloat16 the half rotation is a product with a signed permutation matrix rather than slices and
+    a concatenation: exact (one +-1 term per output, full precision), and its gradient is a matmul,
+    where the sliced form's is a chain of transposes, pads and converts (the bf16 SFT step of
+    `industrial_scratch` about 6 % faster on CPU, the weights after training bit-identical to the
+    sliced form's). In float32 the slices stay: there the product is no faster, and XLA fuses the
+    float32 sums around it differently, so trained weights would differ in their last bits.
     """
-    rotation = jnp.asarray(_rotate_half_matrix(x.shape[-1]), x.dtype)
-    rotated = jnp.einsum("bthd,de->bthe", x, rotation, precision=jax.lax.Precision.HIGHEST)
+    if x.dtype == jnp.bfloat16:
+        rotation = jnp.asarray(_rotate_half_matrix(x.shape[-1]), x.dtype)
+        rotated = jnp.einsum("bthd,de->bthe", x, rotation, precision=jax.lax.Precision.HIGHEST)
+    else:
+        half = x.shape[-1] // 2
+        rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     cos, sin = cos[:, :, None, :].astype(x.dtype), sin[:, :, None, :].astype(x.dtype)
     return x * cos + rotated * sin
 

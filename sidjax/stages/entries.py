@@ -70,10 +70,16 @@ def _check_beams_source(config: ml_collections.ConfigDict, spec: str, c: ml_coll
     require(source.mode == "direct" and not source.rescore and source.write_samples, key,
             f"'{source_spec}' must be a direct-mode eval without re-scoring that writes its samples (mode "
             f"{source.mode}, rescore {tuple(source.rescore)}, write_samples {source.write_samples})")
-    differ = [f"{knob} {c[knob]!r} vs {source[knob]!r}" for knob in _SEARCH_KNOBS if c[knob] != source[knob]]
+    differ = [f"{knob} {c[knob]!r} vs {source[knob]!r}" for knob in _SEARCH_KNOBS
+              if _value(c[knob]) != _value(source[knob])]
     require(not differ, key, f"re-scores the beams of '{source_spec}', whose search differs: {'; '.join(differ)}")
     missing = [split for split in c.splits if split not in source.splits]
     require(not missing, key, f"'{source_spec}' did not evaluate the split(s) {tuple(missing)}")
+
+
+def _value(knob: object) -> object:
+    """A knob's value with lists and tuples alike (a config file writes tuples, a saved config lists)."""
+    return tuple(knob) if isinstance(knob, (list, tuple)) else knob
 
 
 def check(config: ml_collections.ConfigDict) -> None:
