@@ -9,9 +9,11 @@ row, as the search pads it), so the scores, order and ranks are the ones a searc
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -19,9 +21,9 @@ from sidjax.eval.evaluate import Recommendations
 from sidjax.eval.rescore import DenseRescorer
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The sample records of a direct-mode eval's `<split>.jsonl`; a line that is not one is refused, naming it."""
-    records = []
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    """The sample records of a direct-mode eval's `<split>.jsonl`, one at a time; a line that is not one is
+    refused, naming it."""
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             try:
@@ -33,7 +35,12 @@ def read_records(path: Path) -> list[dict[str, Any]]:
                 raise ValueError(f"{path}:{line_no}: not an eval sample record (field {e} missing or malformed)") from e
             if "reasoning" in record:
                 raise ValueError(f"{path}:{line_no}: a reasoning-mode sample; re-scoring takes direct-mode beams")
-            records.append(record)
+            yield record
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every sample record of a direct-mode eval's `<split>.jsonl` (`_records`); none is an error."""
+    records = list(_records(path))
     if not records:
         raise ValueError(f"{path}: no samples")
     return records
@@ -45,13 +52,14 @@ def _beams(record: dict[str, Any]) -> tuple[list[int], str, list[tuple[float, li
             [(b["score"], b["items"], b["sid"]) for b in record["recommendations"]])
 
 
-def beam_arrays(records: list[dict[str, Any]]) -> tuple[list[list[int]], np.ndarray, np.ndarray, np.ndarray,
-                                                         np.ndarray]:
+def beam_arrays(records: list[dict[str, Any]], beams: int = 0, share: int = 0
+                ) -> tuple[list[list[int]], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Histories, beam scores f64 [n, B] (-inf pads), beam items int32 [n, B, S] (-1 pads), beam SID strings
-    (object [n, B]) and target SID strings [n] of `read_records`' records."""
+    (object [n, B]) and target SID strings [n] of `read_records`' records; B and S at least `beams` and
+    `share`."""
     parsed = [_beams(record) for record in records]
-    beams = max(len(row) for _, _, row in parsed)
-    share = max(len(beam_items) for _, _, row in parsed for _, beam_items, _ in row)
+    beams = max([beams] + [len(row) for _, _, row in parsed])
+    share = max([share] + [len(beam_items) for _, _, row in parsed for _, beam_items, _ in row])
     scores = np.full((len(records), beams), -np.inf)
     items = np.full((len(records), beams, share), -1, np.int32)
     sids = np.full((len(records), beams), "", object)
@@ -65,25 +73,56 @@ def beam_arrays(records: list[dict[str, Any]]) -> tuple[list[list[int]], np.ndar
     return histories, scores, items, sids, targets
 
 
-def rescore_records(records: list[dict[str, Any]], rescorer: DenseRescorer, batch_size: int
-                    ) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Each record with its beams re-scored and re-sorted (and its hit rank), and the hit ranks int32 [n]."""
-    histories, scores, items, _, _ = beam_arrays(records)
-    n, beams, share = items.shape
-    out, ranks = [], np.full(n, -1, np.int32)
-    for start in range(0, n, batch_size):
-        rows = list(range(start, min(start + batch_size, n)))
-        padded = rows + [rows[0]] * (batch_size - len(rows))
-        valid = np.isfinite(scores[padded])
-        leaves = np.where(valid, np.arange(len(padded) * beams).reshape(len(padded), beams), -1).astype(np.int32)
-        found = Recommendations(leaves=leaves, codes=np.zeros((len(padded), beams, 0), np.int32),
-                                scores=scores[padded].astype(np.float32), valid=valid, reasoning=None)
-        rescored = rescorer.rescore([histories[i] for i in padded], found, items[padded].reshape(-1, share))
-        for j, i in enumerate(rows):
-            saved = records[i]["recommendations"]
-            resorted = [{**saved[int(leaf) - j * beams], "rank": b, "score": float(rescored.scores[j, b])}
-                        for b, (leaf, ok) in enumerate(zip(rescored.leaves[j], rescored.valid[j])) if ok]
-            target = records[i]["target"]["sid"]
-            ranks[i] = next((beam["rank"] for beam in resorted if beam["sid"] == target), -1)
-            out.append({**records[i], "hit_rank": int(ranks[i]), "recommendations": resorted})
-    return out, ranks
+def rescore_file(source: Path, rescorer: DenseRescorer, batch_size: int, out: Path | None) -> np.ndarray:
+    """Re-score and re-sort the beams of every record in `source`, batch by batch (memory: one batch), writing
+    the records as the search writes them to `out` (whole or not at all; None: not written); the hit ranks
+    int32 [n]."""
+    counted = [(len(r["recommendations"]), max([len(b["items"]) for b in r["recommendations"]], default=0))
+               for r in _records(source)]
+    if not counted:
+        raise ValueError(f"{source}: no samples")
+    beams, share = max(b for b, _ in counted), max(s for _, s in counted)
+    ranks = []
+    partial = None if out is None else out.with_name(out.name + ".tmp")
+    with contextlib.ExitStack() as stack:
+        writer = None if partial is None else stack.enter_context(open(partial, "w", encoding="utf-8"))
+        for batch in _batched(_records(source), batch_size):
+            for record in _rescore_batch(batch, rescorer, batch_size, beams, share):
+                ranks.append(record["hit_rank"])
+                if writer is not None:
+                    writer.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if partial is not None:
+        os.replace(partial, out)
+    return np.asarray(ranks, np.int32)
+
+
+def _batched(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _rescore_batch(records: list[dict[str, Any]], rescorer: DenseRescorer, batch_size: int, beams: int,
+                   share: int) -> list[dict[str, Any]]:
+    """The records with their beams re-scored and re-sorted, and their hit ranks, as the search writes them."""
+    padded = records + [records[0]] * (batch_size - len(records))  # the search's padding of a last batch
+    histories, scores, items, _, _ = beam_arrays(padded, beams, share)
+    valid = np.isfinite(scores)
+    leaves = np.where(valid, np.arange(batch_size * beams).reshape(batch_size, beams), -1).astype(np.int32)
+    found = Recommendations(leaves=leaves, codes=np.zeros((batch_size, beams, 0), np.int32),
+                            scores=scores.astype(np.float32), valid=valid, reasoning=None)
+    rescored = rescorer.rescore(histories, found, items.reshape(-1, share))
+    out = []
+    for j, record in enumerate(records):
+        saved = record["recommendations"]
+        resorted = [{**saved[int(leaf) - j * beams], "rank": b, "score": float(rescored.scores[j, b])}
+                    for b, (leaf, ok) in enumerate(zip(rescored.leaves[j], rescored.valid[j])) if ok]
+        target = record["target"]["sid"]
+        rank = next((beam["rank"] for beam in resorted if beam["sid"] == target), -1)
+        out.append({**record, "hit_rank": rank, "recommendations": resorted})
+    return out

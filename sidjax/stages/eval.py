@@ -26,7 +26,7 @@ from sidjax.data.dataset import RecDataset
 from sidjax.data.mix import restrict
 from sidjax.eval.evaluate import Recommender, SearchSettings, evaluate_split
 from sidjax.eval.rescore import DenseRescorer
-from sidjax.eval.saved_beams import read_records, rescore_records
+from sidjax.eval.saved_beams import rescore_file
 from sidjax.parallel.mesh import make_mesh
 from sidjax.stages.context import DONE, MODEL_STAGES, parse_stage, stage_dirname
 from sidjax.stages.preemption import sigterm_stops
@@ -156,18 +156,15 @@ def rescore_saved(source: Path, config: ml_collections.ConfigDict, dataset: RecD
         out_dir.mkdir(parents=True, exist_ok=True)
     tables, ranks = [], {}
     for split in c.splits:
-        records = read_records(source / f"{split}.jsonl")
-        rescored, ranks[split] = rescore_records(records, rescorer, c.batch_size)
-        metrics = {**ranking_metrics(ranks[split], c.topk), "users": float(len(records))}
+        samples = out_dir / f"{split}.jsonl" if jax.process_index() == 0 and c.write_samples else None
+        ranks[split] = rescore_file(source / f"{split}.jsonl", rescorer, c.batch_size, samples)
+        metrics = {**ranking_metrics(ranks[split], c.topk), "users": float(len(ranks[split]))}
         results[split] = metrics
         tables.append(_split_table(split, metrics, c))
-        logging.info("eval %s (%d samples, %d beams, %s, re-scored beams of %s): %s", split, len(records), c.beams,
-                     c.mode, source, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "users"))
+        logging.info("eval %s (%d samples, %d beams, %s, re-scored beams of %s): %s", split, len(ranks[split]),
+                     c.beams, c.mode, source, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "users"))
         if writer is not None:
             writer.write(step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
-        if jax.process_index() == 0 and c.write_samples:
-            _write_whole(out_dir / f"{split}.jsonl",
-                         "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in rescored))
     if jax.process_index() == 0:
         print("\n".join(tables), flush=True)
         write_ranks(out_dir / RANKS_FILE, ranks)
@@ -210,16 +207,11 @@ def _evaluate_splits(rec: Recommender, dataset: RecDataset, c: ml_collections.Co
 
 def _write_metrics(out_dir: Path, results: dict[str, Any], splits: Sequence[str]) -> None:
     """metrics.json, written whole or not at all; then the progress markers it replaces go."""
-    _write_whole(out_dir / METRICS_FILE, json.dumps(results, indent=2))
+    path = out_dir / METRICS_FILE
+    path.with_name(METRICS_FILE + ".tmp").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    os.replace(path.with_name(METRICS_FILE + ".tmp"), path)
     for split in splits:
         (out_dir / f"{split}{PROGRESS_SUFFIX}").unlink(missing_ok=True)
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """`text` into `path` whole or not at all (a temporary file, then a rename)."""
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
 
 
 def reasoning_examples(samples: Path, count: int = 2, shown: int = 3) -> str:
