@@ -77,15 +77,16 @@ def rescore_file(source: Path, rescorer: DenseRescorer, batch_size: int, out: Pa
     """Re-score and re-sort the beams of every record in `source`, batch by batch (memory: one batch), writing
     the records as the search writes them to `out` (whole or not at all; None: not written); the hit ranks
     int32 [n]."""
-    counted = [(len(r["recommendations"]), max([len(b["items"]) for b in r["recommendations"]], default=0))
-               for r in _records(source)]
-    if not counted:
+    samples = beams = share = 0
+    for record in _records(source):  # the widest row first, so every batch has one shape (SASRec compiles once)
+        samples += 1
+        beams = max(beams, len(record["recommendations"]))
+        share = max([share] + [len(beam["items"]) for beam in record["recommendations"]])
+    if not samples:
         raise ValueError(f"{source}: no samples")
-    beams, share = max(b for b, _ in counted), max(s for _, s in counted)
-    ranks = []
     partial = None if out is None else out.with_name(out.name + ".tmp")
-    with contextlib.ExitStack() as stack:
-        writer = None if partial is None else stack.enter_context(open(partial, "w", encoding="utf-8"))
+    ranks = []
+    with open(partial, "w", encoding="utf-8") if partial is not None else contextlib.nullcontext() as writer:
         for batch in _batched(_records(source), batch_size):
             for record in _rescore_batch(batch, rescorer, batch_size, beams, share):
                 ranks.append(record["hit_rank"])
