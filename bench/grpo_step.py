@@ -12,7 +12,13 @@ loss written in torch, on the same weights (exported with `save_pretrained`).
 The rollouts of the two sides alternate (bench.harness), then the whole steps do, for
 `--repeats` rounds each after a warm-up; compile time of ours is reported apart.
 
-    python -m bench.grpo_step [--prompts 4 --group 16 --prompt_len 96 --new_tokens 48 --repeats 5 --threads 1]
+`--dtype` is the compute dtype of both sides (parameters stay float32): sidjax's `model.dtype`,
+PyTorch under `torch.autocast("cpu", dtype=torch.bfloat16)` for bfloat16. `auto` (the default) is
+what `model.dtype = "auto"` picks on this machine, as the pipeline's GRPO stage runs: bfloat16 where
+the CPU has native bf16 dot products, float32 elsewhere.
+
+    python -m bench.grpo_step [--prompts 4 --group 16 --prompt_len 96 --new_tokens 48 --repeats 5 --threads 1
+                               --dtype auto]
 
 Last lines: rollout_speedup=<ratio of the rollouts' medians>, then the whole step's result and
 speedup=<PyTorch median step time / sidjax median step time>.
@@ -20,6 +26,8 @@ speedup=<PyTorch median step time / sidjax median step time>.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import itertools
 import tempfile
 
@@ -37,7 +45,9 @@ from sidjax.configs import base_config  # noqa: E402
 from sidjax.decode.beam import TrieTables  # noqa: E402
 from sidjax.decode.sample import SamplingParams, generate  # noqa: E402
 from sidjax.model.config import preset  # noqa: E402
+from sidjax.model import precision  # noqa: E402
 from sidjax.model.hf import save_pretrained  # noqa: E402
+from sidjax.model.precision import AUTO  # noqa: E402
 from sidjax.model.transformer import CausalLM  # noqa: E402
 from sidjax.sid.codes import SidTrie  # noqa: E402
 from sidjax.train import grpo  # noqa: E402
@@ -102,15 +112,23 @@ def torch_side(hf_dir, args, prompts, target_tokens):
     input_ids = torch.from_numpy(prompts.astype(np.int64))
     attention = torch.ones_like(input_ids)
     g, p = args.group, prompts.shape[1]
+
+    def compute():
+        """The forward passes in the step's dtype (autocast keeps the weights, the optimizer and the loss in f32)."""
+        if args.dtype == "bfloat16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     targets = torch.from_numpy(np.repeat(target_tokens, g, axis=0).astype(np.int64))
 
     def rollout():
-        with torch.no_grad():
+        with torch.no_grad(), compute():
             policy.eval()
             return policy.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen_config)
 
     def token_logprobs(m, seqs):
-        logits = m(input_ids=seqs).logits[:, p - 1:-1].float()
+        with compute():
+            logits = m(input_ids=seqs).logits[:, p - 1:-1].float()
         return torch.log_softmax(logits, -1).gather(-1, seqs[:, p:, None])[..., 0]
 
     def step():
@@ -151,20 +169,26 @@ def main() -> None:
     parser.add_argument("--new_tokens", type=int, default=48)
     parser.add_argument("--repeats", type=harness.repeat_count, default=harness.MIN_REPEATS,
                         help="timed rollouts and steps per side")
+    parser.add_argument("--dtype", default=AUTO, choices=("float32", "bfloat16", AUTO),
+                        help="both sides' compute dtype (params stay f32); auto: what model.dtype='auto' picks here")
     harness.add_threads_arg(parser)
     args = parser.parse_args()
     print(harness.describe_machine(harness.machine()), flush=True)
+    if args.dtype == AUTO:
+        args.dtype, reason = precision.auto_dtype()
+        print(f"dtype auto -> {args.dtype}: {reason}", flush=True)
 
     rng = np.random.default_rng(0)
     vocab = TEXT_VOCAB + LEVELS * CODES
-    model = CausalLM(preset("demo", vocab), rngs=nnx.Rngs(0))
+    model = CausalLM(dataclasses.replace(preset("demo", vocab), dtype=args.dtype), rngs=nnx.Rngs(0))
     offsets = TEXT_VOCAB + CODES * np.arange(LEVELS)
     sids = rng.integers(0, CODES, (ITEMS, LEVELS))
     tables = TrieTables.from_trie(SidTrie.build(sids, (CODES,) * LEVELS), offsets)
     prompts = rng.integers(8, TEXT_VOCAB, (args.prompts, args.prompt_len)).astype(np.int32)
     targets = sids[rng.integers(0, ITEMS, args.prompts)].astype(np.int32)
     print(f"model: demo preset, {model.config.num_params() / 1e6:.1f}M params, vocab {vocab}; "
-          f"B={args.prompts} prompts x G={args.group} samples, prompt {args.prompt_len} + {args.new_tokens} new tokens")
+          f"B={args.prompts} prompts x G={args.group} samples, prompt {args.prompt_len} + {args.new_tokens} new tokens, "
+          f"dtype {args.dtype}")
 
     with tempfile.TemporaryDirectory() as hf_dir:
         save_pretrained(model, hf_dir)  # before sidjax's step donates the weights' buffers
