@@ -26,7 +26,6 @@ speedup=<PyTorch median step time / sidjax median step time>.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import itertools
 import tempfile
@@ -45,9 +44,7 @@ from sidjax.configs import base_config  # noqa: E402
 from sidjax.decode.beam import TrieTables  # noqa: E402
 from sidjax.decode.sample import SamplingParams, generate  # noqa: E402
 from sidjax.model.config import preset  # noqa: E402
-from sidjax.model import precision  # noqa: E402
 from sidjax.model.hf import save_pretrained  # noqa: E402
-from sidjax.model.precision import AUTO  # noqa: E402
 from sidjax.model.transformer import CausalLM  # noqa: E402
 from sidjax.sid.codes import SidTrie  # noqa: E402
 from sidjax.train import grpo  # noqa: E402
@@ -115,9 +112,7 @@ def torch_side(hf_dir, args, prompts, target_tokens):
 
     def compute():
         """The forward passes in the step's dtype (autocast keeps the weights, the optimizer and the loss in f32)."""
-        if args.dtype == "bfloat16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
     targets = torch.from_numpy(np.repeat(target_tokens, g, axis=0).astype(np.int64))
 
@@ -169,14 +164,11 @@ def main() -> None:
     parser.add_argument("--new_tokens", type=int, default=48)
     parser.add_argument("--repeats", type=harness.repeat_count, default=harness.MIN_REPEATS,
                         help="timed rollouts and steps per side")
-    parser.add_argument("--dtype", default=AUTO, choices=("float32", "bfloat16", AUTO),
-                        help="both sides' compute dtype (params stay f32); auto: what model.dtype='auto' picks here")
+    harness.add_dtype_arg(parser, "compute dtype")
     harness.add_threads_arg(parser)
     args = parser.parse_args()
     print(harness.describe_machine(harness.machine()), flush=True)
-    if args.dtype == AUTO:
-        args.dtype, reason = precision.auto_dtype()
-        print(f"dtype auto -> {args.dtype}: {reason}", flush=True)
+    args.dtype = harness.chosen_dtype(args.dtype)
 
     rng = np.random.default_rng(0)
     vocab = TEXT_VOCAB + LEVELS * CODES

@@ -69,6 +69,31 @@ def threads_before_jax(torch_too: bool = True) -> int:
     return threads
 
 
+# ---------------------------------------------------------------- compute dtype
+# sidjax.model.precision imports jax: imported in the functions, which a script calls after its threads are set.
+
+DTYPES = ("float32", "bfloat16")
+
+
+def add_dtype_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--dtype float32|bfloat16|auto` for both sides; auto (the default): what sidjax picks on this machine."""
+    from sidjax.model.precision import AUTO
+
+    parser.add_argument("--dtype", default=AUTO, choices=DTYPES + (AUTO,),
+                        help=f"{what} of both sides (parameters stay float32); auto: what sidjax's 'auto' picks here")
+
+
+def chosen_dtype(dtype: str) -> str:
+    """`--dtype` with auto replaced by sidjax's choice for this machine, printed with the reason."""
+    from sidjax.model import precision
+
+    if dtype != precision.AUTO:
+        return dtype
+    chosen, reason = precision.auto_dtype()
+    print(f"dtype auto -> {chosen}: {reason}", flush=True)
+    return chosen
+
+
 # ---------------------------------------------------------------- machine facts
 
 @dataclass(frozen=True)

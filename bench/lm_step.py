@@ -31,13 +31,10 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from sidjax.model import hf, precision  # noqa: E402
+from sidjax.model import hf  # noqa: E402
 from sidjax.model.config import ModelConfig  # noqa: E402
-from sidjax.model.precision import AUTO  # noqa: E402
 from sidjax.model.transformer import CausalLM  # noqa: E402
 from sidjax.train.losses import hidden_token_logprobs  # noqa: E402
-
-DTYPES = ("float32", "bfloat16")
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,8 +46,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--chunk", type=int, default=0, help="cross-entropy chunk (0: full-vocab logits at once)")
     p.add_argument("--attention", default="einsum", choices=("einsum", "xla"))
-    p.add_argument("--dtype", default=AUTO, choices=DTYPES + (AUTO,),
-                   help="the step's compute dtype (params stay f32); auto: what model.dtype='auto' picks here")
+    harness.add_dtype_arg(p, "the step's compute dtype")
     p.add_argument("--steps", type=harness.repeat_count, default=6, help="timed steps per side")
     harness.add_threads_arg(p)
     return p.parse_args()
@@ -75,7 +71,7 @@ def matmul_peaks(dtype: str, n: int = 1024, repeats: int = harness.MIN_REPEATS) 
     """Best square-matmul FLOP/s on this machine: XLA in float32 and in bfloat16 (float32 accumulation),
     and PyTorch in the step's dtype; interleaved like the steps, so load hits them alike."""
     xla_mm = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
-    xla_inputs = {name: jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(name)) for name in DTYPES}
+    xla_inputs = {name: jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(name)) for name in harness.DTYPES}
     torch_input = torch.randn(n, n, dtype=getattr(torch, dtype))
     calls = {f"XLA {name}": (lambda x=x: xla_mm(x).block_until_ready()) for name, x in xla_inputs.items()}
     calls[f"PyTorch {dtype}"] = lambda: torch_input @ torch_input
@@ -119,9 +115,7 @@ def torch_loss(reference: torch.nn.Module, tokens: torch.Tensor, dtype: str) -> 
 def main() -> None:
     args = parse_args()
     print(harness.describe_machine(harness.machine()), flush=True)
-    if args.dtype == AUTO:
-        args.dtype, reason = precision.auto_dtype()
-        print(f"dtype auto -> {args.dtype}: {reason}", flush=True)
+    args.dtype = harness.chosen_dtype(args.dtype)
     config = model_config(args)
     tokens = np.random.default_rng(0).integers(0, config.vocab_size, (args.batch, args.length + 1))
     jax_tokens = jnp.asarray(tokens, jnp.int32)

@@ -30,8 +30,6 @@ from flax import nnx  # noqa: E402
 
 from sidjax.configs import base_config  # noqa: E402
 from sidjax.data.sources import load_dataset  # noqa: E402
-from sidjax.model import precision  # noqa: E402
-from sidjax.model.precision import AUTO  # noqa: E402
 from sidjax.sid import embed, rqvae  # noqa: E402
 
 
@@ -81,14 +79,11 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=1024)
     parser.add_argument("--hidden", default="512,256,128")
     parser.add_argument("--dim", type=int, default=256, help="LSA embedding size")
-    parser.add_argument("--dtype", default=AUTO, choices=("float32", "bfloat16", AUTO),
-                        help="encoder / decoder compute dtype of both sides; auto: what rqvae.dtype='auto' picks here")
+    harness.add_dtype_arg(parser, "encoder / decoder compute dtype")
     harness.add_threads_arg(parser)
     args = parser.parse_args()
     print(harness.describe_machine(harness.machine()), flush=True)
-    if args.dtype == AUTO:
-        args.dtype, reason = precision.auto_dtype()
-        print(f"dtype auto -> {args.dtype}: {reason}", flush=True)
+    args.dtype = harness.chosen_dtype(args.dtype)
 
     dataset = load_dataset(base_config().data)
     x = embed.tfidf_lsa(dataset.items, dim=args.dim, min_df=2, max_df=0.5, title_weight=2.0, seed=0)

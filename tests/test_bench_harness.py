@@ -80,6 +80,21 @@ def test_single_thread_xla_flags_keep_existing_flags_and_do_not_repeat():
     assert harness.xla_threads(flags, cores=8) == 1 and harness.xla_threads("", cores=8) == 8
 
 
+def test_dtype_flag_defaults_to_auto_and_auto_becomes_what_the_model_would_pick(monkeypatch, capsys):
+    from sidjax.model import precision
+
+    parser = argparse.ArgumentParser()
+    harness.add_dtype_arg(parser, "compute dtype")
+    assert parser.parse_args([]).dtype == precision.AUTO
+    assert parser.parse_args(["--dtype", "bfloat16"]).dtype == "bfloat16"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dtype", "float16"])
+    assert harness.chosen_dtype("float32") == "float32" and capsys.readouterr().out == ""
+    monkeypatch.setattr(precision, "auto_dtype", lambda: ("bfloat16", "backend cpu with avx512_bf16"))
+    assert harness.chosen_dtype(precision.AUTO) == "bfloat16"
+    assert capsys.readouterr().out == "dtype auto -> bfloat16: backend cpu with avx512_bf16\n"
+
+
 def test_threads_before_jax_sets_the_xla_flags(monkeypatch):
     monkeypatch.setattr("sys.argv", ["bench.x", "--threads", "1"])
     monkeypatch.setenv("XLA_FLAGS", "")
