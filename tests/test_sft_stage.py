@@ -21,6 +21,8 @@ def _config():
     config.model.bpe_vocab_size = 512
     config.teacher.max_items = 8
     config.teacher.max_users = 16
+    config.mesh.remat = "dots"  # every model stage's, but sft's own
+    config.sft.remat = "none"
     for name, tasks in (("sft", {"title2sid": 24, "sidhis2sid": 24}), ("reason_sft", {"reasoning": 16})):
         c = config[name]
         for task in c.tasks:
@@ -51,6 +53,8 @@ def test_sft_then_reason_sft_write_bundles_and_continue_from_each_other(run):
 
     first, second = bundles.load(workdir / "sft"), bundles.load(workdir / "reason_sft")
     assert first.step == sft["best_step"] and second.step == reason["best_step"]
+    # Each stage trained with its remat: sft its own, reason_sft (continuing it) the mesh's.
+    assert first.model.config.remat == "none" and second.model.config.remat == "dots"
     assert first.tokenizer.get_vocab() == second.tokenizer.get_vocab()
     np.testing.assert_array_equal(first.sids, second.sids)
     np.testing.assert_array_equal(first.level_offsets, second.level_offsets)
@@ -92,10 +96,12 @@ def test_reasoning_grpo_with_history_citations_continues_reason_sft(run, tmp_pat
     config = _config()
     config.stages = config.stages + ("grpo",)
     config.grpo.update(dict(init_from="reason_sft", mode="reasoning", rollout="sample", citations="history",
-                            no_repeat_ngram=4, steps=2, batch_size=2, group_size=2, pass_k=2, max_new_tokens=24))
+                            no_repeat_ngram=4, steps=2, batch_size=2, group_size=2, pass_k=2, max_new_tokens=24,
+                            remat="full"))
     validate(config)
     summary = run_pipeline(config, tmp_path / "run")["grpo"]
     assert summary["source"] == "reason_sft" and summary["steps"] == 2
     for name in ("think_closed", "response_length", "reward/total", "informative_groups"):
         assert np.isfinite(summary["mean"][name]), name
-    assert bundles.load(tmp_path / "run" / "grpo").step == 2
+    grpo = bundles.load(tmp_path / "run" / "grpo")
+    assert grpo.step == 2 and grpo.model.config.remat == "full"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
+from sidjax.configs.lineage import stage_remat
 from sidjax.configs.sids import sid_length
 from sidjax.model.config import ModelConfig
 from sidjax.parallel import memory
@@ -12,7 +13,7 @@ from sidjax.parallel import memory
 
 def stage_workload(config: ml_collections.ConfigDict, stage: str) -> memory.Workload:
     """The train-step workload of model stage `stage` ("sft", "reason_sft", "grpo", "sdpo") under `config`."""
-    remat = config.mesh.remat
+    remat = stage_remat(config, stage)
     if stage in ("sft", "reason_sft"):
         c = config[stage]
         return memory.Workload(batch_size=c.batch_size, seq_len=max(c.length_buckets),
@@ -42,6 +43,6 @@ def check_stage(config: ml_collections.ConfigDict, stage: str, model_config: Mod
     except memory.MemoryPlanError as e:
         raise memory.MemoryPlanError(
             f"{e}\nConfig keys: the device size is config.mesh.device_memory_gib, the margin "
-            f"config.mesh.memory_margin; remat, fsdp and data are under config.mesh; logits_chunk, "
-            f"grad_accum_steps and batch_size under config.{stage}.") from None
+            f"config.mesh.memory_margin; fsdp and data are under config.mesh; remat under config.{stage} "
+            f"(or config.mesh for every stage); logits_chunk, grad_accum_steps and batch_size under config.{stage}.") from None
     return plan

@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from sidjax import bundle as bundles
+from sidjax.configs.lineage import stage_remat
 from sidjax.data.tasks import THINK_CLOSE
 from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.citations import history_citations
@@ -107,7 +108,8 @@ class _Run:
             for name in (ckpt.CHECKPOINTS, ckpt.BEST):
                 shutil.rmtree(ctx.dir / name, ignore_errors=True)
         self.mesh = make_mesh(ctx.config.mesh)  # rollouts and updates share it
-        self.bundle = bundle = bundles.load(ctx.output_of(source), mesh=self.mesh)
+        self.bundle = bundle = bundles.load(ctx.output_of(source), mesh=self.mesh,
+                                            remat=stage_remat(ctx.config, ctx.name))
         memory_check.check_stage(ctx.config, ctx.name, bundle.model.config, self.mesh)
         self.rec = bundle.recommender(self.mesh)
         if ctx.dataset.selected:  # an entry of some domains of a mix rolls out in their catalogues only

@@ -24,6 +24,7 @@ from flax import nnx
 from sidjax import bundle as bundles
 from sidjax.baselines import markov
 from sidjax.baselines.soft_targets import soft_targets
+from sidjax.configs.lineage import stage_remat
 from sidjax.data import loader
 from sidjax.data.formatting import ChatFormat, Encoded, encode_all
 from sidjax.data.tasks import Example, TaskMixture, build_mixture, sid_strings, task_counts
@@ -47,9 +48,10 @@ def _starting_bundle(ctx, sids: np.ndarray, level_sizes: tuple[int, ...], mesh) 
     """The bundle this stage trains on (with this run's config), and its source: the model stage
     it continues, or "config.model" for a model built from scratch / a pretrained one."""
     previous = ctx.init_from()
+    remat = stage_remat(ctx.config, ctx.name)
     if previous is None:
-        return bundles.build(ctx.config, ctx.dataset, sids, level_sizes, mesh=mesh), "config.model"
-    start = bundles.load(ctx.output_of(previous), mesh=mesh)
+        return bundles.build(ctx.config, ctx.dataset, sids, level_sizes, mesh=mesh, remat=remat), "config.model"
+    start = bundles.load(ctx.output_of(previous), mesh=mesh, remat=remat)
     if not np.array_equal(start.sids, sids):
         raise ValueError(
             f"stage '{previous}' was trained on other SIDs than the 'sids' stage now holds "
