@@ -11,25 +11,24 @@ reasoning mode (greedy thinking, then the constrained SID search; the thoughts a
 `<workdir>/eval_reasoning/test.jsonl`, field "reasoning"). Every eval reads the first
 `eval.max_users` test samples, so the three tables compare the same users.
 
-Cost on the 2-core development machine, measured with this config and tiny step counts (smoke
-runs; wall seconds with the machine otherwise near idle, load <= 2, unless noted): sft 13 s/step
-(16 sequences in the 96/128 buckets; 20 CPU-s/step on one core), reason_sft 15 s/step (8
-sequences of ~224 tokens), grpo ~60 s/step (2 prompts x 8 sampled thoughts of up to 176 tokens,
-policy + reference scoring and the update; 3 steps in 217 s with the first step's compile),
-eval direct ~3 users/s, eval reasoning ~0.5 users/s (62 s per batch of 32 users with the full
-192-token budget used: an upper bound, the teacher's thoughts end after ~130 tokens). With the step counts below: sft 400
-steps ≈ 87 min, reason_sft 100 ≈ 25 min, grpo 30 ≈ 30 min, eval:sft and eval:direct on 1,000
-users ≈ 6 min each, eval:reasoning ≤ 33 min, compiles, valid losses and checkpoints ≈ 10 min:
-over 3 hours on 2 cores alone (much longer under `nice` beside other jobs). Peak RSS 12.7
-GiB in GRPO's smoke run (`/usr/bin/time -v`; XLA on CPU holds about twice the memory plan's
-6.7 GiB; 4 prompts per step reached 21.8 GiB, too near this machine's 24). An earlier
-shortened run (200 / 50 / 10 steps, 200 users; README, Results) showed that 0.6 epoch of SFT is
-too little: the model ranks the same items first for every user.
+Cost on the 2-core AMD EPYC with AVX512_BF16, where `model.dtype = "auto"` computes in bfloat16,
+measured by the smoke run below (nothing else running; 10 min 2 s, peak RSS 13.9 GB, `/usr/bin/time
+-v`): sft 5.5 s/step after the first (16 sequences in the 96/128/256 buckets, no remat), reason_sft
+5.75 s/step (8 sequences of ~224 tokens), grpo 40 s/step after the first (2 prompts x 8 sampled
+thoughts of up to 176 tokens, policy + reference scoring and the update), eval direct 5.6 s and eval
+reasoning 61 s per batch of 32 users after the first (the full 192-token thought budget used). At
+those rates the step counts below come to about 1 h 50 min (sft 400 steps ≈ 37 min, reason_sft 100
+≈ 10 min, grpo 30 ≈ 20 min, eval:sft and eval:direct on 1,000 users ≈ 3 min each, eval:reasoning
+≈ 33 min, valid losses, checkpoints and compiles a few minutes): an estimate, the whole config has not
+been run at these settings. In float32 with `dots` remat everywhere (the earlier settings) the same
+estimate was over 3 hours (sft 13 s/step, reason_sft 15 s/step, grpo ~60 s/step). An earlier shortened
+run (200 / 50 / 10 steps, 200 users; README, Results) showed that 0.6 epoch of SFT is too little: the
+model ranks the same items first for every user.
 
     nice -n 19 python -m experiments.train --config=experiments/configs/industrial_smollm2.py \
         --workdir=runs/industrial_smollm2
 
-Smoke run (every stage, ~20 min on 2 busy cores): add --config.sft.max_steps=10
+Smoke run (every stage, 10 min on the idle 2 cores): add --config.sft.max_steps=10
 --config.reason_sft.max_steps=6 --config.grpo.steps=3 --config.eval.max_users=64
 --config.sft.max_eval_batches=1 --config.reason_sft.max_eval_batches=1.
 """
