@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import ml_collections
@@ -152,22 +152,17 @@ def rescore_saved(source: Path, config: ml_collections.ConfigDict, dataset: RecD
     step = described["step"] if isinstance(described["step"], int) else described["step"][0]
     if writer is not None:
         writer.forget_after(step - 1)
+
+    def rescore(split: str, samples: Path | None) -> tuple[dict[str, float], np.ndarray]:
+        ranks = rescore_file(source / f"{split}.jsonl", rescorer, c.batch_size,
+                             samples if jax.process_index() == 0 else None)
+        metrics = {**ranking_metrics(ranks, c.topk), "users": float(len(ranks))}
+        logging.info("eval %s (%d samples, %d beams, %s, re-scored beams of %s): %s", split, len(ranks), c.beams,
+                     c.mode, source, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "users"))
+        return metrics, ranks
+
+    results.update(_score_splits(rescore, c, out_dir, writer, step))
     if jax.process_index() == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    tables, ranks = [], {}
-    for split in c.splits:
-        samples = out_dir / f"{split}.jsonl" if jax.process_index() == 0 and c.write_samples else None
-        ranks[split] = rescore_file(source / f"{split}.jsonl", rescorer, c.batch_size, samples)
-        metrics = {**ranking_metrics(ranks[split], c.topk), "users": float(len(ranks[split]))}
-        results[split] = metrics
-        tables.append(_split_table(split, metrics, c))
-        logging.info("eval %s (%d samples, %d beams, %s, re-scored beams of %s): %s", split, len(ranks[split]),
-                     c.beams, c.mode, source, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "users"))
-        if writer is not None:
-            writer.write(step, {k: v for k, v in metrics.items() if k != "users"}, prefix=f"eval/{split}/")
-    if jax.process_index() == 0:
-        print("\n".join(tables), flush=True)
-        write_ranks(out_dir / RANKS_FILE, ranks)
         _write_metrics(out_dir, results, c.splits)
     return results
 
@@ -183,15 +178,25 @@ def _evaluate_splits(rec: Recommender, dataset: RecDataset, c: ml_collections.Co
                      out_dir: Path, writer: MetricsWriter | None, header: dict[str, Any], step: int,
                      domain: str = "") -> dict[str, Any]:
     """{split: metrics} of `config.eval.splits`, with the samples JSONL and the hit ranks in `out_dir`."""
+
+    def search(split: str, samples: Path | None) -> tuple[dict[str, float], np.ndarray]:
+        return evaluate_split(rec, dataset, split, settings, batch_size=c.batch_size, ks=c.topk,
+                              max_users=c.max_users, samples_path=samples,
+                              progress_path=out_dir / f"{split}{PROGRESS_SUFFIX}", progress_tag=header)
+
+    return _score_splits(search, c, out_dir, writer, step, domain)
+
+
+def _score_splits(score: Callable[[str, Path | None], tuple[dict[str, float], np.ndarray]],
+                  c: ml_collections.ConfigDict, out_dir: Path, writer: MetricsWriter | None, step: int,
+                  domain: str = "") -> dict[str, Any]:
+    """{split: metrics} of `config.eval.splits` by `score(split, samples path or None)` -> (metrics, hit ranks):
+    the tables printed, the metrics logged, the ranks written to `out_dir`."""
     if jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
     results, tables, ranks = {}, [], {}
     for split in c.splits:
-        samples = out_dir / f"{split}.jsonl" if c.write_samples else None
-        metrics, ranks[split] = evaluate_split(rec, dataset, split, settings, batch_size=c.batch_size, ks=c.topk,
-                                               max_users=c.max_users, samples_path=samples,
-                                               progress_path=out_dir / f"{split}{PROGRESS_SUFFIX}",
-                                               progress_tag=header)
+        metrics, ranks[split] = score(split, out_dir / f"{split}.jsonl" if c.write_samples else None)
         results[split] = metrics
         tables.append(_split_table(f"{domain} {split}" if domain else split, metrics, c))
         if writer is not None:
