@@ -75,6 +75,7 @@ def get_config():
     config.sft.batch_size = 16
     config.sft.learning_rate = 3e-4
     config.sft.warmup_steps = 20
+    config.sft.epochs = 2  # so that max_steps binds: 400 steps of 16 ≈ 1.25 epochs
     config.sft.max_steps = 400
     # SFT keeps every activation (no remat) and computes logits 256 positions at a time: in bfloat16 its step
     # takes 6.5 s instead of 8.7 s with `dots` and chunks of 64 (docs/results/log.md); it fits (11.6 GB peak RSS
@@ -108,6 +109,11 @@ def get_config():
     config.grpo.prompt_length = 128  # the longest reasoning prompt is 123 tokens
     config.grpo.logits_chunk = 32
     config.grpo.checkpoint_every = 10
+    # The eval's thought rules (README, Results): a thought cites only the history's SIDs, as the teacher's
+    # do, and repeats no 12-token run. The rollouts think under the same rules, so GRPO trains on the turns
+    # the eval writes.
+    config.grpo.citations = config.eval.citations = "history"
+    config.grpo.no_repeat_ngram = config.eval.think_no_repeat_ngram = 12
 
     config.eval.models = ("grpo",)
     config.eval.splits = ("test",)
