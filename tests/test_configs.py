@@ -72,6 +72,15 @@ def test_model_dropout_is_a_probability_for_scratch_models_only():
         validate(config)
 
 
+def test_new_rows_init_is_named_when_unknown():
+    config = base_config()
+    config.model.new_rows_init = "sampled"
+    validate(config)
+    config.model.new_rows_init = "random"
+    with pytest.raises(ConfigError, match=r"'model\.new_rows_init': must be one of \('mean', 'sampled'\)"):
+        validate(config)
+
+
 def test_distillation_needs_the_sidseq_task_and_a_weight_below_one():
     config = base_config()
     config.sft.distill_weight = 0.5

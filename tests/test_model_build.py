@@ -66,7 +66,7 @@ def test_a_stage_trains_with_its_own_remat_and_the_next_stage_sets_its_own(tmp_p
     np.testing.assert_array_equal(_forward(continued.model, tokens), _forward(built.model, tokens))
 
 
-def test_hf_source_appends_sids_and_mean_inits_rows(tmp_path):
+def test_hf_source_appends_sids_and_inits_their_rows_as_configured(tmp_path):
     tok = bpe.train_bpe([w for w in WORDS] * 20, vocab_size=300)
     size = tok.get_vocab_size(with_added_tokens=True)
     hf_config = transformers.Qwen3Config(vocab_size=size + 5, hidden_size=32, intermediate_size=48,
@@ -84,6 +84,12 @@ def test_hf_source_appends_sids_and_mean_inits_rows(tmp_path):
     assert built.model.config.vocab_size == -(-(size + sum(LEVELS)) // 128) * 128
     embed = np.asarray(built.model.embed[...])
     np.testing.assert_allclose(embed[size:], np.broadcast_to(embed[:size].mean(0), embed[size:].shape), atol=1e-6)
+
+    config.model.new_rows_init = "sampled"
+    sampled = np.asarray(bundles.build(config, _dataset(), SIDS, LEVELS).model.embed[...])
+    np.testing.assert_array_equal(sampled[:size], embed[:size])
+    sid_rows = sampled[size:size + sum(LEVELS)]
+    assert len(np.unique(sid_rows, axis=0)) == sum(LEVELS)  # each SID token its own input from the first step
 
 
 def test_train_only_new_rows_needs_a_pretrained_model():

@@ -68,3 +68,23 @@ def test_resize_mean_init_padding_and_new_rows_mask():
     masked = jax.tree.map(lambda p, m: p * m, nnx.state(resized, nnx.Param), mask)
     assert not np.asarray(masked["embed"][...])[:90].any() and np.asarray(masked["embed"][...])[90:].any()
     assert not np.asarray(masked["layers"][0]["mlp"]["up_proj"][...]).any()
+
+
+def test_sampled_init_gives_distinct_new_rows_with_the_pretrained_rows_spread():
+    config = preset("tiny", 100).replace(tie_word_embeddings=False)
+    model = CausalLM(config, rngs=nnx.Rngs(0))
+    old = np.asarray(model.embed[...])
+    resized = vocab.resize_vocab(model, num_tokens=1100, first_new_row=90, multiple=128, init="sampled", seed=3)
+    embed = np.asarray(resized.embed[...])
+    np.testing.assert_array_equal(embed[:90], old[:90])
+    new = embed[90:]
+    assert len(np.unique(new.round(6), axis=0)) == len(new)  # mean init would give one row, repeated
+    # 1,062 draws: their mean and spread per dimension are the pretrained rows' within sampling error.
+    np.testing.assert_allclose(new.mean(0), old[:90].mean(0), atol=4 * old[:90].std(0).max() / np.sqrt(len(new)))
+    np.testing.assert_allclose(new.std(0), old[:90].std(0), rtol=0.15)
+    head = np.asarray(resized.lm_head[...])
+    assert np.abs(head[:, 90:] - head[:, 90:].mean(1, keepdims=True)).max() > 0
+    again = vocab.resize_vocab(model, num_tokens=1100, first_new_row=90, multiple=128, init="sampled", seed=3)
+    np.testing.assert_array_equal(np.asarray(again.embed[...]), embed)
+    other = vocab.resize_vocab(model, num_tokens=1100, first_new_row=90, multiple=128, init="sampled", seed=4)
+    assert not np.array_equal(np.asarray(other.embed[...])[90:], new)

@@ -5,6 +5,7 @@ from sidjax.configs.rules import require
 from sidjax.data.task_names import CHAT_ONLY_TASKS, PROMPT_STYLES, SEQUENCE_ONLY_TASKS
 
 SOURCES = ("scratch", "hf", "gguf")
+NEW_ROWS_INITS = ("mean", "sampled")
 SHAPE_KEYS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size")
 
 
@@ -30,6 +31,10 @@ def section() -> ml_collections.ConfigDict:
     c.param_dtype = "float32"
     c.attention_impl = "einsum"  # einsum | xla (jax.nn.dot_product_attention)
     c.vocab_multiple = 128  # embedding rows padded to a multiple of this after adding SID tokens
+    # Pretrained sources: the added rows (SID tokens) start as "mean" (every row the pretrained rows' mean, as
+    # transformers does: identical until training pulls them apart) or "sampled" (that mean plus Gaussian noise
+    # with the pretrained rows' per-dimension spread, seeded by config.seed: distinct from the first step).
+    c.new_rows_init = "mean"
     c.train_only_new_rows = False  # freeze the pretrained LM, train only the added token rows
     return c
 
@@ -62,6 +67,8 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(not (c.train_only_new_rows and c.source == "scratch"), f"{name}.train_only_new_rows",
             "needs a pretrained model (source 'hf' or 'gguf'); a scratch model has no rows to freeze")
     require(c.vocab_multiple >= 1, f"{name}.vocab_multiple", "must be >= 1")
+    require(c.new_rows_init in NEW_ROWS_INITS, f"{name}.new_rows_init",
+            f"must be one of {NEW_ROWS_INITS}, got '{c.new_rows_init}'")
 
 
 def _validate_prompt_style(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:

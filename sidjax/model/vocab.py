@@ -88,12 +88,15 @@ def padded_size(num_tokens: int, multiple: int) -> int:
     return -(-num_tokens // multiple) * multiple
 
 
-def resize_vocab(model: CausalLM, num_tokens: int, first_new_row: int, multiple: int = 128) -> CausalLM:
+def resize_vocab(model: CausalLM, num_tokens: int, first_new_row: int, multiple: int = 128,
+                 init: str = "mean", seed: int = 0) -> CausalLM:
     """A copy of `model` with `padded_size(num_tokens, multiple)` vocabulary rows.
 
     Rows >= `first_new_row` (tokens the pretrained model never learned, e.g. the added SID
-    tokens and padding) are set to the mean of the rows before it, in the embedding and in
-    an untied output layer alike.
+    tokens and padding) start from the rows before it, in the embedding and in an untied output
+    layer alike: `init="mean"` sets each to their mean; `init="sampled"` adds Gaussian noise with
+    their per-dimension standard deviation (seeded by `seed`), so that the new tokens are told apart
+    from the first step: identical rows give every history of new tokens the same input.
     """
     config = model.config
     if not 0 < first_new_row <= min(num_tokens, config.vocab_size):
@@ -104,21 +107,26 @@ def resize_vocab(model: CausalLM, num_tokens: int, first_new_row: int, multiple:
     graphdef, state = nnx.split(abstract)
     old = dict(nnx.to_flat_state(nnx.state(model)))
     flat = dict(nnx.to_flat_state(state))
+    keys = dict(zip((("embed",), ("lm_head",)), jax.random.split(jax.random.key(seed))))
     for path, variable in flat.items():
         value = old[path].get_value()
-        if path in (("embed",), ("lm_head",)):
+        if path in keys:
             axis = 0 if path == ("embed",) else 1
-            value = _resize_rows(value, axis, first_new_row, size)
+            value = _resize_rows(value, axis, first_new_row, size, keys[path] if init == "sampled" else None)
         variable.set_value(value)
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
 
-def _resize_rows(table: jax.Array, axis: int, keep: int, size: int) -> jax.Array:
-    kept = jax.lax.slice_in_dim(table, 0, keep, axis=axis)
-    mean = jnp.mean(kept.astype(jnp.float32), axis=axis, keepdims=True).astype(table.dtype)
+def _resize_rows(table: jax.Array, axis: int, keep: int, size: int, noise_key: jax.Array | None) -> jax.Array:
+    """`table` grown to `size` rows along `axis`: the mean of the first `keep`, plus noise with their spread
+    when `noise_key` is given."""
+    kept = jax.lax.slice_in_dim(table, 0, keep, axis=axis).astype(jnp.float32)
     shape = list(table.shape)
     shape[axis] = size - keep
-    return jnp.concatenate([kept, jnp.broadcast_to(mean, shape)], axis=axis)
+    new = jnp.broadcast_to(jnp.mean(kept, axis=axis, keepdims=True), shape)
+    if noise_key is not None:
+        new = new + jax.random.normal(noise_key, shape) * jnp.std(kept, axis=axis, keepdims=True)
+    return jnp.concatenate([kept, new], axis=axis).astype(table.dtype)
 
 
 def new_rows_mask(model: CausalLM, first_new_row: int) -> Any:
