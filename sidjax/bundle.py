@@ -130,7 +130,7 @@ def build(config: ml_collections.ConfigDict, dataset: RecDataset, sids: np.ndarr
             model = gguf.load_model(c.path or None, mesh, **overrides)
             tokenizer, tok_config = gguf.load_tokenizer(c.path or None)
         model, offsets, first_new_row = _with_sid_rows(model, tokenizer, level_sizes, c.vocab_multiple, mesh,
-                                                       c.new_rows_init, config.seed)
+                                                       c.new_rows_init == "sampled", config.seed)
     tok_config = {**tok_config, bpe.PROMPT_STYLE_KEY: c.prompt_style}  # how SFT, eval and RL word prompts
     vocab.check_sid_tokens(tokenizer, offsets, level_sizes, sids)
     logging.info("model: %s source, %d params, vocab %d, SID level offsets %s", c.source,
@@ -140,7 +140,7 @@ def build(config: ml_collections.ConfigDict, dataset: RecDataset, sids: np.ndarr
 
 
 def _with_sid_rows(model: CausalLM, tokenizer: tokenizers.Tokenizer, level_sizes: Sequence[int], multiple: int,
-                   mesh: jax.sharding.Mesh | None, init: str, seed: int) -> tuple[CausalLM, np.ndarray, int]:
+                   mesh: jax.sharding.Mesh | None, sampled: bool, seed: int) -> tuple[CausalLM, np.ndarray, int]:
     """Append the SID blocks to a pretrained tokenizer and grow the model's vocabulary to match.
 
     Returns the model, the level offsets and the first row that was not pretrained.
@@ -156,7 +156,7 @@ def _with_sid_rows(model: CausalLM, tokenizer: tokenizers.Tokenizer, level_sizes
         return model, offsets, first_new_row
     if first_new_row > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {first_new_row} tokens but the model only {model.config.vocab_size} rows")
-    model = vocab.resize_vocab(model, num_tokens, first_new_row, multiple, init, seed)
+    model = vocab.resize_vocab(model, num_tokens, first_new_row, multiple, sampled, seed)
     if mesh is not None:
         model = shard_model(model, mesh)
     return model, offsets, first_new_row

@@ -74,7 +74,7 @@ def test_sampled_init_gives_distinct_new_rows_with_the_pretrained_rows_spread():
     config = preset("tiny", 100).replace(tie_word_embeddings=False)
     model = CausalLM(config, rngs=nnx.Rngs(0))
     old = np.asarray(model.embed[...])
-    resized = vocab.resize_vocab(model, num_tokens=1100, first_new_row=90, multiple=128, init="sampled", seed=3)
+    resized = vocab.resize_vocab(model, num_tokens=1100, first_new_row=90, multiple=128, sampled=True, seed=3)
     embed = np.asarray(resized.embed[...])
     np.testing.assert_array_equal(embed[:90], old[:90])
     new = embed[90:]
@@ -84,7 +84,7 @@ def test_sampled_init_gives_distinct_new_rows_with_the_pretrained_rows_spread():
     np.testing.assert_allclose(new.std(0), old[:90].std(0), rtol=0.15)
     head = np.asarray(resized.lm_head[...])
     assert np.abs(head[:, 90:] - head[:, 90:].mean(1, keepdims=True)).max() > 0
-    again = vocab.resize_vocab(model, num_tokens=1100, first_new_row=90, multiple=128, init="sampled", seed=3)
+    again = vocab.resize_vocab(model, num_tokens=1100, first_new_row=90, multiple=128, sampled=True, seed=3)
     np.testing.assert_array_equal(np.asarray(again.embed[...]), embed)
-    other = vocab.resize_vocab(model, num_tokens=1100, first_new_row=90, multiple=128, init="sampled", seed=4)
+    other = vocab.resize_vocab(model, num_tokens=1100, first_new_row=90, multiple=128, sampled=True, seed=4)
     assert not np.array_equal(np.asarray(other.embed[...])[90:], new)

@@ -89,14 +89,14 @@ def padded_size(num_tokens: int, multiple: int) -> int:
 
 
 def resize_vocab(model: CausalLM, num_tokens: int, first_new_row: int, multiple: int = 128,
-                 init: str = "mean", seed: int = 0) -> CausalLM:
+                 sampled: bool = False, seed: int = 0) -> CausalLM:
     """A copy of `model` with `padded_size(num_tokens, multiple)` vocabulary rows.
 
     Rows >= `first_new_row` (tokens the pretrained model never learned, e.g. the added SID
     tokens and padding) start from the rows before it, in the embedding and in an untied output
-    layer alike: `init="mean"` sets each to their mean; `init="sampled"` adds Gaussian noise with
-    their per-dimension standard deviation (seeded by `seed`), so that the new tokens are told apart
-    from the first step: identical rows give every history of new tokens the same input.
+    layer alike: each is their mean, plus, when `sampled`, Gaussian noise with their per-dimension
+    standard deviation (seeded by `seed`), so that the new tokens are told apart from the first step:
+    identical rows give every history of new tokens the same input.
     """
     config = model.config
     if not 0 < first_new_row <= min(num_tokens, config.vocab_size):
@@ -112,7 +112,7 @@ def resize_vocab(model: CausalLM, num_tokens: int, first_new_row: int, multiple:
         value = old[path].get_value()
         if path in keys:
             axis = 0 if path == ("embed",) else 1
-            value = _resize_rows(value, axis, first_new_row, size, keys[path] if init == "sampled" else None)
+            value = _resize_rows(value, axis, first_new_row, size, keys[path] if sampled else None)
         variable.set_value(value)
     return nnx.merge(graphdef, nnx.from_flat_state(flat))
 
