@@ -89,6 +89,13 @@ def test_reasoning_mode_continues_the_search_after_the_thought(setup):
     out = rec.search(histories, SearchSettings(beams=4, mode="reasoning", think=think))
     prompts = rec.prompt_ids(histories, "reasoning")
     assert "Think step by step" in rec.format.tokenizer.decode(prompts[0])
+    # The turn's `<think>` is given: a reasoning prompt is the chat prompt up to the answer, then it.
+    opener = rec.format.tokenizer.token_to_id("<think>")
+    assert rec.thought_opener_ids == [opener]
+    assert all(rec.format.tokenizer.decode(p[:-1], skip_special_tokens=False).endswith("assistant\n")
+               and p[-1] == opener for p in prompts)
+    assert all(rec.format.tokenizer.decode(p, skip_special_tokens=False).endswith("assistant\n")
+               for p in rec.prompt_ids(histories, "direct"))
     tokens, mask = pad_prompts(prompts, bucket=32, pad_id=rec.format.eos_id)
     # A thought ends at `</think>` or the budget: ending the turn inside it is suppressed.
     thought = generate(rec.model, jnp.asarray(tokens), jnp.asarray(mask), SamplingParams(
@@ -99,8 +106,9 @@ def test_reasoning_mode_continues_the_search_after_the_thought(setup):
     for i, prompt in enumerate(prompts):
         ids = np.asarray(thought.tokens)[i, 0, : int(thought.lengths[i, 0])].tolist()
         assert not set(ids) & set(rec.format.stop_ids)
-        # The text is what the model wrote; the search continues after a `</think>` either way.
-        assert out.reasoning[i] == rec.format.tokenizer.decode(ids, skip_special_tokens=False)
+        # The text is the opener and what the model wrote; the search continues after a `</think>` either way.
+        assert out.reasoning[i] == rec.format.tokenizer.decode([opener] + ids, skip_special_tokens=False)
+        assert out.reasoning[i].startswith("<think>")
         if ids[-1:] != [rec.think_close_id]:
             ids.append(rec.think_close_id)
         continued.append(prompt + ids + rec.format.tokenizer.encode("\n\n", add_special_tokens=False).ids)

@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 from sidjax.data.dataset import RecDataset
 from sidjax.data.formatting import ChatFormat
 from sidjax.data.task_names import CHAT_STYLES
-from sidjax.data.tasks import THINK_CLOSE, next_item_prompt, reasoning_target, sid_strings
+from sidjax.data.tasks import THINK_CLOSE, THINK_OPEN, next_item_prompt, reasoning_target, sid_strings
 from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.citations import Citations, history_citations, token_levels
 from sidjax.decode.options import CITATIONS, MODES
@@ -99,6 +99,10 @@ class Recommender:
         first = model[0] if isinstance(model, tuple) else model
         self.token_level = token_levels(first.config.vocab_size, self.level_offsets, self.trie.level_sizes)
         self.think_close_id = self._token_id(THINK_CLOSE)
+        # Every reasoning turn training shows starts with `<think>`, so a reasoning prompt ends with it: the
+        # model writes the thought, never a first word sampled in its place (or a `</think>` with nothing before).
+        think_open_id = self._token_id(THINK_OPEN)
+        self.thought_opener_ids = [] if think_open_id is None else [think_open_id]
         separator = reasoning_target("-", "").split(THINK_CLOSE, 1)[1]  # what training puts between it and the SID
         self.answer_prefix_ids = fmt.tokenizer.encode(separator, add_special_tokens=False).ids
 
@@ -113,7 +117,7 @@ class Recommender:
         return self.format.tokenizer.token_to_id(token)
 
     def prompt_ids(self, histories: Sequence[Sequence[int]], mode: str = "direct") -> list[list[int]]:
-        """Token ids of the next-SID prompt (direct) or the reasoning prompt for each history of item ids."""
+        """Token ids of the next-SID prompt (direct) or the reasoning prompt, ending with `<think>`, for each history."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
         style = self.format.prompt_style
@@ -127,7 +131,8 @@ class Recommender:
                 raise ValueError(f"history {h}: item ids must be 0..{len(self._item_sids) - 1} and non-empty, got {list(history)}")
             sids = [self._item_sids[i] for i in history]
             prompts.append(next_item_prompt(sids, style, mode))
-        return self.format.prompt_ids(prompts)
+        ids = self.format.prompt_ids(prompts)
+        return [p + self.thought_opener_ids for p in ids] if mode == "reasoning" else ids
 
     def _gather(self, tree: Any) -> Any:
         if self.mesh is None:
@@ -276,8 +281,8 @@ def _think(rec: Recommender, histories: Sequence[Sequence[int]], prompts: list[l
            settings: SearchSettings, pad_id: int, batch_index: int) -> tuple[list[list[int]], list[str]]:
     """Generate up to the budget until `</think>`; the prompts the SID search continues from.
 
-    A reasoning-mode turn is `<think> ... </think> SID`, so the end of the turn is no move inside a
-    thought: it is suppressed, and a thought ends by `</think>` or by the budget. One cut at the
+    A reasoning-mode turn is `<think> ... </think> SID` and its prompt ends with the `<think>`, so the
+    end of the turn is no move inside a thought: it is suppressed, and a thought ends by `</think>` or by the budget. One cut at the
     budget gets `</think>` appended (not in its text, so the text shows whether the model closed it),
     then the separator that training puts between `</think>` and the SID. With `citations="history"`
     every SID a thought writes is one of its history's.
@@ -299,7 +304,8 @@ def _think(rec: Recommender, histories: Sequence[Sequence[int]], prompts: list[l
     continued, texts = [], []
     for prompt, row, length in zip(prompts, thoughts.tokens[:, 0], thoughts.lengths[:, 0]):
         thought = [int(t) for t in row[:length]]
-        texts.append(rec.format.tokenizer.decode(thought, skip_special_tokens=False))  # what the model wrote
+        # What the model wrote, after the opener its prompt ends with.
+        texts.append(rec.format.tokenizer.decode(rec.thought_opener_ids + thought, skip_special_tokens=False))
         if not thought or thought[-1] != rec.think_close_id:
             thought.append(rec.think_close_id)
         continued.append(list(prompt) + thought + rec.answer_prefix_ids)
