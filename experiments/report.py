@@ -298,7 +298,7 @@ def markdown_table(rows: Sequence[Row], papers: Sequence[Paper] = INDUSTRIAL_PAP
     return "\n".join(lines)
 
 
-REASONING_KEYS = ("closed", "has_text", "mean_words", "loop", "grounded", "cited_valid", "consistent")
+REASONING_KEYS = ("closed", "has_text", "mean_words", "loop", "grounded", "cited_valid", "consistent", "distinct")
 
 
 def reasoning_table(rows: Sequence[Row]) -> str:

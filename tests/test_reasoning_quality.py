@@ -1,7 +1,7 @@
 """Reasoning measures against hand-computed cases."""
 import pytest
 
-from sidjax.eval.reasoning_quality import assess, has_loop, summarize
+from sidjax.eval.reasoning_quality import assess, has_loop, skeleton, summarize
 
 CATALOGUE = {"<a_1><b_2><c_3>", "<a_4><b_5><c_6>", "<a_7><b_8><c_9>"}
 HISTORY = (["<a_1><b_2><c_3>", "<a_4><b_5><c_6>"], ["Blue PLA Filament 1.75mm", "Digital Caliper"])
@@ -11,12 +11,14 @@ def test_a_grounded_closed_reasoning_that_names_its_answer():
     text = ("The user bought <a_1><b_2><c_3> and a digital caliper, so they build 3D prints; "
             "next is more filament: <a_7><b_8><c_9>.</think>")
     got = assess(text, *HISTORY, CATALOGUE, top_sid="<a_7><b_8><c_9>")
+    assert got.pop("skeleton") == skeleton(text.split("</think>")[0])
     assert got == {"closed": True, "words": 18, "has_text": True, "loop": False, "grounded": True,
                    "cited_valid": True, "consistent": True}
 
 
 def test_the_demos_empty_thought_is_no_reasoning():
     got = assess("<a_7><b_8><c_9></think>", *HISTORY, CATALOGUE, top_sid="<a_4><b_5><c_6>")
+    assert got.pop("skeleton") == skeleton("<a_1><b_1><c_1>")  # a SID alone: every such thought is one
     assert got == {"closed": True, "words": 1, "has_text": False, "loop": False, "grounded": False,
                    "cited_valid": True, "consistent": False}
 
@@ -42,6 +44,17 @@ def test_summary_shares_leave_out_samples_that_cite_nothing():
     assert got["reasoning/consistent"] == 1.0 and got["reasoning/citing"] == 0.5
     assert got["reasoning/mean_words"] == pytest.approx(2.0)  # (1 + 3) / 2
     assert "reasoning/consistent" not in summarize(rows[1:]) and summarize([]) == {}
+
+
+def test_distinct_counts_thoughts_that_differ_beyond_their_sids_and_numbers():
+    one = "Evidence: <a_1><b_2><c_3> is a tape.\n3. Intent: tape after tape in 12 of 40."
+    same = "Evidence:  <a_4><b_5><c_6> is a tape. 3. Intent: tape after tape in 7 of 9."
+    other = "Evidence: <a_1><b_2><c_3> is a glue.\n3. Intent: glue after tape in 12 of 40."
+    assert skeleton(one) == skeleton(same) != skeleton(other)
+    rows = [assess(t + "</think>", *HISTORY, CATALOGUE, "<a_7><b_8><c_9>") for t in (one, same, other, one)]
+    assert summarize(rows)["reasoning/distinct"] == 0.5  # 2 skeletons in 4 thoughts
+    older = [{k: v for k, v in r.items() if k != "skeleton"} for r in rows]  # records of an older eval
+    assert "reasoning/distinct" not in summarize(older)
 
 
 def test_reasoning_examples_show_history_reasoning_and_top_titles(tmp_path):

@@ -13,16 +13,21 @@ Per sample (`assess`), written beside it in the eval's JSONL, and as shares over
   only says that the thought cites one at all.
 - cited_valid: every SID it cites is a real item's (None: it cites none).
 - consistent: the last SID it cites is the one ranked first after it (None: it cites none).
+- skeleton: a digest of the text before `</think>` with its SIDs and numbers masked and its spaces
+  collapsed; over a split, `distinct` is the share of thoughts whose skeleton no earlier one had. A
+  model that writes one text for everyone, its SIDs aside, scores 1 / users however well it cites.
 """
 from __future__ import annotations
 
 import collections
+import hashlib
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from sidjax.data.tasks import THINK_CLOSE
 
 _SID_RUN = re.compile(r"(?:<[a-z]_\d+>)+")
+_NUMBER = re.compile(r"\d+")
 MIN_TEXT_WORDS = 3
 LOOP_NGRAM = 4
 LOOP_REPEATS = 3
@@ -55,7 +60,14 @@ def assess(text: str, history_sids: Sequence[str], history_titles: Sequence[str]
         "grounded": grounded,
         "cited_valid": all(s in catalogue for s in cited) if cited else None,
         "consistent": cited[-1] == top_sid if cited else None,
+        "skeleton": skeleton(body),
     }
+
+
+def skeleton(body: str) -> str:
+    """What is left of a thought once its SIDs and numbers are masked, as a short digest."""
+    masked = " ".join(_NUMBER.sub("#", _SID_RUN.sub("<sid>", body)).split())
+    return hashlib.sha1(masked.encode("utf-8")).hexdigest()[:12]
 
 
 def summarize(assessed: Iterable[Mapping[str, Any]]) -> dict[str, float]:
@@ -70,4 +82,7 @@ def summarize(assessed: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         known = [r[key] for r in rows if r[key] is not None]
         if known:
             out[f"reasoning/{key}"] = sum(known) / len(known)
+    skeletons = [r["skeleton"] for r in rows if "skeleton" in r]  # absent from records of older evals
+    if skeletons:
+        out["reasoning/distinct"] = len(set(skeletons)) / len(skeletons)
     return out
