@@ -117,7 +117,7 @@ class Recommender:
         return self.format.tokenizer.token_to_id(token)
 
     def prompt_ids(self, histories: Sequence[Sequence[int]], mode: str = "direct") -> list[list[int]]:
-        """Token ids of the next-SID prompt (direct) or the reasoning prompt, ending with `<think>`, for each history."""
+        """Token ids of the next-SID prompt (direct) or of the reasoning prompt, which ends with `<think>`."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got '{mode}'")
         style = self.format.prompt_style
@@ -282,9 +282,9 @@ def _think(rec: Recommender, histories: Sequence[Sequence[int]], prompts: list[l
     """Generate up to the budget until `</think>`; the prompts the SID search continues from.
 
     A reasoning-mode turn is `<think> ... </think> SID` and its prompt ends with the `<think>`, so the
-    end of the turn is no move inside a thought: it is suppressed, and a thought ends by `</think>` or by the budget. One cut at the
-    budget gets `</think>` appended (not in its text, so the text shows whether the model closed it),
-    then the separator that training puts between `</think>` and the SID. With `citations="history"`
+    end of the turn is no move inside a thought: it is suppressed, and a thought ends by `</think>` or
+    by the budget. One cut at the budget gets `</think>` appended (not in its text, so the text shows
+    whether the model closed it), then the separator that training puts between `</think>` and the SID. With `citations="history"`
     every SID a thought writes is one of its history's.
     """
     if settings.citations not in CITATIONS:
