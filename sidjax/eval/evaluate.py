@@ -284,8 +284,8 @@ def _think(rec: Recommender, histories: Sequence[Sequence[int]], prompts: list[l
     A reasoning-mode turn is `<think> ... </think> SID` and its prompt ends with the `<think>`, so the
     end of the turn is no move inside a thought: it is suppressed, and a thought ends by `</think>` or
     by the budget. One cut at the budget gets `</think>` appended (not in its text, so the text shows
-    whether the model closed it), then the separator that training puts between `</think>` and the SID. With `citations="history"`
-    every SID a thought writes is one of its history's.
+    whether the model closed it), then the separator that training puts between `</think>` and the
+    SID. With `citations="history"` every SID a thought writes is one of its history's.
     """
     if settings.citations not in CITATIONS:
         raise ValueError(f"citations must be one of {CITATIONS}, got '{settings.citations}'")
