@@ -213,28 +213,32 @@ class Block(nnx.Module):
         self.post_attention_norm = RMSNorm(config.hidden_size, config)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array, cache_k: jax.Array | None,
-                 cache_v: jax.Array | None, offset: jax.Array, prefix: KVCache | None, index: int,
-                 dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
-        """One layer; with a cache its new keys/values go to layer `index`'s slots [offset, offset + T).
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array, cache: KVCache | None,
+                 prefix: KVCache | None, index: int, dropout_key: jax.Array | None = None
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """One layer: its output and this call's keys/values [B, T, K, D] (the caller writes them to a cache).
 
+        With a `cache` the tokens attend to layer `index`'s slots too, theirs at [cache.index, + T).
         With a `dropout_key` both residual branches (attention output, MLP output) get dropout.
         """
         rate = self.attn.config.dropout
         attn_key = mlp_key = None
         if dropout_key is not None and rate > 0.0:
             attn_key, mlp_key = jax.random.split(dropout_key)
-        q, k, v = self.attn.project(self.input_norm(x), cos, sin)
-        if cache_k is not None:
-            cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), (index, 0, offset, 0, 0))
-            cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), (index, 0, offset, 0, 0))
-            k, v = cache_k[index].astype(q.dtype), cache_v[index].astype(q.dtype)
+        q, new_k, new_v = self.attn.project(self.input_norm(x), cos, sin)
+        k, v = new_k, new_v
+        if cache is not None:
+            # A copy of this layer's slots, not a write into the stacked cache: inside a decode loop XLA
+            # copies the whole stacked buffer on every such write (all layers, each layer, each step).
+            at = (0, cache.index, 0, 0)
+            k = jax.lax.dynamic_update_slice(cache.k[index], new_k.astype(cache.k.dtype), at).astype(q.dtype)
+            v = jax.lax.dynamic_update_slice(cache.v[index], new_v.astype(cache.v.dtype), at).astype(q.dtype)
         shared = None if prefix is None else (prefix.k[index].astype(q.dtype), prefix.v[index].astype(q.dtype),
                                               prefix.mask)
         x = x + dropout(self.attn.output(attend(q, k, v, mask, self.attn.config.attention_impl, shared)), rate,
                         attn_key)
         x = x + dropout(self.mlp(self.post_attention_norm(x)), rate, mlp_key)
-        return constrain(x, ("activation_batch", "activation_length", "activation_embed")), cache_k, cache_v
+        return constrain(x, ("activation_batch", "activation_length", "activation_embed")), new_k, new_v
 
 
 # config.remat -> what a layer keeps for the backward pass (None: no rematerialisation)
@@ -296,16 +300,20 @@ class CausalLM(nnx.Module):
         slots = key_valid.shape[1]
         causal = jnp.arange(slots)[None, :] <= (offset + jnp.arange(t))[:, None]
         mask = key_valid[:, None, :] & causal[None]
-        cache_k = None if cache is None else cache.k
-        cache_v = None if cache is None else cache.v
         run = Block.__call__
         if REMAT_POLICIES[c.remat] is not None and cache is None:  # training: trade recompute for memory
-            run = nnx.remat(Block.__call__, policy=REMAT_POLICIES[c.remat], static_argnums=(9,))
+            run = nnx.remat(Block.__call__, policy=REMAT_POLICIES[c.remat], static_argnums=(7,))
+        new_ks, new_vs = [], []
         for i, layer in enumerate(self.layers):
-            x, cache_k, cache_v = run(layer, x, cos, sin, mask, cache_k, cache_v, offset, prefix, i, layer_keys[i])
+            x, k, v = run(layer, x, cos, sin, mask, cache, prefix, i, layer_keys[i])
+            new_ks.append(k)
+            new_vs.append(v)
         new_cache = None
-        if cache is not None:
-            new_cache = KVCache(k=cache_k, v=cache_v, mask=key_valid, index=offset + t)
+        if cache is not None:  # every layer's new slots in one write
+            at = (0, 0, offset, 0, 0)
+            new_cache = KVCache(k=jax.lax.dynamic_update_slice(cache.k, jnp.stack(new_ks).astype(cache.k.dtype), at),
+                                v=jax.lax.dynamic_update_slice(cache.v, jnp.stack(new_vs).astype(cache.v.dtype), at),
+                                mask=key_valid, index=offset + t)
         return self.final_norm(x), new_cache
 
     def vocab_block_logits(self, hidden: jax.Array, start: jax.Array | int, size: int) -> jax.Array:
