@@ -76,8 +76,8 @@ def test_the_five_steps_name_items_by_sid_only_and_describe_the_target():
     steps = text.reasoning.split("\n")
     assert [re.sub(r"^\d\. (\w+).*", r"\1", s) for s in steps] == ["Evidence", "Preference", "Intent",
                                                                      "Recommendation", "Items"]
-    assert steps[0] == (f"1. Evidence: the user bought 3 items; {sids[2]} is a glue from Gorilla; "
-                        f"{sids[1]} and {sids[0]} are filament from Hatch.")
+    assert steps[0] == (f"1. Evidence: the recent items are glue from Gorilla ({sids[2]}); "
+                        f"filament from Hatch ({sids[1]}, {sids[0]}).")
     assert steps[1] == "2. Preference: the user mostly buys filament and trusts Hatch."
     assert steps[2] == ("3. Intent: next the user needs more glue; in the training data a glue came next after "
                         "a glue in 0 of 1 purchases.")
@@ -123,6 +123,6 @@ def test_items_of_one_kind_share_one_clause_so_the_teacher_never_loops():
     dataset = RecDataset(name="tape", items=items, sequences={0: (0, 1, 2, 3)}, splits=splits).check("tape")
     sids = sid_strings([[0, 0, k] for k in range(4)])
     text = user_text("train", 0, 0, [0, 1, 2], 3, dataset, sids, Evidence.from_train(dataset)).reasoning
-    assert (f"1. Evidence: the user bought 3 items; {sids[2]}, {sids[1]} and {sids[0]} are tape from Duck, Gorilla "
-            "and Scotch.") in text
+    assert (f"1. Evidence: the recent items are tape from Duck, Gorilla and Scotch "
+            f"({sids[2]}, {sids[1]}, {sids[0]}).") in text
     assert not has_loop(text.split())

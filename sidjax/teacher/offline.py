@@ -70,9 +70,12 @@ def item_text(item_id: int, item: Item, sid: str, kind: str, brand: str) -> Item
 
 
 def _describe_recent(history: Sequence[int], evidence: Evidence, item_sids: Sequence[str]) -> str:
-    """The latest (up to `RECENT`) distinct items by SID, grouped by kind (with their brands), most recent first.
+    """The latest (up to `RECENT`) distinct items grouped by kind, the kind first (with its brands), then
+    its SIDs; the groups in order of their latest item.
 
-    One clause per kind keeps the text free of repeated phrases (a loop to the eval's measure).
+    The kind comes once, before its items: a model writing the line picks the kind, then lists what the
+    history holds of it. Naming the kind after each SID, a small model wrote one clause per item (the
+    same four words three times, a loop to the eval's measure, stop 41).
     """
     recent = list(dict.fromkeys(reversed(history)))[:RECENT]
     groups: dict[str, list[int]] = {}
@@ -81,8 +84,8 @@ def _describe_recent(history: Sequence[int], evidence: Evidence, item_sids: Sequ
     parts = []
     for kind, members in groups.items():
         brands = list(dict.fromkeys(evidence.brands[i] for i in members if evidence.brands[i]))
-        what = f"is {_a(kind)}" if len(members) == 1 else f"are {kind}"
-        parts.append(f"{_listed([item_sids[i] for i in members])} {what}{_from(_listed(brands) if brands else '')}")
+        listed = ", ".join(item_sids[i] for i in members)
+        parts.append(f"{kind}{_from(_listed(brands) if brands else '')} ({listed})")
     return "; ".join(parts)
 
 
@@ -115,8 +118,7 @@ def user_text(split: str, index: int, user: int, history: Sequence[int], target:
     matter = [h for h in history if evidence.kinds[h] == kind or (brand and evidence.brands[h] == brand)]
     key = list(dict.fromkeys(item_sids[h] for h in reversed(matter or history[-1:])))[:RECENT][::-1]
     steps = [
-        f"Evidence: the user bought {len(history)} item{'s' if len(history) > 1 else ''}; "
-        f"{_describe_recent(history, evidence, item_sids)}.",
+        f"Evidence: the recent items are {_describe_recent(history, evidence, item_sids)}.",
         preference,
         _intent(history[-1], target, evidence),
         recommendation,
