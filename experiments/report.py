@@ -298,7 +298,8 @@ def markdown_table(rows: Sequence[Row], papers: Sequence[Paper] = INDUSTRIAL_PAP
     return "\n".join(lines)
 
 
-REASONING_KEYS = ("closed", "has_text", "mean_words", "loop", "grounded", "cited_valid", "consistent", "distinct")
+REASONING_KEYS = ("closed", "has_text", "mean_words", "loop", "grounded", "cited_valid", "kind_right", "consistent",
+                  "distinct")
 
 
 def reasoning_table(rows: Sequence[Row]) -> str:

@@ -119,7 +119,9 @@ def test_reasoning_mode_continues_the_search_after_the_thought(setup):
 
 
 def test_reasoning_eval_measures_every_thought_in_records_and_metrics(setup, tmp_path):
-    from sidjax.eval.reasoning_quality import assess, summarize
+    from sidjax.data.tasks import sid_strings
+    from sidjax.eval.reasoning_quality import ItemKinds, assess, summarize
+    from sidjax.teacher.evidence import item_kinds
 
     dataset, rec = setup
     think = SamplingParams(max_new_tokens=6, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
@@ -129,10 +131,11 @@ def test_reasoning_eval_measures_every_thought_in_records_and_metrics(setup, tmp
                                 batch_size=4, ks=(1, 3), max_users=6, samples_path=path)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     titles = dataset.titles()
+    kinds = ItemKinds(sid_strings(rec.sids), item_kinds(dataset.items))  # "widget", by the titles' head noun
     for r in records:
         history = [h["item"] for h in r["history"]]
         expected = assess(r["reasoning"], [h["sid"] for h in r["history"]], [titles[i] for i in history],
-                          rec.catalogue, r["recommendations"][0]["sid"])
+                          rec.catalogue, r["recommendations"][0]["sid"], kinds)
         assert r["reasoning_quality"] == expected
     summary = summarize(r["reasoning_quality"] for r in records)
     assert summary and all(metrics[k] == v for k, v in summary.items())

@@ -13,14 +13,14 @@ def test_a_grounded_closed_reasoning_that_names_its_answer():
     got = assess(text, *HISTORY, CATALOGUE, top_sid="<a_7><b_8><c_9>")
     assert got.pop("skeleton") == skeleton(text.split("</think>")[0])
     assert got == {"closed": True, "words": 18, "has_text": True, "loop": False, "grounded": True,
-                   "cited_valid": True, "consistent": True}
+                   "cited_valid": True, "consistent": True, "described": None, "kind_right": None}
 
 
 def test_the_demos_empty_thought_is_no_reasoning():
     got = assess("<a_7><b_8><c_9></think>", *HISTORY, CATALOGUE, top_sid="<a_4><b_5><c_6>")
     assert got.pop("skeleton") == skeleton("<a_1><b_1><c_1>")  # a SID alone: every such thought is one
     assert got == {"closed": True, "words": 1, "has_text": False, "loop": False, "grounded": False,
-                   "cited_valid": True, "consistent": False}
+                   "cited_valid": True, "consistent": False, "described": None, "kind_right": None}
 
 
 def test_unclosed_looping_text_with_an_invented_sid_grounded_by_title():
@@ -73,3 +73,28 @@ def test_reasoning_examples_show_history_reasoning_and_top_titles(tmp_path):
     assert text.count("example valid sample") == 2 and "sample 2" not in text
     assert "history: Caliper; Glue" in text and "reasoning: '<think>thought 1</think>'" in text
     assert "top 3: Top 0; Top 1; Top 2\n" in text and "target: Tape (hit rank 0)" in text
+
+
+def test_kind_right_reads_the_kind_each_cited_item_is_named_with():
+    from sidjax.eval.reasoning_quality import ItemKinds
+
+    # Items 0 and 3 share a SID (a tape and a glue); item 2 is a duct tape, whose kind holds "tape".
+    kinds = ItemKinds(["<a_1><b_2><c_3>", "<a_4><b_5><c_6>", "<a_7><b_8><c_9>", "<a_1><b_2><c_3>"],
+                      ["tape", "filament", "duct tape", "Glue"])
+    text = ("1. Evidence: the recent items are tape from Gorilla (<a_1><b_2><c_3>, <a_4><b_5><c_6>); "
+            "filament from HATCHBOX 1.75 mm (<a_4><b_5><c_6>); glue (<a_9><b_9><c_9>).\n"
+            "2. Intent: duct tape (<a_7><b_8><c_9>); not plain TAPE (<a_7><b_8><c_9>).\n"
+            "5. Items that matter: <a_1><b_2><c_3>, <a_4><b_5><c_6>.</think> glue <a_4><b_5><c_6>")
+    # Described: 2 in the tape clause (1 right: the filament is not a tape), 1 in the filament clause
+    # (right; "1.75" does not end it), the invented SID is no real item, 2 in the intent line (duct tape
+    # right; "tape" is not a duct tape), none in step 5 (no kind) nor after </think>.
+    assert kinds.counts(text.split("</think>")[0]) == (5, 3)
+    got = assess(text, *HISTORY, CATALOGUE, "<a_7><b_8><c_9>", kinds)
+    assert (got["described"], got["kind_right"]) == (5, 3)
+    assert assess(text, *HISTORY, CATALOGUE, "<a_7><b_8><c_9>")["kind_right"] is None
+    glue = assess("it is glue from Gorilla (<a_1><b_2><c_3>)", *HISTORY, CATALOGUE, "<a_1><b_2><c_3>", kinds)
+    assert (glue["described"], glue["kind_right"]) == (1, 1)  # any item of the SID: "Glue" read case-blind
+    assert summarize([got, glue])["reasoning/kind_right"] == pytest.approx(4 / 6)
+    assert "reasoning/kind_right" not in summarize([assess("no sid", *HISTORY, CATALOGUE, "<a_1><b_2><c_3>")])
+    with pytest.raises(ValueError, match="2 item SIDs but 1 item kinds"):
+        ItemKinds(["<a_1><b_2><c_3>", "<a_4><b_5><c_6>"], ["tape"])

@@ -42,6 +42,7 @@ from sidjax.model.transformer import CausalLM
 from sidjax.parallel.placement import put_batch
 from sidjax.parallel.rules import logical_spec
 from sidjax.sid.codes import SidTrie, sid_string
+from sidjax.teacher.evidence import item_kinds
 from sidjax.utils.progress import progress
 from sidjax.utils.ranking import hit_ranks, ranking_metrics
 
@@ -417,6 +418,8 @@ def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: 
         ranks = np.asarray(multihost_utils.broadcast_one_to_all(ranks))
     writer = done.open_samples(total)
     titles = dataset.titles()
+    kinds = (reasoning_quality.ItemKinds(rec._item_sids, item_kinds(dataset.items)) if settings.mode == "reasoning"
+             else None)
     try:
         for b in progress(range(done.batches, total), desc=f"eval {split}", total=total, unit="batch"):
             start = b * batch_size
@@ -428,7 +431,7 @@ def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: 
             batch_ranks = hit_ranks(out.codes[: len(rows)], targets, out.valid[: len(rows)])
             ranks[rows] = batch_ranks
             batch_qualities = [] if out.reasoning is None else [
-                _assess(rec, histories[i], titles, out, j) for j, i in enumerate(rows)]
+                _assess(rec, histories[i], titles, kinds, out, j) for j, i in enumerate(rows)]
             qualities += batch_qualities
             if writer is not None:
                 for j, i in enumerate(rows):
@@ -450,10 +453,12 @@ def evaluate_split(rec: Recommender, dataset: RecDataset, split: str, settings: 
     return metrics, ranks
 
 
-def _assess(rec: Recommender, history: list[int], titles: list[str], out: Recommendations, j: int) -> dict[str, Any]:
+def _assess(rec: Recommender, history: list[int], titles: list[str], kinds: reasoning_quality.ItemKinds,
+            out: Recommendations, j: int) -> dict[str, Any]:
     top = int(np.flatnonzero(out.valid[j])[0])  # require_found: every row has a valid beam
     return reasoning_quality.assess(out.reasoning[j], [rec._item_sids[i] for i in history],
-                                    [titles[i] for i in history], rec.catalogue, sid_string(out.codes[j, top]))
+                                    [titles[i] for i in history], rec.catalogue, sid_string(out.codes[j, top]),
+                                    kinds)
 
 
 def _sample_record(rec: Recommender, data, i: int, history: list[int], titles: list[str], out: Recommendations,
