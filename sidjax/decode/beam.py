@@ -92,13 +92,21 @@ def _mean_level_logprobs(models: tuple[CausalLM, ...], hiddens: list[jax.Array],
 def _search(models: tuple[CausalLM, ...], tokens: jax.Array, attention_mask: jax.Array, tables: TrieTables,
             num_beams: int, normalize: str) -> BeamResult:
     b, t = tokens.shape
-    r = num_beams
-    num_levels = tables.num_levels
     positions = positions_from_mask(attention_mask)
     prefilled = [m.hidden_states(tokens, positions, attention_mask=attention_mask, cache=m.init_cache(b, t))
                  for m in models]
-    prefixes = [prefix for _, prefix in prefilled]
-    next_position = attention_mask.sum(axis=-1).astype(jnp.int32)  # [B]
+    return search_from(models, [h[:, -1] for h, _ in prefilled], [prefix for _, prefix in prefilled],
+                       attention_mask.sum(axis=-1).astype(jnp.int32), tables, num_beams, normalize)
+
+
+def search_from(models: tuple[CausalLM, ...], last_hidden: Sequence[jax.Array], prefixes: Sequence[KVCache],
+                next_position: jax.Array, tables: TrieTables, num_beams: int, normalize: str) -> BeamResult:
+    """The search after prompts already encoded (traced, inside a jit): per member, the last prompt token's
+    hidden state [B, E] and the prompts' cache (its `mask` marks the real slots); `next_position` [B] is the
+    position of the first SID token."""
+    b = next_position.shape[0]
+    r = num_beams
+    num_levels = tables.num_levels
 
     # Level 0: every beam starts at the root; candidates are the root's children, padded to >= R.
     root_codes = tables.codes[0][0]
@@ -106,7 +114,7 @@ def _search(models: tuple[CausalLM, ...], tokens: jax.Array, attention_mask: jax
     pad = max(r - root_codes.shape[0], 0)
     root_codes = jnp.pad(root_codes, (0, pad), constant_values=-1)
     root_next = jnp.pad(root_next, (0, pad), constant_values=-1)
-    logp = _mean_level_logprobs(models, [h[:, -1] for h, _ in prefilled], tables, 0, normalize)  # [B, K0]
+    logp = _mean_level_logprobs(models, list(last_hidden), tables, 0, normalize)  # [B, K0]
     ok = root_codes >= 0
     cand = jnp.where(ok, logp[:, jnp.maximum(root_codes, 0)], -jnp.inf)  # [B, C0]
     scores, pick = jax.lax.top_k(cand, r)  # [B, R]

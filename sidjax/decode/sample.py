@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from sidjax.decode import citations
-from sidjax.model.transformer import CausalLM, positions_from_mask
+from sidjax.model.transformer import CausalLM, KVCache, positions_from_mask
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -177,8 +177,12 @@ def _inverse_cdf_sample(logits: jax.Array, rng: jax.Array) -> jax.Array:
     return (chosen * block + jnp.minimum(index, last_nonzero)).astype(jnp.int32)
 
 
-def _generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng: jax.Array,
-              params: SamplingParams, pad_id: int, cites: citations.Citations | None) -> Generation:
+def generate_with_caches(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng: jax.Array,
+                         params: SamplingParams, pad_id: int, cites: citations.Citations | None
+                         ) -> tuple[Generation, KVCache, KVCache]:
+    """`generate`'s work, traced inside a caller's jit; also returns the prompts' cache (`prefix`, [N, T] slots)
+    and the rows' cache of generated tokens ([N * n, max_new_tokens] slots: slot j holds token j once it
+    has been fed back, which every token before a row's last one has been)."""
     n_prompts, width = tokens.shape
     n, steps = params.num_samples, params.max_new_tokens
     rows = n_prompts * n
@@ -242,15 +246,15 @@ def _generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng
         return step + 1, new_token, cache, out_tokens, out_logp, new_done, lengths, seen, cited, thinking
 
     carry = (jnp.ones((), jnp.int32), token, cache, out_tokens, out_logp, done, lengths, seen, cited, thinking)
-    _, _, _, out_tokens, out_logp, done, lengths, _, _, _ = jax.lax.while_loop(cond, body, carry)
+    _, _, cache, out_tokens, out_logp, done, lengths, _, _, _ = jax.lax.while_loop(cond, body, carry)
     shape = (n_prompts, n)
     return Generation(tokens=out_tokens.reshape(*shape, steps), logprobs=out_logp.reshape(*shape, steps),
-                      lengths=lengths.reshape(shape), stopped=done.reshape(shape))
+                      lengths=lengths.reshape(shape), stopped=done.reshape(shape)), prefix, cache
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "params", "pad_id"))
 def _generate_jit(graphdef, state, tokens, attention_mask, rng, cites, *, params, pad_id):
-    return _generate(nnx.merge(graphdef, state), tokens, attention_mask, rng, params, pad_id, cites)
+    return generate_with_caches(nnx.merge(graphdef, state), tokens, attention_mask, rng, params, pad_id, cites)[0]
 
 
 def generate(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, params: SamplingParams, *,

@@ -5,8 +5,8 @@ trie, token layout; `sidjax.bundle.Bundle.recommender` makes one from a model bu
 Its `search` turns a batch of histories into the shared next-SID prompt
 (`sidjax.data.tasks`), then runs the constrained beam search (its beams optionally re-scored by dense item models,
 `sidjax.eval.rescore`); in reasoning mode
-the model first thinks (`sidjax.decode.sample.generate`, greedy or sampled, up to
-a token budget, until `</think>`) and the search continues from that text. `evaluate_split` feeds a
+the model first thinks (greedy or sampled, up to a token budget, until `</think>`) and the
+search continues from the thought's cache (`sidjax.decode.think`). `evaluate_split` feeds a
 split through it in fixed-size global batches laid out over the mesh's
 ("data", "fsdp") axes (every process holds the split; each device gets its
 rows), gathers the beams to every host and computes HR@K / NDCG@K on
@@ -32,10 +32,11 @@ from sidjax.data.dataset import RecDataset
 from sidjax.data.formatting import ChatFormat
 from sidjax.data.task_names import CHAT_STYLES
 from sidjax.data.tasks import THINK_CLOSE, THINK_OPEN, next_item_prompt, reasoning_target, sid_strings
-from sidjax.decode.beam import TrieTables, beam_search
+from sidjax.decode.beam import BeamResult, TrieTables, beam_search
 from sidjax.decode.citations import Citations, history_citations, token_levels
 from sidjax.decode.options import CITATIONS, MODES
-from sidjax.decode.sample import SamplingParams, generate, pad_prompts
+from sidjax.decode.sample import SamplingParams, pad_prompts
+from sidjax.decode.think import think_and_search
 from sidjax.eval import reasoning_quality
 from sidjax.eval.rescore import DenseRescorer
 from sidjax.model.transformer import CausalLM
@@ -164,12 +165,14 @@ class Recommender:
                      batch_index: int) -> Recommendations:
         """The search's beams before re-scoring (one thought per history in reasoning mode)."""
         pad_id = self.format.eos_id
+        tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
+        batch = put_batch((tokens, mask), self.mesh, rows="global")
         reasoning = None
         if settings.mode == "reasoning":
-            prompts, reasoning = _think(self, histories, prompts, settings, pad_id, batch_index)
-        tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
-        result = beam_search(self.model, *put_batch((tokens, mask), self.mesh, rows="global"), self.tables,
-                             num_beams=settings.beams, normalize=settings.normalize)
+            result, reasoning = _think(self, histories, batch, settings, pad_id, batch_index)
+        else:
+            result = beam_search(self.model, *batch, self.tables, num_beams=settings.beams,
+                                 normalize=settings.normalize)
         result = self._gather(result)
         return Recommendations(leaves=result.leaves, codes=result.codes, scores=result.scores, valid=result.valid,
                                reasoning=reasoning)
@@ -278,9 +281,9 @@ def _merge_paths(found: Sequence[Recommendations]) -> Recommendations:
     return Recommendations(leaves=leaves, codes=codes, scores=scores, valid=valid, reasoning=reasoning)
 
 
-def _think(rec: Recommender, histories: Sequence[Sequence[int]], prompts: list[list[int]],
-           settings: SearchSettings, pad_id: int, batch_index: int) -> tuple[list[list[int]], list[str]]:
-    """Generate up to the budget until `</think>`; the prompts the SID search continues from.
+def _think(rec: Recommender, histories: Sequence[Sequence[int]], batch: tuple[jax.Array, jax.Array],
+           settings: SearchSettings, pad_id: int, batch_index: int) -> tuple[BeamResult, list[str]]:
+    """Think up to the budget until `</think>`, then search after the thought (`think_and_search`); the texts.
 
     A reasoning-mode turn is `<think> ... </think> SID` and its prompt ends with the `<think>`, so the
     end of the turn is no move inside a thought: it is suppressed, and a thought ends by `</think>` or
@@ -290,7 +293,6 @@ def _think(rec: Recommender, histories: Sequence[Sequence[int]], prompts: list[l
     """
     if settings.citations not in CITATIONS:
         raise ValueError(f"citations must be one of {CITATIONS}, got '{settings.citations}'")
-    tokens, mask = pad_prompts(prompts, bucket=settings.prompt_bucket, pad_id=pad_id)
     params = dataclasses.replace(settings.think, stop_tokens=(rec.think_close_id,),
                                  suppress_tokens=tuple(rec.format.stop_ids))
     cites = None
@@ -298,19 +300,16 @@ def _think(rec: Recommender, histories: Sequence[Sequence[int]], prompts: list[l
         host = history_citations(rec.sids, histories, rec.level_offsets, rec.token_level)
         cites = Citations(put_batch(host.sids, rec.mesh, rows="global"),
                           put_batch(host.token_level, rec.mesh, rows="replicated"))
-    thoughts = generate(rec.model, *put_batch((tokens, mask), rec.mesh, rows="global"), params,
-                        rng=jax.random.fold_in(jax.random.key(settings.seed), batch_index), pad_id=pad_id,
-                        cites=cites)
+    thoughts, result = think_and_search(
+        rec.model, *batch, params, rng=jax.random.fold_in(jax.random.key(settings.seed), batch_index), pad_id=pad_id,
+        cites=cites, tables=rec.tables, close_id=rec.think_close_id, answer_prefix=tuple(rec.answer_prefix_ids),
+        num_beams=settings.beams, normalize=settings.normalize)
     thoughts = rec._gather(thoughts)
-    continued, texts = [], []
-    for prompt, row, length in zip(prompts, thoughts.tokens[:, 0], thoughts.lengths[:, 0]):
-        thought = [int(t) for t in row[:length]]
-        # What the model wrote, after the opener its prompt ends with.
-        texts.append(rec.format.tokenizer.decode(rec.thought_opener_ids + thought, skip_special_tokens=False))
-        if not thought or thought[-1] != rec.think_close_id:
-            thought.append(rec.think_close_id)
-        continued.append(list(prompt) + thought + rec.answer_prefix_ids)
-    return continued, texts
+    # What the model wrote, after the opener its prompt ends with.
+    texts = [rec.format.tokenizer.decode(rec.thought_opener_ids + [int(t) for t in row[:length]],
+                                         skip_special_tokens=False)
+             for row, length in zip(thoughts.tokens[:, 0], thoughts.lengths[:, 0])]
+    return result, texts
 
 
 def batch_multiple(mesh: jax.sharding.Mesh | None) -> int:
