@@ -483,7 +483,9 @@ def write_report(workdirs: Sequence[Path], out: Path, command: str, reference: s
         lines += ["## Reasoning", "", "Measured on each generated thought (`sidjax.eval.reasoning_quality`): the "
                   "share that closed `</think>` itself, that holds text beyond SIDs, that loops (a 4-gram three "
                   "times), that cites a history item (SID or title), whose cited SIDs are all real, and whose last "
-                  "cited SID is the one ranked first (the last two over the thoughts that cite a SID).", "",
+                  "cited SID is the one ranked first (the last two over the thoughts that cite a SID); kind_right: "
+                  "of the real items cited in a clause that names an item kind, the share named by their own "
+                  "kind; distinct: the share of thoughts that differ beyond their SIDs and numbers.", "",
                   reasoning, ""]
     if refs:
         lines += ["## Differences on the same users", "",
