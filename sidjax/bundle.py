@@ -31,7 +31,7 @@ import tokenizers
 from absl import logging
 from flax import nnx
 
-from sidjax.configs import saved_config
+from sidjax.configs import entry_section, saved_config, stage_of
 from sidjax.data.dataset import RecDataset
 from sidjax.data.formatting import ChatFormat
 from sidjax.data.sources import load_dataset
@@ -76,6 +76,15 @@ class Bundle:
     def format(self) -> ChatFormat:
         """The prompt layout the model is trained (was trained) with."""
         return ChatFormat.from_tokenizer_config(self.tokenizer, self.tokenizer_config)
+
+    @functools.cached_property
+    def thinking(self) -> dict[str, Any]:
+        """How the run decodes a thought (what `Recommender.recommend` uses unless told otherwise): the
+        settings of its first reasoning-mode eval entry, else `config.eval`'s."""
+        sections = [entry_section(self.config, s) for s in self.config.stages if stage_of(s) == "eval"]
+        rules = next((c for c in sections if c.mode == "reasoning"), self.config.eval)
+        return {"max_think_tokens": rules.max_think_tokens, "repetition_penalty": rules.think_repetition_penalty,
+                "no_repeat_ngram": rules.think_no_repeat_ngram, "citations": rules.citations}
 
     @functools.cached_property
     def dataset(self) -> RecDataset:

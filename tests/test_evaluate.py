@@ -322,6 +322,41 @@ def test_saved_bundle_loads_and_evaluates(setup, tmp_path):
     assert ranking_metrics(kept["test"], (1, 5)) == {k: v for k, v in saved["test"].items() if k != "users"}
 
 
+def test_recommend_thinks_under_the_runs_reasoning_eval_rules(setup, tmp_path):
+    import sidjax
+    from sidjax.configs import base_config
+
+    dataset, rec = setup
+    config = base_config()
+    config.stages = ("data", "sids", "sft", "eval", "eval:reasoning")
+    config.entries = {"eval:reasoning": {"mode": "reasoning", "citations": "history", "think_no_repeat_ngram": 3,
+                                         "max_think_tokens": 5}}
+    _save_bundle(tmp_path / "sft", rec, rec.model, rec.sids, config, step=1)
+    loaded = sidjax.load(tmp_path / "sft")
+    loaded.bundle.dataset = dataset
+    assert loaded.bundle.thinking == {"max_think_tokens": 5, "repetition_penalty": 1.0, "no_repeat_ngram": 3,
+                                      "citations": "history"}
+
+    def search(citations, no_repeat_ngram):
+        think = SamplingParams(max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                               no_repeat_ngram=no_repeat_ngram, stop_tokens=(), suppress_tokens=(), thought_end=-1,
+                               num_samples=1)
+        out = rec.search([[1, 2, 3]], SearchSettings(beams=4, mode="reasoning", think=think, citations=citations))
+        return out.reasoning[0], [rec.items(int(leaf)) for leaf in out.leaves[0]]
+
+    def recommended(**rules):
+        rows = loaded.recommend([1, 2, 3], beams=4, mode="reasoning", **rules)
+        return rows[0]["reasoning"], [r["items"] for r in rows]
+
+    assert recommended() == search("history", 3)
+    assert recommended(citations="free", no_repeat_ngram=0) == search("free", 0)  # what the caller says wins
+    base = config.copy_and_resolve_references()
+    base.stages, base.entries = ("data", "sids", "sft"), {}
+    _save_bundle(tmp_path / "plain", rec, rec.model, rec.sids, base, step=1)
+    assert sidjax.load(tmp_path / "plain").bundle.thinking == {  # no reasoning eval: config.eval's settings
+        "max_think_tokens": 256, "repetition_penalty": 1.0, "no_repeat_ngram": 0, "citations": "free"}
+
+
 def _dense_models(dataset, config, tmp_path):
     """A SASRec and the item Markov chain, saved where the `sasrec` / `markov` stages save them."""
     from sidjax.baselines import markov, sasrec

@@ -192,34 +192,39 @@ class Recommender:
                                                batch_index) for k in range(paths)])
 
     def recommend(self, history: Sequence[int], *, beams: int = 10, mode: str = "direct", normalize: str = "vocab",
-                  max_think_tokens: int = 256, repetition_penalty: float = 1.0, no_repeat_ngram: int = 0,
-                  citations: str = "free", think_paths: int = 1, think_temperature: float = 0.0,
-                  domain: str = "") -> list[dict[str, Any]]:
+                  max_think_tokens: int | None = None, repetition_penalty: float | None = None,
+                  no_repeat_ngram: int | None = None, citations: str | None = None, think_paths: int = 1,
+                  think_temperature: float = 0.0, domain: str = "") -> list[dict[str, Any]]:
         """Top-`beams` next items for one history of item ids, best first (in reasoning mode, greedy thinking,
         or `think_paths` thoughts sampled at `think_temperature` and merged as `SearchSettings.think_paths`).
 
         Each row: the SID, its score, the items that carry it and their titles (and the thinking, in
         reasoning mode). Titles come from the bundle's dataset. `domain`: a model of a mix
         (`data.source = "mix"`) recommends from that domain's catalogue only ("": from every domain).
+        The thought's rules left at None (budget, repetition penalty, n-gram guard, citations) are the ones
+        the run evaluates its reasoning with (`Bundle.thinking`).
         """
         if self.bundle is None:
             raise ValueError("recommend needs the bundle the Recommender was made from (for item titles); "
                              "use search for a Recommender built without one")
+        given = {"max_think_tokens": max_think_tokens, "repetition_penalty": repetition_penalty,
+                 "no_repeat_ngram": no_repeat_ngram, "citations": citations}
+        rules = {k: self.bundle.thinking[k] if v is None else v for k, v in given.items()}
         if domain:
             dataset = self.bundle.dataset
             if domain not in dataset.domains:
                 raise ValueError(f"domain '{domain}' is not one of this model's domains {list(dataset.domains)}")
             return self.within(dataset.domain_items((domain,))).recommend(
-                history, beams=beams, mode=mode, normalize=normalize, max_think_tokens=max_think_tokens,
-                repetition_penalty=repetition_penalty, no_repeat_ngram=no_repeat_ngram, citations=citations,
-                think_paths=think_paths, think_temperature=think_temperature)
+                history, beams=beams, mode=mode, normalize=normalize, think_paths=think_paths,
+                think_temperature=think_temperature, **rules)
         think = None
         if mode == "reasoning":
-            think = SamplingParams(max_new_tokens=max_think_tokens, temperature=think_temperature, top_k=0, top_p=1.0,
-                                   repetition_penalty=repetition_penalty, no_repeat_ngram=no_repeat_ngram,
-                                   stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=1)
+            think = SamplingParams(max_new_tokens=rules["max_think_tokens"], temperature=think_temperature, top_k=0,
+                                   top_p=1.0, repetition_penalty=rules["repetition_penalty"],
+                                   no_repeat_ngram=rules["no_repeat_ngram"], stop_tokens=(), suppress_tokens=(),
+                                   thought_end=-1, num_samples=1)
         out = self.search([list(history)], SearchSettings(beams=beams, normalize=normalize, mode=mode, think=think,
-                                                          citations=citations, think_paths=think_paths))
+                                                          citations=rules["citations"], think_paths=think_paths))
         require_found(out, ["the history"])
         titles = self.bundle.dataset.titles()
         rows = []
