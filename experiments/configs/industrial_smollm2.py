@@ -13,11 +13,12 @@ model in direct and in reasoning mode (greedy thinking, then the constrained SID
 
 Measured (stop 42, `docs/results/log.md`) on a 2-core Intel Xeon with AMX-BF16 and AVX512_BF16, bfloat16,
 idle, from stop 41's SFT: reason_sft 150 steps 1,181 s, grpo 30 steps 1,182 s (36 s a step), eval:direct
-165 s, eval:reasoning 933 s (1,000 users); with SFT's 1,474 s and eval:sft's 136 s (stop 40, idle) about 85
-min in all; peak RSS 16.2 GB. First 1,000 test users, HR@10 / NDCG@10: .123 / .0986 after SFT (direct),
-.124 / .0973 after GRPO (direct), .120 / .0968 after GRPO (reasoning): level, paired. The thoughts close,
-cite the history and loop in 5.7 % (43 % before the teacher's evidence line named each kind once), but the
-kind they name is the latest item's for 14 % of users, no better than a constant guess.
+165 s, eval:reasoning 933 s (1,000 users; 695 s since stop 43, searching from the thought's cache); with
+SFT's 1,474 s and eval:sft's 136 s (stop 40, idle) about 85 min in all; peak RSS 16.2 GB. First 1,000 test
+users, HR@10 / NDCG@10: .123 / .0986 after SFT (direct), .124 / .0973 after GRPO (direct), .121 / .0974
+after GRPO (reasoning, stop 43): level, paired. The thoughts close, cite the history and loop in 5.7 % (43 %
+before the teacher's evidence line named each kind once), but name a cited item by its own kind in 10.8 %
+of cases (`reasoning/kind_right`): the model does not know what its SIDs are.
 
     nice -n 19 python -m experiments.train --config=experiments/configs/industrial_smollm2.py \
         --workdir=runs/industrial_smollm2
