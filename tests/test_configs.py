@@ -66,6 +66,9 @@ def test_model_dropout_is_a_probability_for_scratch_models_only():
     config.model.dropout = 1.0
     with pytest.raises(ConfigError, match=r"'model\.dropout': must be in \[0, 1\)"):
         validate(config)
+    config.model.dropout = 0.001  # dropout runs in steps of 1/256 (sidjax.model.dropout)
+    with pytest.raises(ConfigError, match=r"'model\.dropout': dropout rate 0.001 rounds to 0.0"):
+        validate(config)
     config.model.dropout = 0.1
     config.model.source = "gguf"
     with pytest.raises(ConfigError, match=r"'model\.dropout': is for models trained from scratch"):

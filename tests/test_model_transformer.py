@@ -6,7 +6,8 @@ import pytest
 from flax import nnx
 
 from sidjax.model.config import ModelConfig, RopeScaling, preset
-from sidjax.model.transformer import CausalLM, dropout, positions_from_mask
+from sidjax.model.dropout import dropout
+from sidjax.model.transformer import CausalLM, positions_from_mask
 
 VOCAB = 97
 
@@ -159,6 +160,24 @@ def test_dropout_zeroes_about_rate_of_the_elements_and_keeps_the_mean():
     assert abs(np.mean(y == 0) - 0.25) < 0.01
     np.testing.assert_allclose(y[y != 0], 1 / 0.75, rtol=1e-6)
     assert dropout(x, 0.25, None) is x and dropout(x, 0.0, jax.random.key(0)) is x
+
+
+def test_dropout_rounds_its_rate_to_steps_of_a_256th_and_keeps_the_mean_exactly():
+    """0.3 runs as 77 / 256 (keep_levels 179), kept elements scaled by 256 / 179; any size, any dtype."""
+    x = jnp.ones((301, 333), jnp.bfloat16)  # 100,233 elements: not a multiple of the 4 bytes of a draw
+    y = np.asarray(dropout(x, 0.3, jax.random.key(1)), np.float32)
+    assert dropout(x, 0.3, jax.random.key(1)).dtype == jnp.bfloat16
+    assert abs(np.mean(y == 0) - 77 / 256) < 0.005
+    np.testing.assert_allclose(y[y != 0], float(jnp.bfloat16(256 / 179)))
+    assert abs(np.mean(y) - 1.0) < 0.01
+    other = np.asarray(dropout(x, 0.3, jax.random.key(2)), np.float32)
+    assert abs(np.mean((y == 0) & (other == 0)) - (77 / 256) ** 2) < 0.005  # keys draw independent masks
+
+
+@pytest.mark.parametrize("rate", [0.001, 0.999])
+def test_a_dropout_rate_that_rounds_to_none_or_all_is_refused(rate):
+    with pytest.raises(ValueError, match=r"ModelConfig\.dropout: dropout rate .* steps of 1/256"):
+        _model(dropout=rate)
 
 
 @pytest.mark.parametrize("impl", ["einsum", "xla"])

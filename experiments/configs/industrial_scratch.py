@@ -16,7 +16,8 @@ the SIDs found (`eval.rescore`); `eval:sft` and `eval:grpo` measure the first mo
 Wall time: 34 min 28 s end to end on a 2-core EPYC with AVX512_BF16, where `model.dtype = "auto"`
 computes in bfloat16 (43 min 11 s before huge pages, the hybrid re-scoring saved beams and RoPE as a
 matmul; two models, before distillation: 29 min 24 s; in float32 45 min 32 s on a 2-core AVX2 EPYC,
-before `sidjax.model.linear`); README, Results.
+before `sidjax.model.linear`); 28 min 26 s on a 2-core Intel Xeon with AMX-BF16 since dropout draws
+bytes (`sidjax.model.dropout`); README, Results.
 
     python -m experiments.train --config=experiments/configs/industrial_scratch.py --workdir=runs/industrial_scratch
 """

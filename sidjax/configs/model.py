@@ -41,6 +41,7 @@ def section() -> ml_collections.ConfigDict:
 
 def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, name: str) -> None:
     from sidjax.model.config import ATTENTION_IMPLS, DTYPES, PRESETS, scratch
+    from sidjax.model.dropout import keep_levels
     from sidjax.model.precision import AUTO
 
     require(c.source in SOURCES, f"{name}.source", f"must be one of {SOURCES}, got '{c.source}'")
@@ -51,6 +52,10 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
         require(c.shape[key] == 0 or c.source == "scratch", f"{name}.shape.{key}",
                 "shapes a model trained from scratch; a pretrained model keeps its own")
     require(0.0 <= c.dropout < 1.0, f"{name}.dropout", f"must be in [0, 1), got {c.dropout}")
+    try:
+        keep_levels(c.dropout)
+    except ValueError as e:
+        require(False, f"{name}.dropout", str(e))
     require(c.dropout == 0.0 or c.source == "scratch", f"{name}.dropout",
             "is for models trained from scratch; a pretrained (hf / gguf) model is fine-tuned without dropout")
     if c.source == "scratch" and c.preset in PRESETS:

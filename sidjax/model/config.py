@@ -14,6 +14,8 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from sidjax.model.dropout import keep_levels
+
 ATTENTION_IMPLS = ("einsum", "xla")
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 REMAT = ("none", "dots", "full")
@@ -83,6 +85,10 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.remat must be one of {REMAT}, got '{self.remat}'")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        try:
+            keep_levels(self.dropout)
+        except ValueError as e:
+            raise ValueError(f"ModelConfig.dropout: {e}") from None
         if self.rope_scaling.type not in ROPE_TYPES:
             raise ValueError(f"ModelConfig.rope_scaling.type must be one of {ROPE_TYPES}, "
                              f"got '{self.rope_scaling.type}'")

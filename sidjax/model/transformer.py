@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx, struct
 
 from sidjax.model.config import ModelConfig, rope_inv_freq
+from sidjax.model.dropout import dropout
 from sidjax.model.linear import project, project_transposed
 from sidjax.parallel.rules import constrain
 
@@ -69,17 +70,6 @@ class RMSNorm(nnx.Module):
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         return y.astype(x.dtype) * self.scale[...].astype(x.dtype)
-
-
-def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout: zero each element with probability `rate` and scale the rest by 1 / (1 - rate).
-
-    The identity without a key or at rate 0, so deterministic passes hold no random-number ops.
-    """
-    if key is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)).astype(x.dtype)
 
 
 def rope_tables(positions: jax.Array, config: ModelConfig) -> tuple[jax.Array, jax.Array]:
