@@ -138,8 +138,9 @@ def build(config: ml_collections.ConfigDict, dataset: RecDataset, sids: np.ndarr
         else:
             model = gguf.load_model(c.path or None, mesh, **overrides)
             tokenizer, tok_config = gguf.load_tokenizer(c.path or None)
+        titles = (dataset, sids) if c.new_rows_init == "titles" else None
         model, offsets, first_new_row = _with_sid_rows(model, tokenizer, level_sizes, c.vocab_multiple, mesh,
-                                                       c.new_rows_init == "sampled", config.seed)
+                                                       c.new_rows_init != "mean", config.seed, titles)
     tok_config = {**tok_config, bpe.PROMPT_STYLE_KEY: c.prompt_style}  # how SFT, eval and RL word prompts
     vocab.check_sid_tokens(tokenizer, offsets, level_sizes, sids)
     logging.info("model: %s source, %d params, vocab %d, SID level offsets %s", c.source,
@@ -149,9 +150,11 @@ def build(config: ml_collections.ConfigDict, dataset: RecDataset, sids: np.ndarr
 
 
 def _with_sid_rows(model: CausalLM, tokenizer: tokenizers.Tokenizer, level_sizes: Sequence[int], multiple: int,
-                   mesh: jax.sharding.Mesh | None, sampled: bool, seed: int) -> tuple[CausalLM, np.ndarray, int]:
+                   mesh: jax.sharding.Mesh | None, sampled: bool, seed: int,
+                   titles: tuple[RecDataset, np.ndarray] | None = None) -> tuple[CausalLM, np.ndarray, int]:
     """Append the SID blocks to a pretrained tokenizer and grow the model's vocabulary to match.
 
+    `titles` (the dataset and its items' SIDs): SID rows start from the items' titles (`vocab.ItemTitles`).
     Returns the model, the level offsets and the first row that was not pretrained.
     """
     had_sids = tokenizer.token_to_id(vocab.vocabulary(level_sizes)[0][0]) is not None
@@ -165,7 +168,12 @@ def _with_sid_rows(model: CausalLM, tokenizer: tokenizers.Tokenizer, level_sizes
         return model, offsets, first_new_row
     if first_new_row > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {first_new_row} tokens but the model only {model.config.vocab_size} rows")
-    model = vocab.resize_vocab(model, num_tokens, first_new_row, multiple, sampled, seed)
+    item_titles = None
+    if titles is not None:
+        dataset, sids = titles
+        tokens = [np.asarray(tokenizer.encode(item.title, add_special_tokens=False).ids) for item in dataset.items]
+        item_titles = vocab.ItemTitles(tokens, np.asarray(sids), offsets)
+    model = vocab.resize_vocab(model, num_tokens, first_new_row, multiple, sampled, seed, item_titles)
     if mesh is not None:
         model = shard_model(model, mesh)
     return model, offsets, first_new_row

@@ -80,7 +80,7 @@ def test_new_rows_init_is_named_when_unknown():
     config.model.new_rows_init = "sampled"
     validate(config)
     config.model.new_rows_init = "random"
-    with pytest.raises(ConfigError, match=r"'model\.new_rows_init': must be one of \('mean', 'sampled'\)"):
+    with pytest.raises(ConfigError, match=r"'model\.new_rows_init': must be one of \('mean', 'sampled', 'titles'\)"):
         validate(config)
 
 

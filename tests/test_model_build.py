@@ -8,7 +8,7 @@ from flax import nnx
 from sidjax import bundle as bundles
 from sidjax.configs import ConfigError, base_config, validate
 from sidjax.data.dataset import Item, RecDataset
-from sidjax.model import tokenizer as bpe
+from sidjax.model import tokenizer as bpe, vocab
 from sidjax.sid.codes import sid_string
 from sidjax.train import checkpoint as ckpt
 
@@ -90,6 +90,15 @@ def test_hf_source_appends_sids_and_inits_their_rows_as_configured(tmp_path):
     np.testing.assert_array_equal(sampled[:size], embed[:size])
     sid_rows = sampled[size:size + sum(LEVELS)]
     assert len(np.unique(sid_rows, axis=0)) == sum(LEVELS)  # each SID token its own input from the first step
+
+    config.model.new_rows_init = "titles"
+    validate(config)
+    items = RecDataset(name="tiny", items=_dataset().items[:len(SIDS)], sequences={}, splits={})  # one per SID
+    titled = bundles.build(config, items, SIDS, LEVELS)
+    tokens = [np.asarray(titled.tokenizer.encode(t, add_special_tokens=False).ids) for t in items.titles()]
+    rows, want = vocab.title_rows(embed[:size], vocab.ItemTitles(tokens, SIDS, titled.level_offsets))
+    assert len(rows) == len({(level, code) for sid in SIDS for level, code in enumerate(sid)})
+    np.testing.assert_allclose(np.asarray(titled.model.embed[...])[rows], want, atol=1e-6)
 
 
 def test_train_only_new_rows_needs_a_pretrained_model():

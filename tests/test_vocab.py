@@ -88,3 +88,39 @@ def test_sampled_init_gives_distinct_new_rows_with_the_pretrained_rows_spread():
     np.testing.assert_array_equal(np.asarray(again.embed[...]), embed)
     other = vocab.resize_vocab(model, num_tokens=1100, first_new_row=90, multiple=128, sampled=True, seed=4)
     assert not np.array_equal(np.asarray(other.embed[...])[90:], new)
+
+
+def test_title_rows_start_each_used_sid_token_from_its_items_titles():
+    table = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [-2.0, 0.0], [0.0, -2.0]], np.float32)
+    # centre (0, 0), mean distance 1.6; items: titles {1, 2}, {1}, {3, 3, 99 (not pretrained: ignored)}, {} (none)
+    titles = vocab.ItemTitles(tokens=[np.array([1, 2]), np.array([1]), np.array([3, 3, 99]), np.array([], int)],
+                              sids=np.array([[0, 1], [0, 0], [2, 0], [1, 1]]), level_offsets=np.array([10, 20]))
+    rows, values = vocab.title_rows(table, titles)
+    # item vectors (1, 1), (2, 0), (-2, 0): their mean (1/3, 1/3); level 0: code 0 <- items 0, 1: (1.5, .5),
+    # 7/6, 1/6 from it; code 2 <- item 2: (-2, 0); code 1: no title. Level 1: code 0 <- items 1, 2: (0, 0);
+    # code 1 <- item 0: (1, 1). Each row: the centre plus its direction from (1/3, 1/3), at distance 1.6.
+    np.testing.assert_array_equal(rows, [10, 12, 20, 21])
+    unit = lambda v: np.asarray(v, np.float32) / np.linalg.norm(v)  # noqa: E731
+    np.testing.assert_allclose(values, 1.6 * np.stack([unit([7, 1]), unit([-7, -1]), unit([-1, -1]), unit([1, 1])]),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="titles of 3 items but SIDs of 4"):
+        vocab.ItemTitles(tokens=titles.tokens[:3], sids=titles.sids, level_offsets=titles.level_offsets)
+
+
+def test_resize_with_titles_sets_the_sid_rows_of_embedding_and_untied_head():
+    config = preset("tiny", 100).replace(tie_word_embeddings=False)
+    model = CausalLM(config, rngs=nnx.Rngs(0))
+    titles = vocab.ItemTitles(tokens=[np.array([5, 6]), np.array([7])], sids=np.array([[0, 1], [1, 1]]),
+                              level_offsets=np.array([90, 92]))
+    resized = vocab.resize_vocab(model, num_tokens=95, first_new_row=90, multiple=128, sampled=True, seed=3,
+                                 titles=titles)
+    old_embed, old_head = np.asarray(model.embed[...]), np.asarray(model.lm_head[...])
+    rows, want = vocab.title_rows(old_embed[:90], titles)  # the pretrained rows only
+    np.testing.assert_array_equal(rows, [90, 91, 93])
+    embed = np.asarray(resized.embed[...])
+    np.testing.assert_allclose(embed[rows], want, atol=1e-6)
+    np.testing.assert_array_equal(embed[:90], old_embed[:90])
+    sampled = np.asarray(vocab.resize_vocab(model, 95, 90, 128, sampled=True, seed=3).embed[...])
+    np.testing.assert_array_equal(embed[[92, 94]], sampled[[92, 94]])  # no item's code: sampled as without titles
+    _, head_want = vocab.title_rows(old_head[:, :90].T, titles)
+    np.testing.assert_allclose(np.asarray(resized.lm_head[...])[:, rows].T, head_want, atol=1e-6)

@@ -5,7 +5,7 @@ from sidjax.configs.rules import require
 from sidjax.data.task_names import CHAT_ONLY_TASKS, PROMPT_STYLES, SEQUENCE_ONLY_TASKS
 
 SOURCES = ("scratch", "hf", "gguf")
-NEW_ROWS_INITS = ("mean", "sampled")
+NEW_ROWS_INITS = ("mean", "sampled", "titles")
 SHAPE_KEYS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size")
 
 
@@ -33,7 +33,9 @@ def section() -> ml_collections.ConfigDict:
     c.vocab_multiple = 128  # embedding rows padded to a multiple of this after adding SID tokens
     # Pretrained sources: the added rows (SID tokens) start as "mean" (every row the pretrained rows' mean, as
     # transformers does: identical until training pulls them apart) or "sampled" (that mean plus Gaussian noise
-    # with the pretrained rows' per-dimension spread, seeded by config.seed: distinct from the first step).
+    # with the pretrained rows' per-dimension spread, seeded by config.seed: distinct from the first step) or
+    # "titles" (each SID token from the pretrained rows of its items' title tokens, sidjax.model.vocab.title_rows;
+    # the other new rows sampled).
     c.new_rows_init = "mean"
     c.train_only_new_rows = False  # freeze the pretrained LM, train only the added token rows
     return c
