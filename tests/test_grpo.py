@@ -230,6 +230,10 @@ def test_beam_rollout_step_ranks_the_target_up():
     top = np.asarray(completion).reshape(2, 4, 3)[:, 0] - OFFSETS
     np.testing.assert_array_equal(top, SIDS[[TARGET, TARGET]])
     np.testing.assert_allclose(metrics["hit_rate"], 0.25)
+    # Another lineage (a new model, the same settings) gets the same jitted step: compiled once.
+    other = toy_state(learning_rate=3e-2)
+    assert grpo.make_grpo_step(other.graphdef, other.wrt, grpo.beam_rollout(4), settings) is step
+    assert step._cache_size() == 1
 
 
 def test_sample_rollout_step_runs_with_reasoning_format():

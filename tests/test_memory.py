@@ -70,7 +70,7 @@ def measure(model_config: ModelConfig, mesh, workload: memory.Workload) -> int:
             "loss_mask": np.ones(shape, bool), "example_mask": np.ones(shape[:1], bool)}
     batch = put_batch(host, mesh, rows="global")
     with jax.set_mesh(mesh):
-        stats = step.lower(state.arrays, batch).compile().memory_analysis()
+        stats = step.func.lower(*step.args, state.arrays, batch).compile().memory_analysis()  # step: partial(jit, seed)
     return (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
             + stats.temp_size_in_bytes)
 

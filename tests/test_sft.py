@@ -15,6 +15,8 @@ from sidjax.configs import base_config
 from sidjax.data import loader
 from sidjax.model.config import preset
 from sidjax.model.transformer import CausalLM
+from sidjax.parallel.mesh import make_mesh
+from sidjax.parallel.placement import place_state
 from sidjax.train import sft
 from sidjax.train.loop import Preempted
 from sidjax.train.checkpoint import BestModel, TrainCheckpoints
@@ -170,9 +172,27 @@ def test_dropout_keys_depend_on_the_seed_and_the_step_only():
 def test_only_a_step_with_dropout_draws_random_numbers(dropout):
     state = _state(_section(), dropout=dropout)
     batch = jax.tree.map(jnp.asarray, _batch(_records(), np.arange(8)))
-    jaxpr = jax.make_jaxpr(sft._train_step, static_argnums=(0, 1, 2, 3, 4, 5, 6))(
-        state.graphdef, state.wrt, 1, 0, 0, 0, 0.0, state.arrays, batch)
+    jaxpr = jax.make_jaxpr(sft._train_step, static_argnums=(0, 1, 2, 3, 4, 5))(
+        state.graphdef, state.wrt, 1, 0, 0, 0.0, jnp.int32(0), state.arrays, batch)
     assert ("random_bits" in str(jaxpr)) == (dropout > 0)
+
+
+@pytest.mark.parametrize("on_mesh", [False, True])
+def test_steps_of_another_seed_reuse_the_compiled_step_and_draw_other_masks(on_mesh):
+    """A second lineage (seed_offset) must not recompile its SFT step: the seed is an argument, not a constant,
+    and a new model under the same settings has an equal graph definition (one optimizer transformation)."""
+    mesh = make_mesh(base_config().mesh) if on_mesh else None
+    batch = jax.tree.map(jnp.asarray, _batch(_records(), np.arange(8)))
+    losses, jitted, compiled = {}, set(), []
+    for seed in (11, 12):
+        state = place_state(_state(_section(), dropout=0.3), mesh)
+        step = sft.make_train_step(state, seed=seed)
+        jitted.add(step.func)
+        compiled.append(step.func._cache_size())
+        _, metrics = step(state.arrays, batch)
+        losses[seed] = float(metrics["loss"])
+    assert len(jitted) == 1 and jitted.pop()._cache_size() == compiled[1] == compiled[0] + 1
+    assert losses[11] != losses[12]
 
 
 @pytest.fixture(scope="module")

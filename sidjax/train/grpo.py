@@ -10,6 +10,7 @@ Nothing leaves the device inside a step; the host only reads the metrics after i
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -148,8 +149,12 @@ class StepInputs(NamedTuple):
 RolloutFn = Callable[[nnx.Module, StepInputs, TrieTables], tuple[jax.Array, jax.Array]]
 
 
+@functools.lru_cache(maxsize=None)
 def beam_rollout(group_size: int) -> RolloutFn:
-    """MiniOneRec's rollout: the top-G constrained beams, best first, as SID token rows."""
+    """MiniOneRec's rollout: the top-G constrained beams, best first, as SID token rows.
+
+    One function per group size, so that `make_grpo_step` hands a second lineage the compiled step.
+    """
 
     def rollout(model, inputs, tables):
         result = beam_search(model, inputs.prompts, inputs.prompt_mask, tables, num_beams=group_size)
@@ -249,6 +254,7 @@ def rollout_metrics(rewards, rollout: Rollout, group_size: int, think_end_id: in
     return metrics
 
 
+@functools.lru_cache(maxsize=8)
 def make_grpo_step(
     graphdef: nnx.GraphDef,
     wrt,
@@ -259,7 +265,8 @@ def make_grpo_step(
 
     `rollout_fn` (see `RolloutFn`) is a jittable wrapper around the decoder: `beam_rollout`
     or `sample_rollout`.
-    The train arrays are donated; the reference parameters are only read.
+    The train arrays are donated; the reference parameters are only read. Memoised: equal arguments (another
+    lineage's GRPO under the same settings) get the same jitted function, compiled once.
     """
     def step(arrays: nnx.State, ref_params: nnx.State, inputs: StepInputs, tables: TrieTables):
         model = nnx.merge(graphdef, arrays)[0]

@@ -88,7 +88,7 @@ def _micro_batches(batch: Batch, accum: int) -> Batch:
 _DROPOUT_STREAM = 0x64726F70  # "drop"
 
 
-def dropout_key(seed: int, step: jax.Array) -> jax.Array:
+def dropout_key(seed: int | jax.Array, step: jax.Array) -> jax.Array:
     """The dropout key of optimizer step `step`.
 
     A function of (seed, step) only, so a resumed run redraws exactly the masks an uninterrupted one would.
@@ -96,8 +96,8 @@ def dropout_key(seed: int, step: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _DROPOUT_STREAM), step)
 
 
-def _train_step(graphdef: nnx.GraphDef, wrt: Any, accum: int, logits_chunk: int, window: int, seed: int,
-                distill_weight: float, arrays: nnx.State, batch: Batch):
+def _train_step(graphdef: nnx.GraphDef, wrt: Any, accum: int, logits_chunk: int, window: int, distill_weight: float,
+                seed: jax.Array, arrays: nnx.State, batch: Batch):
     model, optimizer = nnx.merge(graphdef, arrays)
     model_def, params, rest = nnx.split(model, wrt, ...)
     key = None
@@ -137,8 +137,8 @@ def _eval_step(graphdef: nnx.GraphDef, logits_chunk: int, window: int, model_arr
 
 
 # Module-level jits with the graph definition static: a second fit of the same model (a resumed run,
-# reason_sft after sft) reuses the compiled step.
-_jit_train_step = jax.jit(_train_step, static_argnums=(0, 1, 2, 3, 4, 5, 6), donate_argnums=7)
+# reason_sft after sft, another lineage's seed: the seed is an argument) reuses the compiled step.
+_jit_train_step = jax.jit(_train_step, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=7)
 _jit_eval_step = jax.jit(_eval_step, static_argnums=(0, 1, 2))
 
 
@@ -151,13 +151,21 @@ def make_train_step(
     With `model.config.dropout` > 0 each step draws its masks from `dropout_key(seed, optimizer step)`;
     `distill_weight`: see `loss_sums` (the batches then carry soft targets).
     """
-    static = (state.graphdef, state.wrt, grad_accum_steps, logits_chunk, response_window, seed, distill_weight)
+    static = (state.graphdef, state.wrt, grad_accum_steps, logits_chunk, response_window, distill_weight)
+    seed = jnp.asarray(seed, jnp.int32)
     shardings = jax.tree.map(lambda x: x.sharding, state.arrays)
     mesh = next((s.mesh for s in jax.tree.leaves(shardings) if isinstance(s, NamedSharding)), None)
     if mesh is None:
-        return functools.partial(_jit_train_step, *static)
-    return jax.jit(functools.partial(_train_step, *static), donate_argnums=0,
-                   out_shardings=(shardings, replicated(mesh)))
+        return functools.partial(_jit_train_step, *static, seed)
+    leaves, treedef = jax.tree.flatten(shardings)
+    return functools.partial(_sharded_train_step(static, treedef, tuple(leaves), mesh), seed)
+
+
+@functools.lru_cache(maxsize=16)
+def _sharded_train_step(static: tuple, treedef: Any, shardings: tuple, mesh: jax.sharding.Mesh) -> Callable:
+    """The train step jitted for arrays laid out as `shardings` (flattened by `treedef`), one jit per layout."""
+    return jax.jit(functools.partial(_train_step, *static), donate_argnums=1,
+                   out_shardings=(jax.tree.unflatten(treedef, shardings), replicated(mesh)))
 
 
 def make_eval_step(

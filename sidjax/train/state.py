@@ -7,6 +7,7 @@ of arrays (donated, sharded, checkpointed as one tree).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 import jax
@@ -65,10 +66,25 @@ def scale_updates(scale: UpdateScale) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+# The section's fields make_tx reads: equal settings give the same transformation object.
+_TX_FIELDS = ("learning_rate", "end_lr_ratio", "warmup_steps", "decay", "max_grad_norm", "adam_b1", "adam_b2",
+              "adam_eps", "weight_decay")
+
+
 def make_tx(
     c: ml_collections.ConfigDict, total_steps: int, update_scale: Optional[UpdateScale] = None
 ) -> optax.GradientTransformation:
-    """Clip by global norm -> AdamW(schedule) -> optional per-parameter update scale (frozen rows)."""
+    """Clip by global norm -> AdamW(schedule) -> optional per-parameter update scale (frozen rows).
+
+    Memoised on the settings: the optimizer is part of a train state's static graph definition, so a
+    second model trained under the same settings (another lineage's seed) reuses the compiled step.
+    """
+    return _tx(tuple(c[name] for name in _TX_FIELDS), total_steps, update_scale)
+
+
+@functools.lru_cache(maxsize=64)
+def _tx(settings: tuple, total_steps: int, update_scale: Optional[UpdateScale]) -> optax.GradientTransformation:
+    c = ml_collections.ConfigDict(dict(zip(_TX_FIELDS, settings)))
     chain = []
     if c.max_grad_norm > 0:
         chain.append(optax.clip_by_global_norm(c.max_grad_norm))
