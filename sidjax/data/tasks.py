@@ -44,6 +44,7 @@ from sidjax.data.task_names import (
     REASONING,
     PROMPT_STYLES,
     PAPERS_STYLE,
+    CHAT_STYLES,
     SID_SEQUENCE_STYLE,
     TASKS,
     ITEM_TASKS,
@@ -164,6 +165,13 @@ def _example(task: str, style: str, prompt_input, target: str) -> Example:
     if style == PAPERS_STYLE:
         return Example(task, _PAPERS_PROMPTS[task](prompt_input), target, (("system", papers_wording.SYSTEM[task]),))
     return Example(task, _CHAT_PROMPTS[task](prompt_input), target)
+
+
+def item_title_prompt(sid: str, style: str) -> Example:
+    """Task 2's prompt (the title of the item with SID `sid`) in a chat style, the target left empty."""
+    if style not in CHAT_STYLES:
+        raise ValueError(f"the item-title task needs a chat prompt style {CHAT_STYLES}, got '{style}'")
+    return _example(SID2TITLE, style, sid, "")
 
 
 def next_item_prompt(history_sids: Sequence[str], style: str, mode: str) -> Example:

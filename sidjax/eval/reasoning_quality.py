@@ -51,8 +51,8 @@ class ItemKinds:
             by_sid[sid].add(kind.lower())
         self.by_sid = dict(by_sid)
         vocabulary = sorted({k.lower() for k in kinds}, key=len, reverse=True)  # longest first: "duct tape"
-        self._any = _whole_words(vocabulary)
-        self._own = {kind: _whole_words([kind]) for kind in vocabulary}
+        self._any = whole_words(vocabulary)
+        self._own = {kind: whole_words([kind]) for kind in vocabulary}
 
     def counts(self, body: str) -> tuple[int, int]:
         """(cited real items in a clause that names a kind, those whose clause names their own kind)."""
@@ -66,7 +66,8 @@ class ItemKinds:
         return described, right
 
 
-def _whole_words(phrases: Sequence[str]) -> re.Pattern:
+def whole_words(phrases: Sequence[str]) -> re.Pattern:
+    """Any of `phrases` as whole words (case-insensitive; a hyphen joins words: "tape" is not in "tape-measure")."""
     return re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(p) for p in phrases) + r")(?![\w-])", re.IGNORECASE)
 
 
