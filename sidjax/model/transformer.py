@@ -26,6 +26,7 @@ from flax import nnx, struct
 from sidjax.model.config import ModelConfig, rope_inv_freq
 from sidjax.model.dropout import dropout
 from sidjax.model.linear import project, project_transposed
+from sidjax.model.per_feature import add_bias, scale
 from sidjax.parallel.rules import constrain
 
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: a fully masked (padding) row stays NaN-free
@@ -69,7 +70,7 @@ class RMSNorm(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return y.astype(x.dtype) * self.scale[...].astype(x.dtype)
+        return scale(y.astype(x.dtype), self.scale[...])
 
 
 def rope_tables(positions: jax.Array, config: ModelConfig) -> tuple[jax.Array, jax.Array]:
@@ -129,14 +130,13 @@ class Attention(nnx.Module):
 
     def project(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """q [B,T,H,D], k, v [B,T,K,D] with RoPE applied to q and k."""
-        dt = x.dtype
         q = project(x, self.q_proj[...])
         k = project(x, self.k_proj[...])
         v = project(x, self.v_proj[...])
         if self.config.attention_bias:
-            q = q + self.q_bias[...].astype(dt)
-            k = k + self.k_bias[...].astype(dt)
-            v = v + self.v_bias[...].astype(dt)
+            q = add_bias(q, self.q_bias[...])
+            k = add_bias(k, self.k_bias[...])
+            v = add_bias(v, self.v_bias[...])
         if self.config.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v

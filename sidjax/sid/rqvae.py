@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from sidjax.model import linear
+from sidjax.model.per_feature import add_bias
 from sidjax.sid.kmeans import kmeans, row_shards, split_rows, sq_distances
 from sidjax.utils.progress import progress
 
@@ -63,7 +64,7 @@ class MLP(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """float32 outputs whatever the compute dtype."""
         for i, layer in enumerate(self.layers):
-            x = linear.project(x.astype(layer.dtype), layer.kernel[...]) + layer.bias[...].astype(layer.dtype)
+            x = add_bias(linear.project(x.astype(layer.dtype), layer.kernel[...]), layer.bias[...])
             if i + 1 < len(self.layers):
                 x = jax.nn.relu(x)
         return x.astype(jnp.float32)
