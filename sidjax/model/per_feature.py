@@ -5,9 +5,9 @@ Mixed precision keeps such a parameter in float32 and applies it cast to the com
 `y + b.astype(bf16)` (or `y * s.astype(bf16)`) hands the cast a bfloat16 sum over every row; XLA's CPU
 backend computes it as a conversion of the whole cotangent to float32 and then a two-stage reduction
 (a reduce-window of 32 rows, then a reduce), both slow on large row counts. Here the backward sums
-`g` (or `g * y`) over the rows in float32 in one reduction that XLA fuses with the product: the
-`bench.lm_step` train step and a `bench.rqvae` epoch were 10-20 % faster (docs/results/log.md), with
-a parameter gradient at least as precise as before.
+`g` (or `g * y`) over the rows in float32 in one reduction that XLA fuses with the product: a
+`bench.rqvae` epoch about 25 % faster, train steps a few percent (docs/results/log.md), and a
+parameter gradient at least as precise as before.
 """
 from __future__ import annotations
 
