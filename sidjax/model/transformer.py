@@ -26,7 +26,7 @@ from flax import nnx, struct
 from sidjax.model.config import ModelConfig, rope_inv_freq
 from sidjax.model.dropout import dropout
 from sidjax.model.linear import project, project_transposed
-from sidjax.model.per_feature import add_bias, scale
+from sidjax.model import per_feature
 from sidjax.parallel.rules import constrain
 
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)  # finite: a fully masked (padding) row stays NaN-free
@@ -70,7 +70,7 @@ class RMSNorm(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return scale(y.astype(x.dtype), self.scale[...])
+        return per_feature.scale(y.astype(x.dtype), self.scale[...])
 
 
 def rope_tables(positions: jax.Array, config: ModelConfig) -> tuple[jax.Array, jax.Array]:
@@ -134,9 +134,9 @@ class Attention(nnx.Module):
         k = project(x, self.k_proj[...])
         v = project(x, self.v_proj[...])
         if self.config.attention_bias:
-            q = add_bias(q, self.q_bias[...])
-            k = add_bias(k, self.k_bias[...])
-            v = add_bias(v, self.v_bias[...])
+            q = per_feature.add_bias(q, self.q_bias[...])
+            k = per_feature.add_bias(k, self.k_bias[...])
+            v = per_feature.add_bias(v, self.v_bias[...])
         if self.config.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
