@@ -33,9 +33,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 # The axis-rule table is the vocabulary every layer names its array dimensions in
 # (the model's params and activations, the k-means shards): it sits with utils, and
 # imports nothing from sidjax. It counts as a package of its own in the cycle check.
-# The projections in the fast matmul form are the model's and the RQ-VAE's (sidjax.sid) alike: they
-# import nothing from sidjax either.
-MODULE_LAYERS = {"sidjax.parallel.rules": 0, "sidjax.model.linear": 0}
+# The projections in the fast matmul form and the per-feature parameters (a bias, a norm's scale) are the
+# model's and the RQ-VAE's (sidjax.sid) alike: they import nothing from sidjax either.
+MODULE_LAYERS = {"sidjax.parallel.rules": 0, "sidjax.model.linear": 0, "sidjax.model.per_feature": 0}
 
 
 
