@@ -20,6 +20,8 @@ the CPU has native bf16 dot products, float32 elsewhere.
     python -m bench.grpo_step [--prompts 4 --group 16 --prompt_len 96 --new_tokens 48 --repeats 5 --threads 1
                                --dtype auto]
 
+Then each side's rollout and step as FLOP/s and as a share of its framework's matmul peak measured
+in the same run (bench.peaks): how much of a ratio target the hardware leaves room for.
 Last lines: rollout_speedup=<ratio of the rollouts' medians>, then the whole step's result and
 speedup=<PyTorch median step time / sidjax median step time>.
 """
@@ -40,6 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from bench import peaks  # noqa: E402
 from sidjax.configs import base_config  # noqa: E402
 from sidjax.decode.beam import TrieTables  # noqa: E402
 from sidjax.decode.sample import SamplingParams, generate  # noqa: E402
@@ -156,6 +159,19 @@ def torch_side(hf_dir, args, prompts, target_tokens):
     return rollout, step
 
 
+def work_flops(config, args: argparse.Namespace) -> tuple[float, float]:
+    """(rollout, whole step) matmul FLOPs: each prompt once per group, each sampled token once per row.
+
+    The step scores what the rollout wrote twice more, with the frozen reference (forward) and the
+    policy (forward + backward: 3 forwards), as sidjax does; PyTorch also runs every prompt once per
+    row, which is its own extra work and not counted.
+    """
+    prompt_tokens, sampled_tokens = args.prompts * args.prompt_len, args.prompts * args.group * args.new_tokens
+    context = args.prompt_len + args.new_tokens / 2
+    rollout = peaks.lm_forward_flops(config, context) * (prompt_tokens + sampled_tokens)
+    return rollout, 5 * rollout
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=4)
@@ -194,6 +210,11 @@ def main() -> None:
         print(f"sidjax compile: rollout {rollout_compile:.1f}s, step {step_compile:.1f}s "
               f"(kl {float(metrics['kl']):.2e})", flush=True)
         steps = harness.measure("grpo_step", "sidjax", ours_step, "pytorch", torch_step, repeats=args.repeats)
+    measured_peaks = peaks.matmul_peaks(args.dtype)
+    print(peaks.describe_peaks(measured_peaks))
+    rollout_flops, step_flops = work_flops(model.config, args)
+    peaks.print_shares("rollout", rollouts, rollout_flops, measured_peaks, args.dtype)
+    peaks.print_shares("step   ", steps, step_flops, measured_peaks, args.dtype)
     print(f"rollout_speedup={rollouts.ratio:.2f}")
     harness.finish(steps)
 

@@ -31,6 +31,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from bench import peaks  # noqa: E402
 from sidjax.model import hf  # noqa: E402
 from sidjax.model.config import ModelConfig  # noqa: E402
 from sidjax.model.transformer import CausalLM  # noqa: E402
@@ -60,23 +61,8 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
 
 
 def train_flops(config: ModelConfig, batch: int, length: int) -> float:
-    """6 x matmul parameters (output layer included) + causal-unaware attention scores/values, per step."""
-    matmul_params = config.num_params() - config.vocab_size * config.hidden_size * (not config.tie_word_embeddings)
-    matmul_params -= config.num_layers * (2 * config.hidden_size + 2 * config.head_dim) + config.hidden_size
-    attention = 2 * 2 * config.num_layers * length * config.num_heads * config.head_dim  # per token, forward
-    return 3 * (2 * matmul_params + attention) * batch * length
-
-
-def matmul_peaks(dtype: str, n: int = 1024, repeats: int = harness.MIN_REPEATS) -> dict[str, float]:
-    """Best square-matmul FLOP/s on this machine: XLA in float32 and in bfloat16 (float32 accumulation),
-    and PyTorch in the step's dtype; interleaved like the steps, so load hits them alike."""
-    xla_mm = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
-    xla_inputs = {name: jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(name)) for name in harness.DTYPES}
-    torch_input = torch.randn(n, n, dtype=getattr(torch, dtype))
-    calls = {f"XLA {name}": (lambda x=x: xla_mm(x).block_until_ready()) for name, x in xla_inputs.items()}
-    calls[f"PyTorch {dtype}"] = lambda: torch_input @ torch_input
-    times = harness.interleave(*calls.values(), repeats=repeats)
-    return {name: 2 * n ** 3 / min(seconds) for name, seconds in zip(calls, times)}
+    """Forward + backward (3 x the forward's matmuls) of every position, attention causal-unaware."""
+    return 3 * peaks.lm_forward_flops(config, length) * batch * length
 
 
 def sidjax_step(config: ModelConfig, chunk: int, lr: float):
@@ -148,15 +134,12 @@ def main() -> None:
 
     n_tokens = args.batch * args.length
     flops = train_flops(config, args.batch, args.length)
-    peaks = matmul_peaks(args.dtype)
+    measured_peaks = peaks.matmul_peaks(args.dtype)
     print(f"config: {config.num_params() / 1e6:.2f}M params, vocab {config.vocab_size}, batch {args.batch}x"
           f"{args.length}, attention {args.attention}, CE chunk {args.chunk}, dtype {args.dtype}")
-    print("matmul peak (1024^3): " + ", ".join(f"{name} {flop_s / 1e9:.1f} GFLOP/s" for name, flop_s in peaks.items()))
-    for name, seconds, peak_name in (("sidjax", result.a.median, f"XLA {args.dtype}"),
-                                     ("pytorch", result.b.median, f"PyTorch {args.dtype}")):
-        achieved = flops / seconds
-        print(f"{name:8s} median step {seconds * 1e3:8.1f} ms  {n_tokens / seconds:9.0f} tokens/s  "
-              f"{achieved / 1e9:6.1f} GFLOP/s  ({achieved / peaks[peak_name]:.0%} of the {peak_name} matmul peak)")
+    print(peaks.describe_peaks(measured_peaks))
+    print(f"tokens/s (median step): sidjax {n_tokens / result.a.median:.0f}, pytorch {n_tokens / result.b.median:.0f}")
+    peaks.print_shares("step", result, flops, measured_peaks, args.dtype)
     harness.finish(result)
 
 

@@ -12,7 +12,8 @@ distances and losses stay float32 on both. `auto` (the default) is what `rqvae.d
 
     python -m bench.rqvae [--epochs 10] [--batch_size 1024] [--hidden 512,256,128] [--dtype auto] [--threads 1]
 
-Last line: speedup=<PyTorch median seconds per epoch / ours>.
+Then each side's epoch as FLOP/s and as a share of its framework's matmul peak measured in the same
+run (bench.peaks). Last line: speedup=<PyTorch median seconds per epoch / ours>.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from bench import peaks  # noqa: E402
 from sidjax.configs import base_config  # noqa: E402
 from sidjax.data.sources import load_dataset  # noqa: E402
 from sidjax.sid import embed, rqvae  # noqa: E402
@@ -71,6 +73,15 @@ class TorchRQVAE(torch.nn.Module):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.low_precision):
             recon = self.decoder(quantized).float()
         return torch.mean((recon - x) ** 2) + self.config.quant_weight * quant_loss / len(self.codebooks)
+
+
+def epoch_flops(config: rqvae.RQVAEConfig, rows: int) -> float:
+    """Matmul FLOPs of an epoch: encoder and decoder forward + backward (no gradient into the data), and
+    each level's distances to its codebook (forward only: the argmin has no gradient)."""
+    sizes = (config.input_dim, *config.hidden, config.code_dim)
+    per_row = (peaks.mlp_train_flops(sizes, data_input=True) + peaks.mlp_train_flops(sizes[::-1], data_input=False)
+               + config.levels * 2 * config.code_dim * config.codebook_size)
+    return per_row * rows
 
 
 def main() -> None:
@@ -126,8 +137,11 @@ def main() -> None:
             loss.item()
 
     print(f"sidjax compile: {compile_s:.2f} s", flush=True)
-    harness.finish(harness.measure("rqvae_epoch", "sidjax", ours_epoch, "pytorch", torch_epoch,
-                                   repeats=args.epochs))
+    result = harness.measure("rqvae_epoch", "sidjax", ours_epoch, "pytorch", torch_epoch, repeats=args.epochs)
+    measured_peaks = peaks.matmul_peaks(config.dtype)
+    print(peaks.describe_peaks(measured_peaks))
+    peaks.print_shares("epoch", result, epoch_flops(config, batches[0].size), measured_peaks, config.dtype)
+    harness.finish(result)
 
 
 if __name__ == "__main__":
