@@ -46,7 +46,7 @@ from bench import peaks  # noqa: E402
 from sidjax.configs import base_config  # noqa: E402
 from sidjax.decode.beam import TrieTables  # noqa: E402
 from sidjax.decode.sample import SamplingParams, generate  # noqa: E402
-from sidjax.model.config import preset  # noqa: E402
+from sidjax.model.config import ModelConfig, preset  # noqa: E402
 from sidjax.model.hf import save_pretrained  # noqa: E402
 from sidjax.model.transformer import CausalLM  # noqa: E402
 from sidjax.sid.codes import SidTrie  # noqa: E402
@@ -159,11 +159,11 @@ def torch_side(hf_dir, args, prompts, target_tokens):
     return rollout, step
 
 
-def work_flops(config, args: argparse.Namespace) -> tuple[float, float]:
+def work_flops(config: ModelConfig, args: argparse.Namespace) -> tuple[float, float]:
     """(rollout, whole step) matmul FLOPs: each prompt once per group, each sampled token once per row.
 
-    The step scores what the rollout wrote twice more, with the frozen reference (forward) and the
-    policy (forward + backward: 3 forwards), as sidjax does; PyTorch also runs every prompt once per
+    The step then scores the same tokens with the frozen reference (a forward) and the policy (forward
+    + backward: 3 forwards), as sidjax does; PyTorch also runs every prompt once per
     row, which is its own extra work and not counted.
     """
     prompt_tokens, sampled_tokens = args.prompts * args.prompt_len, args.prompts * args.group * args.new_tokens

@@ -36,14 +36,15 @@ def matmul_peaks(dtype: str, n: int = 1024, repeats: int = harness.MIN_REPEATS) 
     return {name: 2 * n ** 3 / min(seconds) for name, seconds in zip(calls, times)}
 
 
-def describe_peaks(peaks: dict[str, float], n: int = 1024) -> str:
-    return f"matmul peak ({n}^3): " + ", ".join(f"{name} {flop_s / 1e9:.1f} GFLOP/s" for name, flop_s in peaks.items())
+def describe_peaks(measured: dict[str, float], n: int = 1024) -> str:
+    """The line that says which peaks the shares below it divide by."""
+    return f"matmul peak ({n}^3): " + ", ".join(f"{name} {flop_s / 1e9:.1f} GFLOP/s" for name, flop_s in measured.items())
 
 
-def share_of_peak(flops: float, seconds: float, peaks: dict[str, float], peak_name: str) -> str:
+def share_of_peak(flops: float, seconds: float, measured: dict[str, float], peak_name: str) -> str:
     """'<GFLOP/s> GFLOP/s (<share> of the <peak_name> matmul peak)' for work of `flops` done in `seconds`."""
     achieved = flops / seconds
-    return f"{achieved / 1e9:6.1f} GFLOP/s ({achieved / peaks[peak_name]:.0%} of the {peak_name} matmul peak)"
+    return f"{achieved / 1e9:6.1f} GFLOP/s ({achieved / measured[peak_name]:.0%} of the {peak_name} matmul peak)"
 
 
 def print_shares(label: str, comparison: harness.Comparison, flops: float, measured: dict[str, float],
