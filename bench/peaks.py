@@ -24,10 +24,14 @@ from bench import harness
 from sidjax.model.config import ModelConfig
 
 
-def matmul_peaks(dtype: str, n: int = 1024, repeats: int = harness.MIN_REPEATS) -> dict[str, float]:
+SQUARE = 1024  # the peak's matmul is SQUARE x SQUARE by SQUARE x SQUARE
+
+
+def matmul_peaks(dtype: str, repeats: int = harness.MIN_REPEATS) -> dict[str, float]:
     """Best square-matmul FLOP/s on this machine: XLA in float32 and in bfloat16 (float32 accumulation),
     and PyTorch in `dtype`; interleaved, so load hits them alike."""
     xla_mm = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
+    n = SQUARE
     xla_inputs = {name: jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(name)) for name in harness.DTYPES}
     torch_input = torch.randn(n, n, dtype=getattr(torch, dtype))
     calls = {f"XLA {name}": (lambda x=x: xla_mm(x).block_until_ready()) for name, x in xla_inputs.items()}
@@ -36,9 +40,9 @@ def matmul_peaks(dtype: str, n: int = 1024, repeats: int = harness.MIN_REPEATS) 
     return {name: 2 * n ** 3 / min(seconds) for name, seconds in zip(calls, times)}
 
 
-def describe_peaks(measured: dict[str, float], n: int = 1024) -> str:
+def describe_peaks(measured: dict[str, float]) -> str:
     """The line that says which peaks the shares below it divide by."""
-    return f"matmul peak ({n}^3): " + ", ".join(f"{name} {flop_s / 1e9:.1f} GFLOP/s" for name, flop_s in measured.items())
+    return f"matmul peak ({SQUARE}^3): " + ", ".join(f"{name} {flop_s / 1e9:.1f} GFLOP/s" for name, flop_s in measured.items())
 
 
 def share_of_peak(flops: float, seconds: float, measured: dict[str, float], peak_name: str) -> str:
