@@ -21,7 +21,7 @@ from sidjax.stages.lock import workdir_lock
 
 
 def main(argv) -> None:
-    config = start(argv)
+    config = start(argv, runs_entries=False)
     workdir = Path(WORKDIR.value)
     c = config.eval
     if c.checkpoint:

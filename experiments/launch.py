@@ -91,19 +91,26 @@ def _open_log(workdir: Path) -> None:
     std_logging.getLogger().handlers.insert(0, _log_file)  # before the console's filter strips library tracebacks
 
 
-def start(argv: list[str]) -> ml_collections.ConfigDict:
+def start(argv: list[str], *, runs_entries: bool = True) -> ml_collections.ConfigDict:
     """Join the multi-process job (if any) and return the validated config, with the log file opened.
 
     The config's own rules (`sidjax.configs.validate`), then its stage entries (`sidjax.stages.entries.check`:
     known stages, each using only entries listed before it), before any work: a bad config creates no workdir.
+    An app that runs a section itself, not the pipeline's entries (`runs_entries=False`: `experiments.eval`),
+    drops them unchecked: a knob set for this run (`eval.think_paths` with `eval.mode=reasoning`) cannot
+    make an entry it never runs (`entries["eval:sft"]`, direct mode) invalid.
     """
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_ConsoleFilter())
     distributed.initialize_from_flags()
     config = _CONFIG.value
-    validate(config)
-    entries.check(config)
+    if runs_entries:
+        validate(config)
+        entries.check(config)
+    else:
+        config.entries = ml_collections.ConfigDict()
+        validate(config)
     _open_log(Path(WORKDIR.value))
     return config
 

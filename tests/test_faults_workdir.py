@@ -26,9 +26,9 @@ from sidjax.utils.errors import DataError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _launch(workdir, *flags, module="experiments.train"):
+def _launch(workdir, *flags, module="experiments.train", config="experiments/configs/demo.py"):
     return subprocess.run(
-        [sys.executable, "-m", module, "--config=experiments/configs/demo.py", f"--workdir={workdir}", *flags],
+        [sys.executable, "-m", module, f"--config={config}", f"--workdir={workdir}", *flags],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
 
@@ -161,6 +161,17 @@ def test_an_eval_prompt_longer_than_the_model_is_refused_at_launch(tmp_path):
         "'eval:sft' is at least 4002 tokens with its answer, over the 512 positions of the model "
         "(model.preset 'tiny'); set data.max_history to at most 127")
     assert not (tmp_path / "run" / "data").exists(), "no stage ran"
+
+
+def test_a_standalone_eval_is_not_refused_for_pipeline_entries_it_does_not_run(tmp_path):
+    # industrial_smollm2's entries["eval:sft"] sets direct mode, where several thought paths are invalid;
+    # `experiments.eval` runs config.eval alone, so it gets as far as looking for its model.
+    result = _launch(tmp_path / "run", "--config.eval.mode=reasoning", "--config.eval.think_temperature=1.0",
+                     "--config.eval.think_paths=4", "--config.eval.models=('grpo',)", module="experiments.eval",
+                     config="experiments/configs/industrial_smollm2.py")
+    assert result.returncode == exits.USER_ERROR_EXIT
+    assert _error_line(result) == (f"error: {tmp_path / 'run' / 'grpo'}: neither a model bundle (bundle.json) "
+                                   "nor a run directory (config.json)")
 
 
 def test_paper_sids_that_do_not_match_the_config_are_refused_before_any_stage(tmp_path):
