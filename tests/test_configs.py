@@ -114,6 +114,19 @@ def test_several_thought_paths_need_sampled_reasoning():
         validate(config)
 
 
+def test_the_search_reward_needs_sampled_reasoning_rollouts():
+    config = base_config()
+    config.grpo.reward_weights.search = 1.0
+    with pytest.raises(ConfigError, match=r"'grpo\.reward_weights\.search': the search after a thought needs "
+                                          r"mode='reasoning' and rollout='sample'"):
+        validate(config)
+    config.grpo.mode, config.grpo.rollout = "reasoning", "sample"
+    validate(config)
+    config.grpo.search_beams = 0
+    with pytest.raises(ConfigError, match=r"'grpo\.search_beams': must be >= 1, got 0"):
+        validate(config)
+
+
 @pytest.mark.parametrize("name", ["demo", "industrial_scratch", "industrial_smollm2", "industrial_qwen3_1p7b", "tpu_qwen25_7b_v5p64"])
 def test_shipped_experiment_configs_validate(name):
     validate(importlib.import_module(f"experiments.configs.{name}").get_config())

@@ -1,5 +1,7 @@
 """GRPO: the loss against a plain-numpy reference, prefix-shared scoring against full sequences, and a toy
 problem where the rewarded SID gains probability."""
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,7 +122,7 @@ def test_grpo_step_with_prefix_shared_scores_equals_full_sequence_scoring(monkey
     completion = jnp.concatenate([sids, jnp.zeros((12, 1), jnp.int32)], axis=1)
 
     def rollout_fn(model, inputs, tables):
-        return jnp.where(fixed.completion_mask, completion, 0), fixed.completion_mask
+        return grpo.Completions(jnp.where(fixed.completion_mask, completion, 0), fixed.completion_mask)
 
     def run():
         state = make_train_state(parity_model(remat="full"), section, total_steps=10)
@@ -160,7 +162,7 @@ def catalogue_rollout(model, inputs, tables):
     """A fixed group: every item's SID once, like G = 4 beams covering the whole catalogue."""
     group = jnp.asarray(SIDS + OFFSETS, jnp.int32)
     completion = jnp.tile(group, (inputs.prompts.shape[0], 1))
-    return completion, jnp.ones_like(completion, bool)
+    return grpo.Completions(completion, jnp.ones_like(completion, bool))
 
 
 def test_rewarded_sid_gains_probability():
@@ -180,7 +182,7 @@ def test_rewarded_sid_gains_probability():
 
     def target_logprob(arrays):
         model = nnx.merge(state.graphdef, arrays)[0]
-        completion, mask = catalogue_rollout(model, inputs, None)
+        completion, mask, _ = catalogue_rollout(model, inputs, None)
         rollout = grpo.Rollout(inputs.prompts, inputs.prompt_mask, completion, mask)
         lp = grpo.score(model, rollout, 0).logprobs
         per_completion = (lp * rollout.completion_mask).sum(axis=1).reshape(2, 4)
@@ -219,14 +221,14 @@ def test_beam_rollout_step_ranks_the_target_up():
     step = grpo.make_grpo_step(state.graphdef, state.wrt, grpo.beam_rollout(4), settings)
     inputs = toy_inputs()
     rollout = grpo.beam_rollout(4)
-    first, _ = rollout(nnx.merge(state.graphdef, state.arrays)[0], inputs, tables)
+    first = rollout(nnx.merge(state.graphdef, state.arrays)[0], inputs, tables).tokens
     # Four beams over a four-item catalogue: every item exactly once per prompt.
     got = sorted(map(tuple, (np.asarray(first[:4]) - OFFSETS).tolist()))
     assert got == sorted(map(tuple, SIDS.tolist()))
     arrays = state.arrays
     for _ in range(4):
         arrays, metrics = step(arrays, ref_params, inputs, tables)
-    completion, _ = rollout(nnx.merge(state.graphdef, arrays)[0], inputs, tables)
+    completion = rollout(nnx.merge(state.graphdef, arrays)[0], inputs, tables).tokens
     top = np.asarray(completion).reshape(2, 4, 3)[:, 0] - OFFSETS
     np.testing.assert_array_equal(top, SIDS[[TARGET, TARGET]])
     np.testing.assert_allclose(metrics["hit_rate"], 0.25)
@@ -269,7 +271,8 @@ def test_reasoning_rollout_keeps_the_thought_grammar_and_frees_the_answer():
     state = toy_state(learning_rate=1e-3)
     rollout = grpo.sample_rollout(params, pad_id=0, token_level=jnp.asarray(level))
     inputs = toy_inputs()._replace(cite_sids=jnp.asarray(cites.sids))
-    completion, mask = rollout(nnx.merge(state.graphdef, state.arrays)[0], inputs, None)
+    completion, mask, searched = rollout(nnx.merge(state.graphdef, state.arrays)[0], inputs, None)
+    assert searched is None
     completion, mask = np.asarray(completion), np.asarray(mask)
     closed = answered_freely = 0
     for row in range(completion.shape[0]):
@@ -284,6 +287,48 @@ def test_reasoning_rollout_keeps_the_thought_grammar_and_frees_the_answer():
         answer = tokens[len(thought) + 1:]
         answered_freely += any(level[t] >= 0 and t not in {c for p in paths for c in p} for t in answer)
     assert closed > 0 and answered_freely > 0
+
+
+def test_the_search_reward_ranks_the_target_in_the_search_after_each_thought():
+    """Reasoning-mode rollouts with the `search` reward: each row's reward is the eval's NDCG of the target
+    among the beams searched after its thought, and a step trains on it."""
+    think_end, group, beams = 11, 4, 3  # 3 of the catalogue's 4 items
+    section = base_config().grpo
+    section.unlock()
+    section.group_size = group
+    section.mode = "reasoning"
+    section.rollout = "sample"
+    section.reward_weights = {"prefix": 0.0, "search": 1.0}
+    settings = settings_from(grpo.GrpoSettings, section, think_end_id=think_end)
+    params = SamplingParams(max_new_tokens=24, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                            no_repeat_ngram=0, stop_tokens=(10,), suppress_tokens=(10,), thought_end=think_end,
+                            num_samples=group)
+    search = grpo.ThoughtSearch(close_id=think_end, answer_prefix=(9,), num_beams=beams, normalize="vocab")
+    state = toy_state(learning_rate=1e-3)
+    model = nnx.merge(state.graphdef, state.arrays)[0]
+    tables = TrieTables.from_trie(SidTrie.build(SIDS, (4, 4, 4)), OFFSETS)
+    # The untrained model ranks item 0 third and item 1 fourth after these thoughts: the first prompt's target
+    # is found (where its thought closed), the second's is not.
+    inputs = toy_inputs()._replace(target_codes=jnp.asarray(SIDS[[0, TARGET]]))
+    completions = jax.jit(grpo.sample_rollout(params, pad_id=0, search=search))(model, inputs, tables)
+    assert completions.searched.shape == (2 * group, beams, 3)
+    rewards = R.compute_rewards(completions.tokens, completions.mask, jnp.repeat(inputs.target_codes, group, axis=0),
+                                searched=completions.searched, tables=tables, think_end_id=think_end,
+                                group_size=group, weights={"search": 1.0}, prefix_credit=(0.25, 0.5),
+                                real_item_bonus=0.1, gream_credit=(0.5,))
+    tokens, mask = np.asarray(completions.tokens), np.asarray(completions.mask)
+    targets = np.asarray(inputs.target_codes)
+    for row, found in enumerate(np.asarray(completions.searched)):
+        closed = think_end in tokens[row][mask[row]]
+        ranks = [r for r, codes in enumerate(found.tolist()) if codes == targets[row // group].tolist()]
+        want = 1.0 / math.log2(ranks[0] + 2) if ranks and closed else 0.0
+        assert float(rewards.components["search"][row]) == pytest.approx(want), row
+    credit = np.asarray(rewards.components["search"])
+    assert credit.max() > 0 and (credit == 0).any(), credit
+    step = grpo.make_grpo_step(state.graphdef, state.wrt, grpo.sample_rollout(params, pad_id=0, search=search),
+                               settings)
+    _, metrics = step(state.arrays, jax.tree.map(jnp.copy, state.model_arrays()), inputs, tables)
+    assert 0.0 < float(metrics["reward/search"]) <= 1.0
 
 
 def test_sample_rollout_refuses_citations_without_their_table():

@@ -116,6 +116,27 @@ def test_weighted_total_and_jit():
     assert float(c["rank"][0]) == 0.0 and float(c["rank"][1]) < 0.0
 
 
+def test_search_credit_is_the_ndcg_of_the_target_among_the_beams_after_a_closed_thought():
+    target = jnp.asarray([[0, 1, 2]] * 4)
+    searched = jnp.asarray([
+        [[0, 1, 2], [0, 1, 3], [1, 0, 0]],  # rank 0
+        [[1, 0, 0], [2, 3, 1], [0, 1, 2]],  # rank 2
+        [[1, 0, 0], [-1, -1, -1], [-1, -1, -1]],  # absent (fewer real beams)
+        [[0, 1, 2], [0, 1, 3], [1, 0, 0]],  # rank 0, but the thought never closed
+    ])
+    closed = jnp.asarray([True, True, True, False])
+    np.testing.assert_allclose(R.search_credit(searched, target, closed), [1.0, 0.5, 0.0, 0.0], atol=1e-6)
+
+
+def test_the_search_reward_without_a_search_is_refused():
+    with pytest.raises(ValueError, match="searches after each thought"):
+        R.compute_rewards(
+            *batch([[1, THINK_END] + sid(0, 1, 2)]), jnp.asarray([[0, 1, 2]]), tables=TABLES, think_end_id=THINK_END,
+            group_size=1, weights={"search": 1.0}, prefix_credit=(0.25, 0.5), real_item_bonus=0.1,
+            gream_credit=(0.5,),
+        )
+
+
 def test_unknown_component_is_named():
     with pytest.raises(ValueError, match="bogus"):
         R.compute_rewards(

@@ -60,8 +60,11 @@ def grpo_section() -> ml_collections.ConfigDict:
     c.advantage_eps = 1e-6
     c.pass_k = 4  # advantage = "pass_at_k"
     # Weighted sum of sidjax.train.rewards components: prefix (SIDReasoner), exact, rank (MiniOneRec, beams
-    # only), gream (GREAM's residual-sensitive levels).
-    c.reward_weights = ml_collections.ConfigDict({"prefix": 1.0, "exact": 0.0, "rank": 0.0, "gream": 0.0})
+    # only), gream (GREAM's residual-sensitive levels), search (reasoning mode, sampled rollouts: the eval's
+    # NDCG of the target among the `search_beams` SIDs searched after each thought).
+    c.reward_weights = ml_collections.ConfigDict({"prefix": 1.0, "exact": 0.0, "rank": 0.0, "gream": 0.0,
+                                                  "search": 0.0})
+    c.search_beams = 10
     c.prefix_credit = (0.25, 0.5)  # SIDReasoner: 1 level right, 2 levels right (all levels: 1.0)
     c.real_item_bonus = 0.1
     c.gream_credit = (0.5, 0.707, 0.866, 0.95)  # GREAM: 1..4 leading levels right (all: 1.0)
@@ -126,5 +129,8 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(any(w != 0 for w in weights.values()), f"{name}.reward_weights", "at least one weight must be non-zero")
     require(weights.get("rank", 0.0) == 0.0 or c.rollout == "beam", f"{name}.reward_weights.rank",
             "the rank penalty needs rank-ordered groups: use rollout='beam'")
+    require(weights.get("search", 0.0) == 0.0 or (c.mode == "reasoning" and c.rollout == "sample"),
+            f"{name}.reward_weights.search", "the search after a thought needs mode='reasoning' and rollout='sample'")
+    require(c.search_beams >= 1, f"{name}.search_beams", f"must be >= 1, got {c.search_beams}")
     require(len(c.prefix_credit) >= 1, f"{name}.prefix_credit", "needs at least one entry")
     require(len(c.gream_credit) >= 1, f"{name}.gream_credit", "needs at least one entry")

@@ -28,32 +28,53 @@ def _joined(first: KVCache, second: KVCache, second_mask: jax.Array) -> KVCache:
                    index=jnp.asarray(first.max_len + second.max_len, jnp.int32))
 
 
-def _think_and_search(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng: jax.Array,
-                      cites: citations.Citations | None, tables: TrieTables, params: SamplingParams, pad_id: int,
-                      close_id: int, answer_prefix: tuple[int, ...], num_beams: int, normalize: str
-                      ) -> tuple[Generation, BeamResult]:
-    thought, prompt_cache, thought_cache = generate_with_caches(model, tokens, attention_mask, rng, params, pad_id,
-                                                                cites)
-    rows, steps = tokens.shape[0], params.max_new_tokens
-    lengths = thought.lengths[:, 0]
-    last = jnp.take_along_axis(thought.tokens[:, 0], (lengths - 1)[:, None], axis=1)[:, 0]
-    closed = last == close_id
-    fed = lengths - 1  # thought tokens in the cache: all but the last
+def search_after_thoughts(model: CausalLM, attention_mask: jax.Array, prompt_cache: KVCache, thoughts: Generation,
+                          thought_cache: KVCache, tables: TrieTables, close_id: int, pad_id: int,
+                          answer_prefix: tuple[int, ...], num_beams: int, normalize: str) -> BeamResult:
+    """The top-`num_beams` SIDs after each row's `thought </think> answer_prefix`, from `generate_with_caches`'
+    caches (traced, inside a caller's jit); rows [N * n], `thoughts.num_samples` = n per prompt.
+
+    A row's thought ends before its first `close_id`; a row without one (cut at the budget) is its whole text.
+    Tokens the row wrote after `</think>` (a rollout's sampled answer) are not read.
+    """
+    tokens, lengths = thoughts.tokens.reshape(-1, thoughts.tokens.shape[-1]), thoughts.lengths.reshape(-1)
+    rows, steps = tokens.shape
+    samples = rows // attention_mask.shape[0]
+    written = jnp.arange(steps)[None, :] < lengths[:, None]
+    is_close = (tokens == close_id) & written
+    closed = is_close.any(axis=1)
+    last = jnp.take_along_axis(tokens, (lengths - 1)[:, None], axis=1)[:, 0]
+    # Thought tokens read from the cache: those before `</think>`, else all but the last (not fed back).
+    fed = jnp.where(closed, jnp.argmax(is_close, axis=1), lengths - 1).astype(jnp.int32)
     # What follows the cached tokens: `</think>` and the answer prefix, after the last thought token if that
     # was no `</think>` (a thought cut at the budget); left-padded to one width.
     after = jnp.concatenate([jnp.where(closed, pad_id, last)[:, None], jnp.full((rows, 1), close_id, jnp.int32),
                              jnp.broadcast_to(jnp.asarray(answer_prefix, jnp.int32), (rows, len(answer_prefix)))],
                             axis=1)
     after_mask = jnp.ones(after.shape, bool).at[:, 0].set(~closed)
-    first = attention_mask.sum(axis=-1).astype(jnp.int32) + fed  # position of the first token after the cache
+    prompt_len = jnp.repeat(attention_mask.sum(axis=-1).astype(jnp.int32), samples)
+    first = prompt_len + fed  # position of the first token after the cache
     positions = first[:, None] + jnp.cumsum(after_mask, axis=1, dtype=jnp.int32) - 1
+    if samples > 1:  # each sample reads its prompt's slots as its own
+        prompt_cache = KVCache(k=jnp.repeat(prompt_cache.k, samples, axis=1),
+                               v=jnp.repeat(prompt_cache.v, samples, axis=1),
+                               mask=jnp.repeat(prompt_cache.mask, samples, axis=0), index=prompt_cache.index)
     cached = _joined(prompt_cache, thought_cache, jnp.arange(steps)[None, :] < fed[:, None])
     hidden, after_cache = model.hidden_states(after, positions, attention_mask=after_mask,
                                               cache=model.init_cache(rows, after.shape[1]), prefix=cached)
     prefix = _joined(cached, after_cache, after_mask)
-    result = search_from((model,), [hidden[:, -1]], [prefix], first + after_mask.sum(axis=1, dtype=jnp.int32),
-                         tables, num_beams, normalize)
-    return thought, result
+    return search_from((model,), [hidden[:, -1]], [prefix], first + after_mask.sum(axis=1, dtype=jnp.int32),
+                       tables, num_beams, normalize)
+
+
+def _think_and_search(model: CausalLM, tokens: jax.Array, attention_mask: jax.Array, rng: jax.Array,
+                      cites: citations.Citations | None, tables: TrieTables, params: SamplingParams, pad_id: int,
+                      close_id: int, answer_prefix: tuple[int, ...], num_beams: int, normalize: str
+                      ) -> tuple[Generation, BeamResult]:
+    thought, prompt_cache, thought_cache = generate_with_caches(model, tokens, attention_mask, rng, params, pad_id,
+                                                                cites)
+    return thought, search_after_thoughts(model, attention_mask, prompt_cache, thought, thought_cache, tables,
+                                          close_id, pad_id, answer_prefix, num_beams, normalize)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "params", "pad_id", "close_id", "answer_prefix",

@@ -160,7 +160,8 @@ def grpo_rollout(run: _Run, c: ml_collections.ConfigDict) -> grpo.RolloutFn:
 
     A reasoning-mode sample is `<think> ... </think> SID` as the eval decodes it: the end of the turn
     is suppressed inside the thought, and with `c.citations = "history"` the thought cites only the
-    user's own items. The answer after `</think>` is sampled freely, as SIDReasoner's rollouts are.
+    user's own items. The answer after `</think>` is sampled freely, as SIDReasoner's rollouts are. A
+    `search` reward adds the eval's SID search after each thought.
     """
     if c.rollout == "beam":
         return grpo.beam_rollout(c.group_size)
@@ -171,7 +172,11 @@ def grpo_rollout(run: _Run, c: ml_collections.ConfigDict) -> grpo.RolloutFn:
                             stop_tokens=stops, suppress_tokens=stops if reasoning else (),
                             thought_end=run.rec.think_close_id if reasoning else -1, num_samples=c.group_size)
     token_level = jnp.asarray(run.rec.token_level) if c.citations == "history" else None
-    return grpo.sample_rollout(params, pad_id=run.rec.format.eos_id, token_level=token_level)
+    search = None
+    if c.reward_weights.get("search", 0.0):
+        search = grpo.ThoughtSearch(close_id=run.rec.think_close_id, answer_prefix=tuple(run.rec.answer_prefix_ids),
+                                    num_beams=c.search_beams, normalize=run.ctx.config.eval.normalize)
+    return grpo.sample_rollout(params, pad_id=run.rec.format.eos_id, token_level=token_level, search=search)
 
 
 def run_grpo(ctx: StageContext) -> dict[str, Any]:

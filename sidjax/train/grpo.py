@@ -22,7 +22,8 @@ from sidjax.train.advantages import compute_advantages
 from sidjax.train.losses import TokenScores, hidden_token_logprobs
 from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.citations import Citations
-from sidjax.decode.sample import SamplingParams, generate
+from sidjax.decode.sample import SamplingParams, generate_with_caches
+from sidjax.decode.think import search_after_thoughts
 from sidjax.train.rewards import REWARD_COMPONENTS, compute_rewards
 
 
@@ -145,8 +146,29 @@ class StepInputs(NamedTuple):
     cite_sids: jax.Array | None = None  # int32[B, H, L]: the SID tokens each prompt's thought may cite (-1 pads)
 
 
-# (model, inputs, trie tables) -> (completion int32[B*G, T], completion_mask)
-RolloutFn = Callable[[nnx.Module, StepInputs, TrieTables], tuple[jax.Array, jax.Array]]
+class Completions(NamedTuple):
+    """A rollout's G completions of each of B prompts: row b * G + g belongs to prompt b."""
+
+    tokens: jax.Array  # int32[N, T], N = B * G, right-padded
+    mask: jax.Array  # bool[N, T]: the completion tokens to learn
+    # int32[N, R, L]: the eval's top-R SIDs searched after each row's thought (-1: no SID), for the `search`
+    # reward; None when the rollout does not search (`sample_rollout` without a `ThoughtSearch`)
+    searched: jax.Array | None = None
+
+
+# (model, inputs, trie tables) -> the completions
+RolloutFn = Callable[[nnx.Module, StepInputs, TrieTables], Completions]
+
+
+@dataclasses.dataclass(frozen=True)
+class ThoughtSearch:
+    """The reasoning-mode eval's SID search, run after each sampled thought of a rollout (`search_after_thoughts`):
+    the `search` reward credits the thought by where the target ranks there, as the eval would rank it."""
+
+    close_id: int  # `</think>`
+    answer_prefix: tuple[int, ...]  # the tokens between `</think>` and the SID, as the eval feeds them
+    num_beams: int
+    normalize: str
 
 
 @functools.lru_cache(maxsize=None)
@@ -160,30 +182,36 @@ def beam_rollout(group_size: int) -> RolloutFn:
         result = beam_search(model, inputs.prompts, inputs.prompt_mask, tables, num_beams=group_size)
         tokens = tables.level_offsets + jnp.maximum(result.codes, 0)  # [B, G, L]
         mask = jnp.broadcast_to(result.valid[..., None], tokens.shape)
-        return tokens.reshape(-1, tokens.shape[-1]).astype(jnp.int32), mask.reshape(-1, tokens.shape[-1])
+        return Completions(tokens.reshape(-1, tokens.shape[-1]).astype(jnp.int32), mask.reshape(-1, tokens.shape[-1]))
 
     return rollout
 
 
-def sample_rollout(params: SamplingParams, pad_id: int, token_level: jax.Array | None = None) -> RolloutFn:
+def sample_rollout(params: SamplingParams, pad_id: int, token_level: jax.Array | None = None,
+                   search: ThoughtSearch | None = None) -> RolloutFn:
     """G = params.num_samples sampled completions per prompt (reasoning text, then the SID).
 
     With `token_level` (`sidjax.decode.citations`: each token's SID level) the thought cites only the
     SIDs of `inputs.cite_sids`; `params.thought_end` frees the answer after `</think>`. The log-probs the
     update reads are the model's own, unmasked: the constraints shape what is tried, as the beam
-    rollout's trie does.
+    rollout's trie does. With `search`, each thought is also followed by the eval's SID search, from the
+    rollout's own caches (`Completions.searched`).
     """
 
     def rollout(model, inputs, tables):
-        del tables  # the reward checks the answer's SID against the trie
         if (token_level is None) != (inputs.cite_sids is None):
             raise ValueError("sample_rollout: citations need both the rollout's token_level and the batch's "
                              "cite_sids (StepInputs); one of them is missing")
         cites = None if token_level is None else Citations(inputs.cite_sids, token_level)
-        out = generate(model, inputs.prompts, inputs.prompt_mask, params, rng=inputs.rng, pad_id=pad_id, cites=cites)
+        out, prompt_cache, cache = generate_with_caches(model, inputs.prompts, inputs.prompt_mask, inputs.rng,
+                                                        params, pad_id, cites)
         tokens = out.tokens.reshape(-1, params.max_new_tokens)
         mask = jnp.arange(params.max_new_tokens)[None, :] < out.lengths.reshape(-1, 1)
-        return tokens, mask
+        if search is None:
+            return Completions(tokens, mask)
+        result = search_after_thoughts(model, inputs.prompt_mask, prompt_cache, out, cache, tables, search.close_id,
+                                       pad_id, search.answer_prefix, search.num_beams, search.normalize)
+        return Completions(tokens, mask, result.codes)
 
     return rollout
 
@@ -264,17 +292,17 @@ def make_grpo_step(
     """The whole GRPO step as one jitted function of arrays: (train arrays, ref params, inputs, trie tables).
 
     `rollout_fn` (see `RolloutFn`) is a jittable wrapper around the decoder: `beam_rollout`
-    or `sample_rollout`.
+    or `sample_rollout`; the `search` reward needs a rollout that searches (`Completions.searched`).
     The train arrays are donated; the reference parameters are only read. Memoised: equal arguments (another
     lineage's GRPO under the same settings) get the same jitted function, compiled once.
     """
     def step(arrays: nnx.State, ref_params: nnx.State, inputs: StepInputs, tables: TrieTables):
         model = nnx.merge(graphdef, arrays)[0]
-        completion, completion_mask = rollout_fn(model, inputs, tables)
-        rollout = Rollout(inputs.prompts, inputs.prompt_mask, completion, completion_mask)
+        completions = rollout_fn(model, inputs, tables)
+        rollout = Rollout(inputs.prompts, inputs.prompt_mask, completions.tokens, completions.mask)
         targets = jnp.repeat(inputs.target_codes, settings.group_size, axis=0)
         rewards = compute_rewards(
-            rollout.completion, rollout.completion_mask, targets, tables=tables,
+            rollout.completion, rollout.completion_mask, targets, searched=completions.searched, tables=tables,
             think_end_id=settings.think_end_id, group_size=settings.group_size,
             weights=dict(settings.reward_weights), prefix_credit=settings.prefix_credit,
             real_item_bonus=settings.real_item_bonus, gream_credit=settings.gream_credit,

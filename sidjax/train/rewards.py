@@ -12,6 +12,9 @@ Reward definitions follow the papers:
   -(1/log2(i+2)) / sum_j 1/log2(j+2), only in groups that contain the target.
 - GREAM: residual-sensitive levels (0.5, 0.707, 0.866, 0.95 for 1..4 matched
   leading levels, 1.0 for all), i.e. credit grows like sqrt(matched / 4).
+- search (ours): the reasoning-mode eval's NDCG of the target in the SID search that follows the
+  thought, 1 / log2(rank + 2), 0 outside the R beams or without `</think>`. The sampled answer is one
+  SID; the eval ranks R of them after the thought, so this credits a thought by what the eval scores.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import jax.numpy as jnp
 from sidjax.decode.beam import TrieTables
 from sidjax.sid.codes import leaf_ids
 
-REWARD_COMPONENTS = ("prefix", "exact", "rank", "gream")
+REWARD_COMPONENTS = ("prefix", "exact", "rank", "gream", "search")
 
 
 class ParsedSid(NamedTuple):
@@ -112,6 +115,14 @@ def rank_penalty(hit: jax.Array, group_size: int) -> jax.Array:
     return reward.reshape(-1)
 
 
+def search_credit(searched: jax.Array, target_codes: jax.Array, closed: jax.Array) -> jax.Array:
+    """f32[N]: 1 / log2(rank + 2) where the target is beam `rank` of `searched` (int32[N, R, L], best first),
+    0 where it is not there or the thought is not `closed`."""
+    found = (searched == target_codes[:, None, :]).all(axis=-1)  # beams are distinct SIDs: at most one
+    discount = 1.0 / jnp.log2(jnp.arange(searched.shape[1], dtype=jnp.float32) + 2.0)
+    return jnp.where(closed, jnp.max(found * discount, axis=1), 0.0)
+
+
 class Rewards(NamedTuple):
     total: jax.Array  # f32[N], the weighted sum the advantages are computed from
     components: dict[str, jax.Array]  # name -> f32[N], unweighted
@@ -131,15 +142,21 @@ def compute_rewards(
     prefix_credit: Sequence[float],
     real_item_bonus: float,
     gream_credit: Sequence[float],
+    searched: jax.Array | None = None,
 ) -> Rewards:
     """All reward components for flattened groups and their weighted total.
 
-    target_codes: int32[N, L], the target item's SID repeated per completion.
-    Components with weight 0 are still computed (they are cheap) so they can be logged.
+    target_codes: int32[N, L], the target item's SID repeated per completion. searched: the SID search
+    after each thought (`search_credit`; reasoning mode), None where the rollout did not search.
+    Components with weight 0 are still computed (they are cheap) so they can be logged; `search`
+    is 0 without a search.
     """
     unknown = set(weights) - set(REWARD_COMPONENTS)
     if unknown:
         raise ValueError(f"unknown reward components {sorted(unknown)} (known: {REWARD_COMPONENTS})")
+    if weights.get("search", 0.0) and (searched is None or think_end_id is None):
+        raise ValueError("the 'search' reward needs a reasoning-mode rollout that searches after each thought "
+                         "(sample_rollout with a ThoughtSearch)")
     num_levels = tables.num_levels
     parsed = parse_sid(tokens, mask, tables, think_end_id)
     matched = jnp.where(parsed.well_formed, matched_prefix_levels(parsed.codes, target_codes), 0)
@@ -150,6 +167,10 @@ def compute_rewards(
         "exact": exact_match(matched, parsed.well_formed, num_levels),
         "rank": rank_penalty(hit, group_size),
         "gream": jnp.where(parsed.well_formed, prefix_schedule(matched, num_levels, gream_credit), 0.0),
+        "search": jnp.zeros(tokens.shape[0], jnp.float32),
     }
+    if searched is not None and think_end_id is not None:
+        closed = ((tokens == think_end_id) & mask).any(axis=1)
+        components["search"] = search_credit(searched, target_codes, closed)
     total = sum(weights.get(name, 0.0) * value for name, value in components.items())
     return Rewards(total.astype(jnp.float32), components, hit, parsed.well_formed)
