@@ -125,6 +125,12 @@ def test_the_search_reward_needs_sampled_reasoning_rollouts():
     config.grpo.search_beams = 0
     with pytest.raises(ConfigError, match=r"'grpo\.search_beams': must be >= 1, got 0"):
         validate(config)
+    config.grpo.search_beams = 10
+    config.grpo.credit_copies = False
+    with pytest.raises(ConfigError, match=r"'grpo\.credit_copies': False needs citations='history'"):
+        validate(config)
+    config.grpo.citations = "history"
+    validate(config)
 
 
 @pytest.mark.parametrize("name", ["demo", "industrial_scratch", "industrial_smollm2", "industrial_qwen3_1p7b", "tpu_qwen25_7b_v5p64"])

@@ -331,6 +331,25 @@ def test_the_search_reward_ranks_the_target_in_the_search_after_each_thought():
     assert 0.0 < float(metrics["reward/search"]) <= 1.0
 
 
+def test_a_step_that_withholds_credit_from_copies_reads_the_prompts_history():
+    section = base_config().grpo
+    section.unlock()
+    section.group_size = 4
+    section.credit_copies = False
+    settings = settings_from(grpo.GrpoSettings, section, think_end_id=None)
+    state = toy_state(learning_rate=1e-3)
+    tables = TrieTables.from_trie(SidTrie.build(SIDS, (4, 4, 4)), OFFSETS)
+    level = citations.token_levels(24, OFFSETS, (4, 4, 4))
+    # Prompt 0 has bought item 0 (the target's category, two levels in common), prompt 1 nothing.
+    cites = citations.history_citations(SIDS, [[0], [3]], OFFSETS, level, bucket=2)
+    inputs = toy_inputs()._replace(cite_sids=jnp.asarray(cites.sids))
+    step = grpo.make_grpo_step(state.graphdef, state.wrt, catalogue_rollout, settings)
+    _, metrics = step(state.arrays, jax.tree.map(jnp.copy, state.model_arrays()), inputs, tables)
+    # Each group is the whole catalogue: prefix credit .5 (item 0), 1 (the target), 0, 0, +.1 each; the copies
+    # (item 0 in group 0, item 3 in group 1) lose their credit but not the real-item bonus.
+    np.testing.assert_allclose(metrics["reward/prefix"], (0.1 + 1.1 + 0.1 + 0.1 + 0.6 + 1.1 + 0.1 + 0.1) / 8, atol=1e-6)
+
+
 def test_sample_rollout_refuses_citations_without_their_table():
     params = SamplingParams(max_new_tokens=4, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
                             no_repeat_ngram=0, stop_tokens=(), suppress_tokens=(), thought_end=-1, num_samples=2)

@@ -128,6 +128,23 @@ def test_search_credit_is_the_ndcg_of_the_target_among_the_beams_after_a_closed_
     np.testing.assert_allclose(R.search_credit(searched, target, closed), [1.0, 0.5, 0.0, 0.0], atol=1e-6)
 
 
+def test_a_sid_copied_from_the_history_earns_prefix_credit_only_as_the_target():
+    target = jnp.asarray([[0, 1, 2]] * 3)
+    tokens, mask = batch([sid(0, 1, 3), sid(0, 1, 2), sid(0, 1, 3)])
+    history = jnp.asarray([
+        [sid(0, 1, 3), [-1, -1, -1]],  # the answer repeats a history item of the target's category
+        [sid(0, 1, 2), sid(2, 3, 1)],  # the answer repeats a history item that is the target
+        [sid(2, 3, 1), [-1, -1, -1]],  # the answer is new to the history
+    ])
+    kwargs = dict(tables=TABLES, think_end_id=None, group_size=3, weights={"prefix": 1.0, "gream": 1.0},
+                  prefix_credit=(0.25, 0.5), real_item_bonus=0.1, gream_credit=(0.5, 0.707))
+    paid = R.compute_rewards(tokens, mask, target, **kwargs).components
+    withheld = R.compute_rewards(tokens, mask, target, history=history, **kwargs).components
+    np.testing.assert_allclose(paid["prefix"], [0.6, 1.1, 0.6], atol=1e-6)
+    np.testing.assert_allclose(withheld["prefix"], [0.1, 1.1, 0.6], atol=1e-6)  # the real-item bonus stays
+    np.testing.assert_allclose(withheld["gream"], [0.0, 1.0, 0.707], atol=1e-6)
+
+
 def test_the_search_reward_without_a_search_is_refused():
     with pytest.raises(ValueError, match="searches after each thought"):
         R.compute_rewards(

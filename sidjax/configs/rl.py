@@ -65,6 +65,9 @@ def grpo_section() -> ml_collections.ConfigDict:
     c.reward_weights = ml_collections.ConfigDict({"prefix": 1.0, "exact": 0.0, "rank": 0.0, "gream": 0.0,
                                                   "search": 0.0})
     c.search_beams = 10
+    # False: a SID that repeats one of the user's history items earns no prefix / gream credit unless it is
+    # the target (the papers pay it: a copied item of the target's category gets first-level credit).
+    c.credit_copies = True
     c.prefix_credit = (0.25, 0.5)  # SIDReasoner: 1 level right, 2 levels right (all levels: 1.0)
     c.real_item_bonus = 0.1
     c.gream_credit = (0.5, 0.707, 0.866, 0.95)  # GREAM: 1..4 leading levels right (all: 1.0)
@@ -132,5 +135,7 @@ def validate(c: ml_collections.ConfigDict, config: ml_collections.ConfigDict, na
     require(weights.get("search", 0.0) == 0.0 or (c.mode == "reasoning" and c.rollout == "sample"),
             f"{name}.reward_weights.search", "the search after a thought needs mode='reasoning' and rollout='sample'")
     require(c.search_beams >= 1, f"{name}.search_beams", f"must be >= 1, got {c.search_beams}")
+    require(c.credit_copies or c.citations == "history", f"{name}.credit_copies",
+            "False needs citations='history' (the prompts' history SIDs travel with them then)")
     require(len(c.prefix_credit) >= 1, f"{name}.prefix_credit", "needs at least one entry")
     require(len(c.gream_credit) >= 1, f"{name}.gream_credit", "needs at least one entry")

@@ -45,6 +45,7 @@ class GrpoSettings:
     real_item_bonus: float
     gream_credit: tuple[float, ...]
     think_end_id: int | None  # set in reasoning mode: the SID must follow `</think>`
+    credit_copies: bool  # False: a SID copied from the history earns no prefix credit unless it is the target
     logits_chunk: int
 
 
@@ -301,8 +302,10 @@ def make_grpo_step(
         completions = rollout_fn(model, inputs, tables)
         rollout = Rollout(inputs.prompts, inputs.prompt_mask, completions.tokens, completions.mask)
         targets = jnp.repeat(inputs.target_codes, settings.group_size, axis=0)
+        history = None if settings.credit_copies else jnp.repeat(inputs.cite_sids, settings.group_size, axis=0)
         rewards = compute_rewards(
-            rollout.completion, rollout.completion_mask, targets, searched=completions.searched, tables=tables,
+            rollout.completion, rollout.completion_mask, targets, searched=completions.searched, history=history,
+            tables=tables,
             think_end_id=settings.think_end_id, group_size=settings.group_size,
             weights=dict(settings.reward_weights), prefix_credit=settings.prefix_credit,
             real_item_bonus=settings.real_item_bonus, gream_credit=settings.gream_credit,

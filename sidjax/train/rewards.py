@@ -143,11 +143,15 @@ def compute_rewards(
     real_item_bonus: float,
     gream_credit: Sequence[float],
     searched: jax.Array | None = None,
+    history: jax.Array | None = None,
 ) -> Rewards:
     """All reward components for flattened groups and their weighted total.
 
     target_codes: int32[N, L], the target item's SID repeated per completion. searched: the SID search
     after each thought (`search_credit`; reasoning mode), None where the rollout did not search.
+    history: int32[N, H, L], the SID tokens of each completion's history items (-1 pads); where given, a
+    SID that repeats one of them earns no prefix / gream credit unless it is the target (a copied item
+    of the right category would otherwise be paid without being a hit).
     Components with weight 0 are still computed (they are cheap) so they can be logged; `search`
     is 0 without a search.
     """
@@ -162,6 +166,10 @@ def compute_rewards(
     matched = jnp.where(parsed.well_formed, matched_prefix_levels(parsed.codes, target_codes), 0)
     real = (leaf_ids(tables.codes, tables.next_node, parsed.codes) >= 0) & parsed.well_formed
     hit = (matched >= num_levels) & parsed.well_formed
+    if history is not None:
+        history_codes = history - tables.level_offsets.astype(history.dtype)
+        copied = ((parsed.codes[:, None, :] == history_codes) & (history >= 0)).all(axis=-1).any(axis=-1)
+        matched = jnp.where(copied & ~hit, 0, matched)
     components = {
         "prefix": hierarchical_reward(matched, parsed.well_formed, real, num_levels, prefix_credit, real_item_bonus),
         "exact": exact_match(matched, parsed.well_formed, num_levels),
