@@ -76,7 +76,8 @@ def test_the_search_after_sampled_rollouts_reads_each_thought_up_to_its_close():
     tables = TrieTables.from_trie(SidTrie.build(sids, LEVEL_SIZES), OFFSETS)
     samples = 4
     free = dataclasses.replace(_params(-1, samples), stop_tokens=(), temperature=1.0)
-    written = np.asarray(generate(model, tokens, mask, free, rng=jax.random.key(2), pad_id=PAD).tokens).reshape(-1, BUDGET)
+    written = generate(model, tokens, mask, free, rng=jax.random.key(2), pad_id=PAD).tokens
+    written = np.asarray(written).reshape(-1, BUDGET)
     # A closing token that some rows write before their last token (an answer follows it) and others never.
     close_id = next(t for t in np.unique(written)
                     if 0 < (written[:, :-1] == t).any(axis=1).sum() and (written != t).all(axis=1).any())

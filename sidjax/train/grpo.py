@@ -45,7 +45,7 @@ class GrpoSettings:
     real_item_bonus: float
     gream_credit: tuple[float, ...]
     think_end_id: int | None  # set in reasoning mode: the SID must follow `</think>`
-    credit_copies: bool  # False: a SID copied from the history earns no prefix credit unless it is the target
+    credit_copies: bool  # False: a SID copied from the history earns prefix / gream credit only as the target
     logits_chunk: int
 
 
@@ -302,7 +302,12 @@ def make_grpo_step(
         completions = rollout_fn(model, inputs, tables)
         rollout = Rollout(inputs.prompts, inputs.prompt_mask, completions.tokens, completions.mask)
         targets = jnp.repeat(inputs.target_codes, settings.group_size, axis=0)
-        history = None if settings.credit_copies else jnp.repeat(inputs.cite_sids, settings.group_size, axis=0)
+        history = None
+        if not settings.credit_copies:
+            if inputs.cite_sids is None:
+                raise ValueError("credit_copies=False reads each prompt's history SIDs: StepInputs.cite_sids is "
+                                 "missing")
+            history = jnp.repeat(inputs.cite_sids, settings.group_size, axis=0)
         rewards = compute_rewards(
             rollout.completion, rollout.completion_mask, targets, searched=completions.searched, history=history,
             tables=tables,
