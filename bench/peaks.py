@@ -42,7 +42,8 @@ def matmul_peaks(dtype: str, repeats: int = harness.MIN_REPEATS) -> dict[str, fl
 
 def describe_peaks(measured: dict[str, float]) -> str:
     """The line that says which peaks the shares below it divide by."""
-    return f"matmul peak ({SQUARE}^3): " + ", ".join(f"{name} {flop_s / 1e9:.1f} GFLOP/s" for name, flop_s in measured.items())
+    peaks = ", ".join(f"{name} {flop_s / 1e9:.1f} GFLOP/s" for name, flop_s in measured.items())
+    return f"matmul peak ({SQUARE}^3): {peaks}"
 
 
 def share_of_peak(flops: float, seconds: float, measured: dict[str, float], peak_name: str) -> str:

@@ -24,7 +24,7 @@ from sidjax.decode.beam import TrieTables, beam_search
 from sidjax.decode.citations import Citations
 from sidjax.decode.sample import SamplingParams, generate_with_caches
 from sidjax.decode.think import search_after_thoughts
-from sidjax.train.rewards import REWARD_COMPONENTS, compute_rewards
+from sidjax.train.rewards import REWARD_COMPONENTS, closed_thoughts, compute_rewards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,7 +278,7 @@ def rollout_metrics(rewards, rollout: Rollout, group_size: int, think_end_id: in
     groups = rewards.total.reshape(-1, group_size)
     metrics["informative_groups"] = (groups.max(axis=1) > groups.min(axis=1)).astype(jnp.float32).mean()
     if think_end_id is not None:
-        closed = ((rollout.completion == think_end_id) & rollout.completion_mask).any(axis=1)
+        closed = closed_thoughts(rollout.completion, rollout.completion_mask, think_end_id)
         metrics["think_closed"] = closed.astype(jnp.float32).mean()
     return metrics
 

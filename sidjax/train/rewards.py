@@ -100,6 +100,16 @@ def exact_match(matched: jax.Array, well_formed: jax.Array, num_levels: int) -> 
     return ((matched >= num_levels) & well_formed).astype(jnp.float32)
 
 
+def rank_discounts(ranks: int) -> jax.Array:
+    """f32[ranks]: 1 / log2(rank + 2), the NDCG weight of each rank (best first)."""
+    return 1.0 / jnp.log2(jnp.arange(ranks, dtype=jnp.float32) + 2.0)
+
+
+def closed_thoughts(tokens: jax.Array, mask: jax.Array, think_end_id: int) -> jax.Array:
+    """bool[N]: the completion wrote `</think>` (`think_end_id`) among its tokens."""
+    return ((tokens == think_end_id) & mask).any(axis=1)
+
+
 def rank_penalty(hit: jax.Array, group_size: int) -> jax.Array:
     """MiniOneRec's ranking reward over rank-ordered groups (beams).
 
@@ -108,7 +118,7 @@ def rank_penalty(hit: jax.Array, group_size: int) -> jax.Array:
     target get 0 everywhere (no signal to rank by).
     """
     hit = hit.reshape(-1, group_size)
-    discount = 1.0 / jnp.log2(jnp.arange(group_size, dtype=jnp.float32) + 2.0)
+    discount = rank_discounts(group_size)
     penalty = -discount / discount.sum()
     group_has_hit = hit.any(axis=1, keepdims=True)
     reward = jnp.where(hit, 0.0, penalty[None, :]) * group_has_hit
@@ -119,8 +129,7 @@ def search_credit(searched: jax.Array, target_codes: jax.Array, closed: jax.Arra
     """f32[N]: 1 / log2(rank + 2) where the target is beam `rank` of `searched` (int32[N, R, L], best first),
     0 where it is not there or the thought is not `closed`."""
     found = (searched == target_codes[:, None, :]).all(axis=-1)  # beams are distinct SIDs: at most one
-    discount = 1.0 / jnp.log2(jnp.arange(searched.shape[1], dtype=jnp.float32) + 2.0)
-    return jnp.where(closed, jnp.max(found * discount, axis=1), 0.0)
+    return jnp.where(closed, jnp.max(found * rank_discounts(searched.shape[1]), axis=1), 0.0)
 
 
 class Rewards(NamedTuple):
@@ -178,7 +187,6 @@ def compute_rewards(
         "search": jnp.zeros(tokens.shape[0], jnp.float32),
     }
     if searched is not None and think_end_id is not None:
-        closed = ((tokens == think_end_id) & mask).any(axis=1)
-        components["search"] = search_credit(searched, target_codes, closed)
+        components["search"] = search_credit(searched, target_codes, closed_thoughts(tokens, mask, think_end_id))
     total = sum(weights.get(name, 0.0) * value for name, value in components.items())
     return Rewards(total.astype(jnp.float32), components, hit, parsed.well_formed)
