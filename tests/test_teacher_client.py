@@ -262,6 +262,7 @@ def test_config_section_names_the_bad_key():
         ("base_url", "localhost:8000", "teacher.base_url"),
         ("concurrency", 0, "teacher.concurrency"),
         ("backoff_initial_s", 100.0, "teacher.backoff_initial_s"),
+        ("explain_target", False, "teacher.explain_target.*offline teacher only"),
     ]:
         config = base_config()
         config.teacher.kind = "openai"

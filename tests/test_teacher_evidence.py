@@ -126,3 +126,22 @@ def test_items_of_one_kind_share_one_clause_so_the_teacher_never_loops():
     assert (f"1. Evidence: the recent items are tape from Duck, Gorilla and Scotch "
             f"({sids[2]}, {sids[1]}, {sids[0]}).") in text
     assert not has_loop(text.split())
+
+
+def test_without_the_target_the_reasoning_is_a_function_of_the_history_and_train_counts():
+    dataset = _dataset()
+    sids = sid_strings(SIDS)
+    evidence = Evidence.from_train(dataset)
+    # train: after a filament came a glue 2 of 3 times; the user's latest glue is Gorilla's
+    assert evidence.likely_next_kind("filament") == "glue" and evidence.likely_next_kind("clamp") == "clamp"
+    texts = [user_text("train", 0, 0, [2, 0, 1], target, dataset, sids, evidence, explain_target=False)
+             for target in (1, 3, 4)]
+    assert len({t.reasoning for t in texts}) == 1  # whatever came next
+    steps = texts[0].reasoning.split("\n")
+    assert steps[2] == ("3. Intent: next the user needs a glue; in the training data a glue came next after a "
+                        "filament in 2 of 3 purchases.")
+    assert steps[3] == "4. Recommendation: a glue from Gorilla."
+    assert steps[4] == f"5. Items that matter: {sids[2]}."
+    # a repeat is not guessed; the narrative (task 8) still tells what came next
+    assert "again" not in texts[0].reasoning
+    assert texts[0].narrative.endswith(f"next they need a filament. The next item is {sids[1]}.")

@@ -97,6 +97,11 @@ class Evidence:
         counts = self.follows.get(last_kind, collections.Counter())
         return counts[next_kind], sum(counts.values())
 
+    def likely_next_kind(self, last_kind: str) -> str:
+        """The kind that most often came next after a `last_kind` in train (ties: the first counted), else `last_kind`."""
+        counts = self.follows.get(last_kind)
+        return counts.most_common(1)[0][0] if counts else last_kind
+
     def common_brand(self, items: Sequence[int]) -> str:
         """The brand of at least two of `items` (the most frequent; ties: the most recent), else ""."""
         counts = collections.Counter(self.brands[i] for i in items if self.brands[i])

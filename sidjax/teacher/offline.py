@@ -90,8 +90,7 @@ def _describe_recent(history: Sequence[int], evidence: Evidence, item_sids: Sequ
     return "; ".join(parts)
 
 
-def _intent(last: int, target: int, evidence: Evidence) -> str:
-    last_kind, next_kind = evidence.kinds[last], evidence.kinds[target]
+def _intent(last_kind: str, next_kind: str, evidence: Evidence) -> str:
     needs = f"more {next_kind}" if next_kind == last_kind else _a(next_kind)
     seen, after = evidence.transition(last_kind, next_kind)
     if not after:
@@ -100,18 +99,31 @@ def _intent(last: int, target: int, evidence: Evidence) -> str:
             f"in {seen} of {after} purchases.")
 
 
+def _guessed_next(history: Sequence[int], evidence: Evidence) -> tuple[str, str]:
+    """The kind that most often followed the last item's kind in train, and the latest brand the user bought of it."""
+    kind = evidence.likely_next_kind(evidence.kinds[history[-1]])
+    brands = [evidence.brands[h] for h in history if evidence.kinds[h] == kind and evidence.brands[h]]
+    return kind, brands[-1] if brands else ""
+
+
 def user_text(split: str, index: int, user: int, history: Sequence[int], target: int, dataset: RecDataset,
-              item_sids: Sequence[str], evidence: Evidence) -> UserText:
+              item_sids: Sequence[str], evidence: Evidence, explain_target: bool = True) -> UserText:
     """GREAM's curriculum: evidence -> preference -> intent -> recommendation -> the history that matters.
 
-    Items are named only by SID. The target is described (its kind and brand), never named, unless the
-    history already holds it (the same SID or title): then buying it again is the recommendation.
+    Items are named only by SID. With `explain_target` (SIDReasoner's teacher, which is given the true next
+    item) steps 3-5 describe the target (its kind and brand), never naming it, unless the history already holds
+    it (the same SID or title): then buying it again is the recommendation. Without it they describe the kind
+    that most often followed the last item's kind in train, and the user's latest brand of that kind: the
+    reasoning is then a function of the history and train counts alone, one the model can write at inference.
     """
     target_item = dataset.items[target]
-    kind, brand = evidence.kinds[target], evidence.brands[target]
     common_kind, common_brand = evidence.common_kind(history), evidence.common_brand(history)
-    again = [h for h in history if item_sids[h] == item_sids[target]
-             or dataset.items[h].title.casefold() == target_item.title.casefold()]
+    if explain_target:
+        kind, brand = evidence.kinds[target], evidence.brands[target]
+        again = [h for h in history if item_sids[h] == item_sids[target]
+                 or dataset.items[h].title.casefold() == target_item.title.casefold()]
+    else:
+        (kind, brand), again = _guessed_next(history, evidence), []
     preference = f"Preference: the user mostly buys {common_kind}"
     preference += f" and trusts {common_brand}." if common_brand else ", choosing by function rather than brand."
     recommendation = (f"Recommendation: buy {item_sids[again[-1]]} again." if again
@@ -121,7 +133,7 @@ def user_text(split: str, index: int, user: int, history: Sequence[int], target:
     steps = [
         f"Evidence: the recent items are {_describe_recent(history, evidence, item_sids)}.",
         preference,
-        _intent(history[-1], target, evidence),
+        _intent(evidence.kinds[history[-1]], kind, evidence),
         recommendation,
         f"Items that matter: {', '.join(key)}.",
     ]
@@ -129,16 +141,19 @@ def user_text(split: str, index: int, user: int, history: Sequence[int], target:
     h_sids = [item_sids[h] for h in history]
     narrative = f"The user interacted with {', '.join(h_sids)} in this order."
     narrative += f" They mostly buy {common_kind}{_from(common_brand)}."
-    narrative += (f" The latest item, {h_sids[-1]}, is {_a(evidence.kinds[history[-1]])}; next they need {_a(kind)}."
+    narrative += (f" The latest item, {h_sids[-1]}, is {_a(evidence.kinds[history[-1]])};"
+                  f" next they need {_a(evidence.kinds[target])}."
                   f" The next item is {item_sids[target]}.")
     return UserText(split=split, index=index, user=user, target=target, reasoning=reasoning, narrative=narrative,
                     source=SOURCE)
 
 
 def write_offline(
-    dataset: RecDataset, item_sids: Sequence[str], item_ids: Sequence[int], user_rows: Sequence[tuple[str, int]]
+    dataset: RecDataset, item_sids: Sequence[str], item_ids: Sequence[int], user_rows: Sequence[tuple[str, int]],
+    explain_target: bool = True,
 ) -> tuple[list[ItemText], list[UserText]]:
-    """Template texts for `item_ids` and for the samples `(split, row)` in `user_rows`."""
+    """Template texts for `item_ids` and for the samples `(split, row)` in `user_rows` (`user_text`'s
+    `explain_target`)."""
     evidence = Evidence.from_train(dataset)
     items = [item_text(i, dataset.items[i], item_sids[i], evidence.kinds[i], evidence.brands[i]) for i in item_ids]
     users = []
@@ -146,5 +161,5 @@ def write_offline(
         split = dataset.splits[split_name]
         history = split.history[row, : split.history_len[row]].tolist()
         users.append(user_text(split_name, row, int(split.users[row]), history, int(split.target[row]), dataset,
-                               item_sids, evidence))
+                               item_sids, evidence, explain_target))
     return items, users
