@@ -77,7 +77,7 @@ def _write_texts(ctx: StageContext, dataset: RecDataset, item_sids: list[str], i
     """The item and user texts of the configured teacher, and its usage (requests, tokens, cache hits)."""
     c = ctx.config.teacher
     if c.kind == "offline":
-        items, users = write_offline(dataset, item_sids, item_ids, user_rows, c.explain_target)
+        items, users = write_offline(dataset, item_sids, item_ids, user_rows, explain_target=c.explain_target)
         usage: dict[str, Any] = {}
     else:
         from sidjax.teacher.client import BudgetExceeded, ClientSettings, ResponseCache, TeacherClient, TeacherError

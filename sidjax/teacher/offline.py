@@ -116,14 +116,14 @@ def user_text(split: str, index: int, user: int, history: Sequence[int], target:
     that most often followed the last item's kind in train, and the user's latest brand of that kind: the
     reasoning is then a function of the history and train counts alone, one the model can write at inference.
     """
-    target_item = dataset.items[target]
     common_kind, common_brand = evidence.common_kind(history), evidence.common_brand(history)
     if explain_target:
         kind, brand = evidence.kinds[target], evidence.brands[target]
-        again = [h for h in history if item_sids[h] == item_sids[target]
-                 or dataset.items[h].title.casefold() == target_item.title.casefold()]
+        title = dataset.items[target].title.casefold()
+        again = [h for h in history if item_sids[h] == item_sids[target] or dataset.items[h].title.casefold() == title]
     else:
-        (kind, brand), again = _guessed_next(history, evidence), []
+        kind, brand = _guessed_next(history, evidence)
+        again = []
     preference = f"Preference: the user mostly buys {common_kind}"
     preference += f" and trusts {common_brand}." if common_brand else ", choosing by function rather than brand."
     recommendation = (f"Recommendation: buy {item_sids[again[-1]]} again." if again
