@@ -41,6 +41,8 @@ def _answer(messages):
     if first.startswith("Products are known by identifiers"):  # user narrative
         history, target = first.split("and next bought ")
         return f"The customer bought {', '.join(SID.findall(history))}." + FILLER + f" The next item is {SID.match(target)[0]}."
+    if first.startswith("A customer bought") and "bought next was" not in first:  # analyst without the target
+        return f"After {SID.findall(first)[-1]} the customer needs a complementary product." + FILLER
     if first.startswith("A customer bought"):  # analyst reasoning; never fixable for Alpha Drill
         history, target = first.split("The product they bought next was ")
         title = target.split(": ", 1)[1].split(";")[0]
@@ -63,6 +65,7 @@ class ChatServer(http.server.ThreadingHTTPServer):
         self.faults = Counter()  # kind -> times injected
         self.auth = set()
         self.refuse_all = None
+        self.prompts = []  # the first user message of every request
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -89,6 +92,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             server.attempts[conversation] += 1
             attempt = server.attempts[conversation]
             server.auth.add(self.headers.get("Authorization"))
+            server.prompts.append(next(m["content"] for m in body["messages"] if m["role"] == "user"))
         if server.refuse_all:
             return self._send(server.refuse_all, json.dumps({"error": {"message": "nope"}}))
         # The first request of every conversation fails in one of five ways (chosen by its hash).
@@ -137,13 +141,14 @@ def _settings(server, **overrides):
     return c
 
 
-def _run(server, cache_path, **overrides):
+def _run(server, cache_path, explain_target=True, **overrides):
     dataset, sids = tiny_dataset(), tiny_item_sids()
     cache = ResponseCache(cache_path)
     client = TeacherClient(settings_from(ClientSettings, _settings(server, **overrides)), cache)
     try:
         user_rows = [("train", r) for r in range(len(dataset.splits["train"]))]
-        return write_llm(client, dataset, sids, range(dataset.num_items), user_rows, BOUNDS), client.usage
+        return (write_llm(client, dataset, sids, range(dataset.num_items), user_rows, BOUNDS,
+                          explain_target=explain_target), client.usage)
     finally:
         client.close()
         cache.close()
@@ -255,6 +260,28 @@ def test_teacher_stage_with_the_openai_kind_resumes_from_its_cache(server, tmp_p
     assert SECRET not in (tmp_path / "config.json").read_text()
 
 
+def test_without_the_target_the_analyst_never_sees_it_and_the_narrative_still_ends_on_it(server, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    (items, users), _ = _run(server, tmp_path / "cache.jsonl", explain_target=False)
+    dataset, sids = tiny_dataset(), tiny_item_sids()
+    train = dataset.splits["train"]
+    assert len(items) == dataset.num_items and len(users) == len(train)  # Alpha Drill's analyst is no longer refused
+    analysts = [p for p in server.prompts if p.startswith("A customer bought")]
+    assert analysts and not any("bought next was" in p for p in analysts)
+    for user in users:
+        history = train.history[user.index, : train.history_len[user.index]].tolist()
+        listed = "".join(f"{k}. {sids[h]}: " for k, h in enumerate(history, 1))
+        prompt = next(p for p in analysts if "".join(line[:len(f"{k}. {sids[h]}: ")] for k, (h, line) in
+                                                     enumerate(zip(history, p.splitlines()[1:]), 1)) == listed)
+        if user.target not in history:
+            assert sids[user.target] not in prompt and dataset.items[user.target].title not in prompt
+        assert user.reasoning.startswith(f"After {sids[history[-1]]} ")
+        assert user.narrative.endswith(f"The next item is {sids[user.target]}.")
+    narratives = [p for p in server.prompts if p.startswith("Products are known by identifiers")]
+    assert narratives and all("An analyst who saw only the history reasoned like this:" in p for p in narratives)
+
+
 def test_config_section_names_the_bad_key():
     for key, value, message in [
         ("kind", "anthropic", "teacher.kind"),
@@ -262,7 +289,6 @@ def test_config_section_names_the_bad_key():
         ("base_url", "localhost:8000", "teacher.base_url"),
         ("concurrency", 0, "teacher.concurrency"),
         ("backoff_initial_s", 100.0, "teacher.backoff_initial_s"),
-        ("explain_target", False, "teacher.explain_target.*offline teacher only"),
     ]:
         config = base_config()
         config.teacher.kind = "openai"

@@ -108,6 +108,13 @@ def test_teacher_prompts_and_checks_follow_sidreasoner():
     assert "titles appear" in check(f"After {titles[1]} the user needs a matching part for the same job.")
     assert "no product of the history" in check("The user needs a matching part for the same job, clearly.")
     assert "names the next product" in check(f"After {h_sids[1]} the user buys {sids[target]} for the same job.")
+    # Without the target (teacher.explain_target=False) the analyst sees the history only; a right guess is no leak.
+    blind = prompts.user_reasoning_messages(items, h_sids, None, None, LOOSE)[1]["content"]
+    assert all(f"{sids[i]}: {dataset.items[i].title}" in blind for i in history)
+    assert sids[target] not in blind and dataset.items[target].title not in blind and "bought next" not in blind
+    blind_check = prompts.check_user_reasoning(titles, h_sids, None, None, LOOSE)
+    assert blind_check(f"After {h_sids[1]} the user buys {sids[target]} for the same job.") is None
+    assert "titles appear" in blind_check(f"After {titles[1]} the user needs a matching part for the same job.")
     narrative = prompts.check_item_narrative(dataset.items[0], sids[0], LOOSE, min_sentences=10)
     assert "write at least 10" in narrative(f"{sids[0]} is a tool. It cuts wood.")
     assert narrative(" ".join(f"{sids[0]} does job number {k}." for k in range(10))) is None

@@ -87,7 +87,8 @@ def _write_texts(ctx: StageContext, dataset: RecDataset, item_sids: list[str], i
         with config_key("teacher.api_key_env", TeacherError):
             client = TeacherClient(settings_from(ClientSettings, c), cache)
         try:
-            items, users = write_llm(client, dataset, item_sids, item_ids, user_rows, Bounds(c.min_chars, c.max_chars))
+            items, users = write_llm(client, dataset, item_sids, item_ids, user_rows, Bounds(c.min_chars, c.max_chars),
+                                     explain_target=c.explain_target)
         except BudgetExceeded as e:
             raise BudgetExceeded(f"config key 'teacher.{e.setting}': {e}", e.setting) from e
         finally:

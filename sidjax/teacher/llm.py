@@ -29,22 +29,24 @@ def _item_job(client: TeacherClient, dataset: RecDataset, item_sids: Sequence[st
     return ItemText(item=item_id, sid=sid, analysis=analysis, narrative=narrative, source=f"llm:{client.settings.model}")
 
 
-def _user_job(client: TeacherClient, dataset: RecDataset, item_sids: Sequence[str], split_name: str, row: int, bounds: prompts.Bounds) -> UserText | None:
+def _user_job(client: TeacherClient, dataset: RecDataset, item_sids: Sequence[str], split_name: str, row: int,
+              bounds: prompts.Bounds, explain_target: bool) -> UserText | None:
     split = dataset.splits[split_name]
     history = split.history[row, : split.history_len[row]].tolist()
     target = int(split.target[row])
     titles = [dataset.items[h].title for h in history]
     h_sids = [item_sids[h] for h in history]
     t_title, t_sid = dataset.items[target].title, item_sids[target]
+    shown, shown_title, shown_sid = (dataset.items[target], t_title, t_sid) if explain_target else (None, None, None)
     reasoning = client.ask(
-        prompts.user_reasoning_messages([dataset.items[h] for h in history], h_sids, dataset.items[target], t_sid,
-                                        bounds),
-        prompts.check_user_reasoning(titles, h_sids, t_title, t_sid, bounds),
+        prompts.user_reasoning_messages([dataset.items[h] for h in history], h_sids, shown, shown_sid, bounds),
+        prompts.check_user_reasoning(titles, h_sids, shown_title, shown_sid, bounds),
     )
     if reasoning is None:
         return None
     narrative = client.ask(
-        prompts.user_narrative_messages(titles, h_sids, t_title, t_sid, reasoning, bounds),
+        prompts.user_narrative_messages(titles, h_sids, t_title, t_sid, reasoning, bounds,
+                                        analyst_saw_target=explain_target),
         prompts.check_user_narrative(titles, h_sids, t_title, t_sid, bounds),
     )
     if narrative is None:
@@ -79,14 +81,18 @@ def write_llm(
     item_ids: Sequence[int],
     user_rows: Sequence[tuple[str, int]],
     bounds: prompts.Bounds,
+    explain_target: bool = True,
 ) -> tuple[list[ItemText], list[UserText]]:
-    """Teacher texts for `item_ids` and the samples `(split, row)`; rejected ones are left out (and logged)."""
+    """Teacher texts for `item_ids` and the samples `(split, row)`; rejected ones are left out (and logged).
+
+    `explain_target` False: the analyst is not shown the next item (`teacher.explain_target`)."""
     workers = client.settings.concurrency
     items = _run_parallel(
         [lambda i=i: _item_job(client, dataset, item_sids, i, bounds) for i in item_ids], workers, "teacher items"
     )
     users = _run_parallel(
-        [lambda s=s, r=r: _user_job(client, dataset, item_sids, s, r, bounds) for s, r in user_rows], workers, "teacher users"
+        [lambda s=s, r=r: _user_job(client, dataset, item_sids, s, r, bounds, explain_target)
+         for s, r in user_rows], workers, "teacher users"
     )
     if len(items) < len(item_ids) or len(users) < len(user_rows):
         logging.warning(

@@ -6,8 +6,11 @@ title, description, categories and brand -> (2) a narrative of at least
 (1) an analyst who sees the history (SIDs with their descriptions) and the true
 next item explains why it follows, naming products only by their SIDs and never
 naming the next one (this is the stage-2 reasoning path) -> (2) a narrative
-reciting the history by SIDs that ends with the target SID. Every answer is
-checked; a failed check's reason is sent back to the model as a re-ask.
+reciting the history by SIDs that ends with the target SID. Without the target
+(`teacher.explain_target = False`) the analyst sees the history only and reasons
+to the kind of product needed next, a thought the student can write at
+inference; the narrative still ends with the target. Every answer is checked; a
+failed check's reason is sent back to the model as a re-ask.
 """
 from __future__ import annotations
 
@@ -107,18 +110,23 @@ def _described(item: Item, sid: str) -> str:
     return f"{sid}: {details}"
 
 
-def user_reasoning_messages(history: Sequence[Item], history_sids: Sequence[str], target: Item, target_sid: str,
-                            bounds: Bounds) -> Messages:
+def user_reasoning_messages(history: Sequence[Item], history_sids: Sequence[str], target: Item | None,
+                            target_sid: str | None, bounds: Bounds) -> Messages:
+    """The analyst's prompt; `target` None: the history alone, the next purchase left for it to reason to."""
     lines = "\n".join(f"{k}. {_described(item, sid)}" for k, (item, sid) in enumerate(zip(history, history_sids), 1))
+    cite = (f"Refer to every product of the history only by its identifier (such as {history_sids[-1]}), "
+            "never by its title.")
+    if target is None:
+        task = ("Reason step by step from the preferences and needs visible in the history to the kind of product "
+                f"the customer will need next. {cite} Name the kind of product, not a particular product.")
+    else:
+        task = (f"The product they bought next was {_described(target, target_sid)}\n\n"
+                "Explain step by step which preferences and needs visible in the history lead to that next "
+                f"purchase. {cite} Reason as if you did not know the answer: do not name the "
+                "next product, its identifier or its title; describe only the kind of product the customer needs.")
     return _chat(
         "A customer bought these products (known by identifiers), in this order:\n"
-        f"{lines}\n\n"
-        f"The product they bought next was {_described(target, target_sid)}\n\n"
-        "Explain step by step which preferences and needs visible in the history lead to that next "
-        "purchase. Refer to every product of the history only by its identifier (such as "
-        f"{history_sids[-1]}), never by its title. Reason as if you did not know the answer: do not name the "
-        "next product, its identifier or its title; describe only the kind of product the customer needs. "
-        f"Plain prose, {bounds.min_chars}-{bounds.max_chars} characters."
+        f"{lines}\n\n{task} Plain prose, {bounds.min_chars}-{bounds.max_chars} characters."
     )
 
 
@@ -129,12 +137,15 @@ def user_narrative_messages(
     target_sid: str,
     reasoning: str,
     bounds: Bounds,
+    analyst_saw_target: bool = True,
 ) -> Messages:
+    analyst = ("An analyst explained the next purchase like this" if analyst_saw_target
+               else "An analyst who saw only the history reasoned like this")
     return _chat(
         "Products are known by identifiers. A customer bought, in this order:\n"
         f"{_history_lines(history_titles, history_sids)}\n"
         f"and next bought {target_sid}: {target_title}.\n\n"
-        f"An analyst explained the next purchase like this:\n\n{reasoning}\n\n"
+        f"{analyst}:\n\n{reasoning}\n\n"
         "Write a short narrative of this customer: recite the purchase history by identifiers in order, "
         "explain their preferences following the analysis, and recommend the next product. Refer to "
         f"every product only by its identifier, never by its title, and end with: The next item is {target_sid}. "
@@ -186,13 +197,17 @@ def check_item_narrative(item: Item, sid: str, bounds: Bounds, min_sentences: in
     return check
 
 
-def check_user_reasoning(history_titles: Sequence[str], history_sids: Sequence[str], target_title: str, target_sid: str, bounds: Bounds) -> Check:
+def check_user_reasoning(history_titles: Sequence[str], history_sids: Sequence[str], target_title: str | None,
+                         target_sid: str | None, bounds: Bounds) -> Check:
     """The analyst names history items by SID (at least one), never by title, and must not name the target,
-    unless a history item has the same title or SID (then naming it is fair)."""
-    in_history = target_sid in history_sids or any(t.casefold() == target_title.casefold() for t in history_titles)
+    unless a history item has the same title or SID (then naming it is fair). `target_title` / `target_sid`
+    None: the analyst was not shown the target, so a right guess is no leak."""
+    shown = target_title is not None and target_sid is not None
+    in_history = shown and (target_sid in history_sids
+                            or any(t.casefold() == target_title.casefold() for t in history_titles))
 
     def check(text: str) -> str | None:
-        if not in_history and (_mentions(text, target_title) or target_sid in text):
+        if shown and not in_history and (_mentions(text, target_title) or target_sid in text):
             return "the answer names the next product; describe the kind of product instead of naming it"
         titled = _titles_named(text, history_titles)
         if titled:
