@@ -37,7 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from sidjax.decode.beam import TrieTables, _level_logprobs, _take_rows, beam_search  # noqa: E402
+from sidjax.decode.beam import TrieTables, _level_logprobs, beam_search  # noqa: E402
 from sidjax.model import vocab  # noqa: E402
 from sidjax.model.config import PRESETS, preset  # noqa: E402
 from sidjax.model.transformer import CausalLM, KVCache, positions_from_mask  # noqa: E402
@@ -155,7 +155,7 @@ def next_level(model: CausalLM, prefix: KVCache, beams: Beams, tables: TrieTable
     scores, parent, valid, code, node = pick(beams, logp, tables, level)
     codes = jnp.concatenate([jnp.take_along_axis(beams.codes, parent[..., None], axis=1), code[..., None]], axis=-1)
     if level < tables.num_levels - 1:
-        cache = _take_rows(cache, (jnp.arange(b)[:, None] * r + parent).reshape(-1))
+        cache = cache.take_rows((jnp.arange(b)[:, None] * r + parent).reshape(-1))
     return dataclasses.replace(beams, scores=scores, valid=valid, node=node, codes=codes, cache=cache)
 
 

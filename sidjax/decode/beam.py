@@ -76,12 +76,6 @@ def _level_logprobs(model: CausalLM, hidden: jax.Array, tables: TrieTables, leve
     return jax.nn.log_softmax(model.vocab_block_logits(hidden, start, size), axis=-1)
 
 
-def _take_rows(cache: KVCache, rows: jax.Array) -> KVCache:
-    """Cache rows reordered after a beam step (rows int32 [B*R] = new row -> old row)."""
-    return KVCache(k=jnp.take(cache.k, rows, axis=1), v=jnp.take(cache.v, rows, axis=1),
-                   mask=jnp.take(cache.mask, rows, axis=0), index=cache.index)
-
-
 def _mean_level_logprobs(models: tuple[CausalLM, ...], hiddens: list[jax.Array], tables: TrieTables, level: int,
                          normalize: str) -> jax.Array:
     """The members' mean log p(code | ...): a beam's score is then the mean of the members' SID scores."""
@@ -146,7 +140,7 @@ def search_from(models: tuple[CausalLM, ...], last_hidden: Sequence[jax.Array], 
         codes = jnp.concatenate([jnp.take_along_axis(codes, parent[..., None], axis=1), new_code[..., None]], axis=-1)
         if level < num_levels - 1:
             rows = (jnp.arange(b)[:, None] * r + parent).reshape(-1)
-            caches = [_take_rows(cache, rows) for cache in caches]
+            caches = [cache.take_rows(rows) for cache in caches]
 
     scores = jnp.where(valid, scores, -jnp.inf)
     return BeamResult(codes=jnp.where(valid[..., None], codes, -1), leaves=jnp.where(valid, node, -1),

@@ -21,13 +21,6 @@ from sidjax.decode.sample import Generation, SamplingParams, generate_with_cache
 from sidjax.model.transformer import CausalLM, KVCache
 
 
-def _joined(first: KVCache, second: KVCache, second_mask: jax.Array) -> KVCache:
-    """One read-only prefix of two caches' slots (same rows), `second_mask` marking the second's real slots."""
-    return KVCache(k=jnp.concatenate([first.k, second.k], axis=2), v=jnp.concatenate([first.v, second.v], axis=2),
-                   mask=jnp.concatenate([first.mask, second_mask], axis=1),
-                   index=jnp.asarray(first.max_len + second.max_len, jnp.int32))
-
-
 def search_after_thoughts(model: CausalLM, attention_mask: jax.Array, prompt_cache: KVCache, thoughts: Generation,
                           thought_cache: KVCache, tables: TrieTables, close_id: int, pad_id: int,
                           answer_prefix: tuple[int, ...], num_beams: int, normalize: str) -> BeamResult:
@@ -56,13 +49,11 @@ def search_after_thoughts(model: CausalLM, attention_mask: jax.Array, prompt_cac
     first = prompt_len + fed  # position of the first token after the cache
     positions = first[:, None] + jnp.cumsum(after_mask, axis=1, dtype=jnp.int32) - 1
     if samples > 1:  # each sample reads its prompt's slots as its own
-        prompt_cache = KVCache(k=jnp.repeat(prompt_cache.k, samples, axis=1),
-                               v=jnp.repeat(prompt_cache.v, samples, axis=1),
-                               mask=jnp.repeat(prompt_cache.mask, samples, axis=0), index=prompt_cache.index)
-    cached = _joined(prompt_cache, thought_cache, jnp.arange(steps)[None, :] < fed[:, None])
+        prompt_cache = prompt_cache.repeat_rows(samples)
+    cached = prompt_cache.joined(thought_cache, jnp.arange(steps)[None, :] < fed[:, None])
     hidden, after_cache = model.hidden_states(after, positions, attention_mask=after_mask,
                                               cache=model.init_cache(rows, after.shape[1]), prefix=cached)
-    prefix = _joined(cached, after_cache, after_mask)
+    prefix = cached.joined(after_cache, after_mask)
     return search_from((model,), [hidden[:, -1]], [prefix], first + after_mask.sum(axis=1, dtype=jnp.int32),
                        tables, num_beams, normalize)
 

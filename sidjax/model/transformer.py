@@ -49,6 +49,22 @@ class KVCache:
     def max_len(self) -> int:
         return self.k.shape[2]
 
+    def take_rows(self, rows: jax.Array) -> "KVCache":
+        """The cache of rows `rows` (int32 [N]: new row -> old row), e.g. beams reordered after a step."""
+        return KVCache(k=jnp.take(self.k, rows, axis=1), v=jnp.take(self.v, rows, axis=1),
+                       mask=jnp.take(self.mask, rows, axis=0), index=self.index)
+
+    def repeat_rows(self, times: int) -> "KVCache":
+        """Each row `times` times in a row (row i -> rows i * times ... i * times + times - 1)."""
+        return KVCache(k=jnp.repeat(self.k, times, axis=1), v=jnp.repeat(self.v, times, axis=1),
+                       mask=jnp.repeat(self.mask, times, axis=0), index=self.index)
+
+    def joined(self, second: "KVCache", second_mask: jax.Array) -> "KVCache":
+        """One read-only prefix of this cache's slots then `second`'s (same rows); `second_mask` marks its real slots."""
+        return KVCache(k=jnp.concatenate([self.k, second.k], axis=2), v=jnp.concatenate([self.v, second.v], axis=2),
+                       mask=jnp.concatenate([self.mask, second_mask], axis=1),
+                       index=jnp.asarray(self.max_len + second.max_len, jnp.int32))
+
 
 def _param(value: jax.Array, axes: Sequence[str | None]) -> nnx.Param:
     # Logical names only; placement happens in sidjax.parallel.mesh, so building needs no mesh.
