@@ -269,11 +269,10 @@ def test_without_the_target_the_analyst_never_sees_it_and_the_narrative_still_en
     assert len(items) == dataset.num_items and len(users) == len(train)  # Alpha Drill's analyst is no longer refused
     analysts = [p for p in server.prompts if p.startswith("A customer bought")]
     assert analysts and not any("bought next was" in p for p in analysts)
+    by_history = {tuple(SID.findall(p.split("\n\n")[0])): p for p in analysts}  # the history is the first paragraph
     for user in users:
         history = train.history[user.index, : train.history_len[user.index]].tolist()
-        listed = "".join(f"{k}. {sids[h]}: " for k, h in enumerate(history, 1))
-        prompt = next(p for p in analysts if "".join(line[:len(f"{k}. {sids[h]}: ")] for k, (h, line) in
-                                                     enumerate(zip(history, p.splitlines()[1:]), 1)) == listed)
+        prompt = by_history[tuple(sids[h] for h in history)]
         if user.target not in history:
             assert sids[user.target] not in prompt and dataset.items[user.target].title not in prompt
         assert user.reasoning.startswith(f"After {sids[history[-1]]} ")

@@ -19,7 +19,7 @@ from typing import Sequence
 from sidjax.data.corpus import ItemText, UserText
 from sidjax.data.dataset import Item, RecDataset
 from sidjax.teacher.evidence import Evidence
-from sidjax.teacher.prompts import description_text
+from sidjax.teacher.prompts import description_text, repeats
 from sidjax.utils.progress import progress
 
 SOURCE = "template"
@@ -119,8 +119,8 @@ def user_text(split: str, index: int, user: int, history: Sequence[int], target:
     common_kind, common_brand = evidence.common_kind(history), evidence.common_brand(history)
     if explain_target:
         kind, brand = evidence.kinds[target], evidence.brands[target]
-        title = dataset.items[target].title.casefold()
-        again = [h for h in history if item_sids[h] == item_sids[target] or dataset.items[h].title.casefold() == title]
+        again = [history[k] for k in repeats([dataset.items[h].title for h in history], [item_sids[h] for h in history],
+                                             dataset.items[target].title, item_sids[target])]
     else:
         kind, brand = _guessed_next(history, evidence)
         again = []

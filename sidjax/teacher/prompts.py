@@ -197,14 +197,19 @@ def check_item_narrative(item: Item, sid: str, bounds: Bounds, min_sentences: in
     return check
 
 
+def repeats(history_titles: Sequence[str], history_sids: Sequence[str], title: str, sid: str) -> list[int]:
+    """Positions of the history items the next item repeats (the same SID, or the same title up to case)."""
+    return [k for k, (t, s) in enumerate(zip(history_titles, history_sids))
+            if s == sid or t.casefold() == title.casefold()]
+
+
 def check_user_reasoning(history_titles: Sequence[str], history_sids: Sequence[str], target_title: str | None,
                          target_sid: str | None, bounds: Bounds) -> Check:
     """The analyst names history items by SID (at least one), never by title, and must not name the target,
     unless a history item has the same title or SID (then naming it is fair). `target_title` / `target_sid`
     None: the analyst was not shown the target, so a right guess is no leak."""
     shown = target_title is not None and target_sid is not None
-    in_history = shown and (target_sid in history_sids
-                            or any(t.casefold() == target_title.casefold() for t in history_titles))
+    in_history = shown and bool(repeats(history_titles, history_sids, target_title, target_sid))
 
     def check(text: str) -> str | None:
         if shown and not in_history and (_mentions(text, target_title) or target_sid in text):
