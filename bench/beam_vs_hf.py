@@ -9,6 +9,9 @@ expanded from the prompt, log-softmax over the vocabulary, the trie as a
 prefix_allowed_tokens_fn, length penalty 0. Each side's timed run decodes all the users (the
 model loaded and the trie's allowed-token table built before, once); the two sides alternate
 (bench.harness) for `--repeats` rounds after a warm-up. Compile time of ours is reported apart.
+Both sides compute in float32, so their top-B lists can be identical; each side's median is also
+printed as FLOP/s of the search's own work (bench.peaks.beam_search_flops: every prompt once) and as
+a share of its framework's float32 matmul peak, measured in the same run.
 
     python -m bench.beam_vs_hf [--users 16] [--hf_batch 4] [--repeats 5] [--threads 1]
 
@@ -28,6 +31,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from bench import peaks  # noqa: E402
+
 from sidjax.configs import base_config  # noqa: E402
 from sidjax.data.formatting import ChatFormat  # noqa: E402
 from sidjax.data.sources import load_dataset  # noqa: E402
@@ -40,6 +45,9 @@ from sidjax.model.transformer import CausalLM  # noqa: E402
 from sidjax.sid.codes import SidTrie, index_to_sids  # noqa: E402
 
 
+DTYPE = "float32"  # both sides: identical top-B lists need the same arithmetic (bfloat16 kernels round apart)
+
+
 def build(users: int):
     dataset = load_dataset(base_config().data)
     sids = index_to_sids(dataset.paper_sids, dataset.num_items)
@@ -49,7 +57,7 @@ def build(users: int):
     fmt = ChatFormat(tokenizer, eos_token=bpe.EOS_TOKEN, chat_template=bpe.CHAT_TEMPLATE)
     num_tokens = vocab.padded_size(tokenizer.get_vocab_size(with_added_tokens=True), 128)
     # A larger init spread than training's 0.02 so random SID scores are well separated (no near-ties).
-    config = preset("demo", num_tokens).replace(initializer_range=0.2)
+    config = preset("demo", num_tokens).replace(initializer_range=0.2, dtype=DTYPE)
     model = CausalLM(config, rngs=nnx.Rngs(0))
     test = dataset.splits["test"]
     item_sids = sid_strings(sids)
@@ -165,10 +173,15 @@ def main() -> None:
           f"{trie.num_leaves} SIDs, {trie.branching[0]} first-level codes; devices: {jax.devices()[0].platform}")
     with tempfile.TemporaryDirectory() as model_dir:
         hf.save_pretrained(model, model_dir, tokenizer, bpe.tokenizer_config())
-        torch_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-        print(harness.report(compare(10, model, tables, torch_model, trie, offsets, prompts, args)))
-        headline = compare(50, model, tables, torch_model, trie, offsets, prompts, args)
-    harness.finish(headline)
+        torch_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, DTYPE)).eval()
+        by_width = {beams: compare(beams, model, tables, torch_model, trie, offsets, prompts, args) for beams in (10, 50)}
+        print(harness.report(by_width[10]))
+    measured_peaks = peaks.matmul_peaks(DTYPE)
+    print(peaks.describe_peaks(measured_peaks))
+    for beams, comparison in by_width.items():
+        flops = peaks.beam_search_flops(model.config, [len(p) for p in prompts], beams, trie.num_levels)
+        peaks.print_shares(f"beam {beams:>2}", comparison, flops, measured_peaks, DTYPE)
+    harness.finish(by_width[50])
 
 
 if __name__ == "__main__":

@@ -74,6 +74,23 @@ def lm_forward_flops(config: ModelConfig, context: float) -> float:
     return 2 * projections + attention
 
 
+def beam_search_flops(config: ModelConfig, prompt_lengths: Sequence[int], beams: int, levels: int) -> float:
+    """Matmul FLOPs of a constrained beam search's work: each prompt once, then `beams` rows per SID level.
+
+    Each prompt's tokens go through the body once (token t attends to t positions; padding is not
+    work), its last token through the output layer too (the first level's scores); each later
+    level runs `beams` rows through the whole model, attending to the prompt and the SID tokens
+    before. A search that expands every prompt to its beams first (transformers' `generate`)
+    does that prefill `beams` times: its own extra work, not counted.
+    """
+    output_layer = 2 * config.vocab_size * config.hidden_size
+    total = 0.0
+    for n in prompt_lengths:
+        total += sum(lm_forward_flops(config, t) - output_layer for t in range(1, n + 1)) + output_layer
+        total += beams * sum(lm_forward_flops(config, n + level) for level in range(1, levels))
+    return total
+
+
 def mlp_train_flops(sizes: Sequence[int], data_input: bool) -> float:
     """Matmul FLOPs of one row through an MLP of these layer sizes, forward and backward.
 

@@ -34,3 +34,16 @@ def test_mlp_flops_skip_only_the_input_gradient_of_data():
 def test_share_of_peak_names_the_peak_it_divides_by():
     line = peaks.share_of_peak(2e9, 0.5, {"XLA bfloat16": 8e9}, "XLA bfloat16")
     assert line.strip() == "4.0 GFLOP/s (50% of the XLA bfloat16 matmul peak)"
+
+
+def test_beam_search_flops_count_each_prompt_once_and_each_beam_per_later_level():
+    config = preset("tiny", 96)
+    output_layer = 2 * config.vocab_size * config.hidden_size
+    flops = lambda lengths, beams, levels: peaks.beam_search_flops(config, lengths, beams, levels)  # noqa: E731
+    # One token, one level: that token's forward pass, output layer included.
+    assert flops([1], 4, 1) == peaks.lm_forward_flops(config, 1)
+    # A prompt token more: one more pass through the body, attending to one more position.
+    assert flops([6], 4, 1) - flops([5], 4, 1) == peaks.lm_forward_flops(config, 6) - output_layer
+    # A beam more: one more row per level after the first, attending to the prompt and the SID tokens before.
+    assert flops([5], 5, 3) - flops([5], 4, 3) == peaks.lm_forward_flops(config, 6) + peaks.lm_forward_flops(config, 7)
+    assert flops([2, 5], 4, 3) == flops([2], 4, 3) + flops([5], 4, 3)
