@@ -9,11 +9,12 @@ expanded from the prompt, log-softmax over the vocabulary, the trie as a
 prefix_allowed_tokens_fn, length penalty 0. Each side's timed run decodes all the users (the
 model loaded and the trie's allowed-token table built before, once); the two sides alternate
 (bench.harness) for `--repeats` rounds after a warm-up. Compile time of ours is reported apart.
-Both sides compute in float32, so their top-B lists can be identical; each side's median is also
-printed as FLOP/s of the search's own work (bench.peaks.beam_search_flops: every prompt once) and as
-a share of its framework's float32 matmul peak, measured in the same run.
+Both sides compute in float32 (`--dtype`), the one dtype where their top-B lists can be identical; in
+bfloat16 (PyTorch under autocast) the agreement line says how far rounding moved them. Each side's
+median is also printed as FLOP/s of the search's own work (bench.peaks.beam_search_flops: every prompt
+once) and as a share of its framework's matmul peak in that dtype, measured in the same run.
 
-    python -m bench.beam_vs_hf [--users 16] [--hf_batch 4] [--repeats 5] [--threads 1]
+    python -m bench.beam_vs_hf [--users 16] [--hf_batch 4] [--repeats 5] [--dtype float32] [--threads 1]
 
 Last line: speedup=<transformers' median seconds over ours at beam 50>.
 """
@@ -45,10 +46,7 @@ from sidjax.model.transformer import CausalLM  # noqa: E402
 from sidjax.sid.codes import SidTrie, index_to_sids  # noqa: E402
 
 
-DTYPE = "float32"  # both sides: identical top-B lists need the same arithmetic (bfloat16 kernels round apart)
-
-
-def build(users: int):
+def build(users: int, dtype: str):
     dataset = load_dataset(base_config().data)
     sids = index_to_sids(dataset.paper_sids, dataset.num_items)
     level_sizes = (256,) * sids.shape[1]
@@ -57,7 +55,7 @@ def build(users: int):
     fmt = ChatFormat(tokenizer, eos_token=bpe.EOS_TOKEN, chat_template=bpe.CHAT_TEMPLATE)
     num_tokens = vocab.padded_size(tokenizer.get_vocab_size(with_added_tokens=True), 128)
     # A larger init spread than training's 0.02 so random SID scores are well separated (no near-ties).
-    config = preset("demo", num_tokens).replace(initializer_range=0.2, dtype=DTYPE)
+    config = preset("demo", num_tokens).replace(initializer_range=0.2, dtype=dtype)
     model = CausalLM(config, rngs=nnx.Rngs(0))
     test = dataset.splits["test"]
     item_sids = sid_strings(sids)
@@ -91,7 +89,7 @@ def allowed_next(trie, offsets) -> dict[tuple, list[int]]:
     return {k: sorted(v) for k, v in allowed.items()}
 
 
-def transformers_beam(model, allowed, num_levels, offsets, prompts, beams, batch):
+def transformers_beam(model, allowed, num_levels, offsets, prompts, beams, batch, dtype):
     """A call of transformers' generate with the trie as prefix_allowed_tokens_fn: codes [n, B, L], scores."""
     from transformers import GenerationConfig
 
@@ -110,7 +108,7 @@ def transformers_beam(model, allowed, num_levels, offsets, prompts, beams, batch
             def prefix_allowed(_, ids, width=width):
                 return allowed.get(tuple(ids[width:].tolist()), [])
 
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
                 out = model.generate(input_ids=torch.from_numpy(tokens.astype(np.int64)),
                                      attention_mask=torch.from_numpy(mask.astype(np.int64)),
                                      generation_config=gen_config, prefix_allowed_tokens_fn=prefix_allowed)
@@ -145,7 +143,7 @@ def compare(beams: int, model, tables, torch_model, trie, offsets, prompts, args
     """Both sides at one beam width, interleaved; prints users/s and whether their top-B agree."""
     ours_run, ours_out = last_result(ours(model, tables, prompts, beams, args.batch))
     hf_run, hf_out = last_result(transformers_beam(torch_model, allowed_next(trie, offsets), trie.num_levels, offsets,
-                                                   prompts, beams, args.hf_batch))
+                                                   prompts, beams, args.hf_batch, args.dtype))
     _, compiled = harness.timed(ours_run)
     c = harness.measure(f"beam{beams}", "sidjax", ours_run, "transformers", hf_run, repeats=args.repeats)
     print(f"beam {beams:>2}: sidjax {args.users / c.a.median:8.2f} users/s (compile {compiled:.1f}s) | "
@@ -163,24 +161,27 @@ def main() -> None:
     parser.add_argument("--hf_batch", type=int, default=4, help="users per transformers generate call")
     parser.add_argument("--repeats", type=harness.repeat_count, default=harness.MIN_REPEATS,
                         help="timed runs per side and beam width")
+    parser.add_argument("--dtype", default="float32", choices=harness.DTYPES,
+                        help="compute dtype of both sides (PyTorch under autocast for bfloat16); float32, the default, "
+                             "is the one where the two sides' top-B lists can be identical")
     harness.add_threads_arg(parser)
     args = parser.parse_args()
     print(harness.describe_machine(harness.machine()), flush=True)
-    model, tokenizer, _, trie, offsets, prompts = build(args.users)
+    model, tokenizer, _, trie, offsets, prompts = build(args.users, args.dtype)
     tables = TrieTables.from_trie(trie, offsets)
     print(f"model: {model.config.num_params() / 1e6:.1f}M params, vocab {model.config.vocab_size}; "
           f"{args.users} test users, prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens; "
           f"{trie.num_leaves} SIDs, {trie.branching[0]} first-level codes; devices: {jax.devices()[0].platform}")
     with tempfile.TemporaryDirectory() as model_dir:
         hf.save_pretrained(model, model_dir, tokenizer, bpe.tokenizer_config())
-        torch_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, DTYPE)).eval()
+        torch_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         by_width = {beams: compare(beams, model, tables, torch_model, trie, offsets, prompts, args) for beams in (10, 50)}
         print(harness.report(by_width[10]))
-    measured_peaks = peaks.matmul_peaks(DTYPE)
+    measured_peaks = peaks.matmul_peaks(args.dtype)
     print(peaks.describe_peaks(measured_peaks))
     for beams, comparison in by_width.items():
         flops = peaks.beam_search_flops(model.config, [len(p) for p in prompts], beams, trie.num_levels)
-        peaks.print_shares(f"beam {beams:>2}", comparison, flops, measured_peaks, DTYPE)
+        peaks.print_shares(f"beam {beams:>2}", comparison, flops, measured_peaks, args.dtype)
     harness.finish(by_width[50])
 
 
