@@ -39,7 +39,10 @@ def test_share_of_peak_names_the_peak_it_divides_by():
 def test_beam_search_flops_count_each_prompt_once_and_each_beam_per_later_level():
     config = preset("tiny", 96)
     output_layer = 2 * config.vocab_size * config.hidden_size
-    flops = lambda lengths, beams, levels: peaks.beam_search_flops(config, lengths, beams, levels)  # noqa: E731
+
+    def flops(lengths, beams, levels):
+        return peaks.beam_search_flops(config, lengths, beams, levels)
+
     # One token, one level: that token's forward pass, output layer included.
     assert flops([1], 4, 1) == peaks.lm_forward_flops(config, 1)
     # A prompt token more: one more pass through the body, attending to one more position.
