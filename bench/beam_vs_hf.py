@@ -9,7 +9,7 @@ expanded from the prompt, log-softmax over the vocabulary, the trie as a
 prefix_allowed_tokens_fn, length penalty 0. Each side's timed run decodes all the users (the
 model loaded and the trie's allowed-token table built before, once); the two sides alternate
 (bench.harness) for `--repeats` rounds after a warm-up. Compile time of ours is reported apart.
-Both sides compute in float32 (`--dtype`), the one dtype where their top-B lists can be identical; in
+Both sides compute in float32 by default (`--dtype`, also `bfloat16` or `auto`), the one dtype where their top-B lists can be identical; in
 bfloat16 (PyTorch under autocast) the agreement line says how far rounding moved them. Each side's
 median is also printed as FLOP/s of the search's own work (bench.peaks.beam_search_flops: every prompt
 once) and as a share of its framework's matmul peak in that dtype, measured in the same run.
@@ -161,12 +161,12 @@ def main() -> None:
     parser.add_argument("--hf_batch", type=int, default=4, help="users per transformers generate call")
     parser.add_argument("--repeats", type=harness.repeat_count, default=harness.MIN_REPEATS,
                         help="timed runs per side and beam width")
-    parser.add_argument("--dtype", default="float32", choices=harness.DTYPES,
-                        help="compute dtype of both sides (PyTorch under autocast for bfloat16); float32, the default, "
-                             "is the one where the two sides' top-B lists can be identical")
+    # float32 by default: the one dtype where the two sides' top-B lists can be identical.
+    harness.add_dtype_arg(parser, "compute dtype (PyTorch under autocast for bfloat16)", default="float32")
     harness.add_threads_arg(parser)
     args = parser.parse_args()
     print(harness.describe_machine(harness.machine()), flush=True)
+    args.dtype = harness.chosen_dtype(args.dtype)
     model, tokenizer, _, trie, offsets, prompts = build(args.users, args.dtype)
     tables = TrieTables.from_trie(trie, offsets)
     print(f"model: {model.config.num_params() / 1e6:.1f}M params, vocab {model.config.vocab_size}; "

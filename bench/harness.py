@@ -75,12 +75,15 @@ def threads_before_jax(torch_too: bool = True) -> int:
 DTYPES = ("float32", "bfloat16")
 
 
-def add_dtype_arg(parser: argparse.ArgumentParser, what: str) -> None:
-    """`--dtype float32|bfloat16|auto` for both sides; auto (the default): what sidjax picks on this machine."""
+def add_dtype_arg(parser: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
+    """`--dtype float32|bfloat16|auto` for both sides; auto (the default unless `default` says otherwise): what
+    sidjax picks on this machine."""
     from sidjax.model.precision import AUTO
 
-    parser.add_argument("--dtype", default=AUTO, choices=DTYPES + (AUTO,),
-                        help=f"{what} of both sides (parameters stay float32); auto: what sidjax's 'auto' picks here")
+    default = default or AUTO
+    parser.add_argument("--dtype", default=default, choices=DTYPES + (AUTO,),
+                        help=f"{what} of both sides (parameters stay float32; default {default}); "
+                             f"auto: what sidjax's 'auto' picks here")
 
 
 def chosen_dtype(dtype: str) -> str:
