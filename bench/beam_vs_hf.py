@@ -9,8 +9,9 @@ expanded from the prompt, log-softmax over the vocabulary, the trie as a
 prefix_allowed_tokens_fn, length penalty 0. Each side's timed run decodes all the users (the
 model loaded and the trie's allowed-token table built before, once); the two sides alternate
 (bench.harness) for `--repeats` rounds after a warm-up. Compile time of ours is reported apart.
-Both sides compute in float32 by default (`--dtype`, also `bfloat16` or `auto`), the one dtype where their top-B lists can be identical; in
-bfloat16 (PyTorch under autocast) the agreement line says how far rounding moved them. Each side's
+Both sides compute in float32 by default (`--dtype`, also `bfloat16` or `auto`), the one dtype where
+their top-B lists can be identical; in bfloat16 (PyTorch under autocast) the agreement line says how
+far rounding moved them. Each side's
 median is also printed as FLOP/s of the search's own work (bench.peaks.beam_search_flops: every prompt
 once) and as a share of its framework's matmul peak in that dtype, measured in the same run.
 
