@@ -11,9 +11,9 @@ model loaded and the trie's allowed-token table built before, once); the two sid
 (bench.harness) for `--repeats` rounds after a warm-up. Compile time of ours is reported apart.
 Both sides compute in float32 by default (`--dtype`, also `bfloat16` or `auto`), the one dtype where
 their top-B lists can be identical; in bfloat16 (PyTorch under autocast) the agreement line says how
-far rounding moved them. Each side's
-median is also printed as FLOP/s of the search's own work (bench.peaks.beam_search_flops: every prompt
-once) and as a share of its framework's matmul peak in that dtype, measured in the same run.
+far rounding moved them. Each side's median is also printed as FLOP/s of the search's own work
+(bench.peaks.beam_search_flops: every prompt once) and as a share of its framework's matmul peak in
+that dtype, measured in the same run.
 
     python -m bench.beam_vs_hf [--users 16] [--hf_batch 4] [--repeats 5] [--dtype float32] [--threads 1]
 

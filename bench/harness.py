@@ -76,8 +76,10 @@ DTYPES = ("float32", "bfloat16")
 
 
 def add_dtype_arg(parser: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
-    """`--dtype float32|bfloat16|auto` for both sides; auto (the default unless `default` says otherwise): what
-    sidjax picks on this machine."""
+    """`--dtype float32|bfloat16|auto` for both sides, `default` auto (what sidjax picks on this machine) unless given.
+
+    None rather than AUTO as the signature's default: sidjax is imported only inside, after the thread flags.
+    """
     from sidjax.model.precision import AUTO
 
     default = default or AUTO
